@@ -27,7 +27,9 @@ import pyarrow.parquet as pq
 
 from nuner_core.annotation.annotate import run_annotation
 from nuner_core.annotation.config import AnnotateConfig
-from nuner_core.annotation.fake_server import Fault, FakeOpenAIServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake server is test support
+from fake_openai import Fault, FakeOpenAIServer  # noqa: E402
 
 LIMIT_RPM = 600
 LATENCY_S = 0.2

@@ -8,7 +8,6 @@ from, so a typo in a 40-line profile is found in seconds.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -111,20 +110,3 @@ def _explain(exc: ValidationError, path: Path, overrides: dict[str, Any], source
         problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         lines.append(f"{key}: {problem} (from {origin}; got {err.get('input')!r})")
     return "invalid configuration:\n  " + "\n  ".join(lines)
-
-
-def assets_dir() -> Path:
-    """The shared assets: ``$NUNER_ASSETS``, else ``../shared/assets`` beside the project."""
-    env = os.environ.get("NUNER_ASSETS")
-    if env:
-        return Path(env)
-    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
-        candidate = root.parent / "shared" / "assets"
-        if candidate.is_dir():
-            return candidate
-    return Path(__file__).resolve().parents[1].parent / "shared" / "assets"
-
-
-def expand_path(value: str) -> str:
-    """Expand ``${assets}`` and environment variables in a configured path."""
-    return os.path.expandvars(value.replace("${assets}", str(assets_dir())))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from nuner_core.config import expand_path
+from nuner_core.paths import expand_path
 
 PYPI_PREFIX = "pypi:"
 

@@ -6,5 +6,4 @@
 - ``ratelimit``: requests/min, tokens/min and in-flight limits
 - ``cache`` / ``cache_import``: the response cache and ``nuner cache import``
 - ``annotate``: the run itself; ``stage``: the stage contract
-- ``fake_server``: a local misbehaving OpenAI-compatible server for tests and benchmarks
 """

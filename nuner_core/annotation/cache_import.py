@@ -20,7 +20,7 @@ from nuner_core.annotation.cache import KEY_VERSION, CachedAnswer, KeyMaker, Res
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
 from nuner_core.artifacts import ArtifactStore
-from nuner_core.config import expand_path
+from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 
 log = logging.getLogger("nuner.annotate")

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from nuner_core.config import expand_path
+from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 
 PLACEHOLDER = "[INPUT SENTENCE]"

@@ -14,7 +14,7 @@ from nuner_core.annotation.annotate import AnnotationResult, run_annotation
 from nuner_core.annotation.cache_import import resolve_cache_dir
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
-from nuner_core.config import expand_path
+from nuner_core.paths import expand_path
 from nuner_core.stage_api import Report, StageContext, StageResult
 
 CODE_VERSION = "1"

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Mapping
 import polars as pl
 import pyarrow.parquet as pq
 
-from nuner_core.config import expand_path
+from nuner_core.paths import expand_path
 from nuner_core.dataset.build import build_dataset
 from nuner_core.dataset.config import DatasetConfig
 from nuner_core.dataset.sources import (

@@ -21,7 +21,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from nuner_core.config import expand_path
+from nuner_core.paths import expand_path
 from nuner_core.evaluation.config import BenchmarkSpec, FileSource, HubSource
 from nuner_core.evaluation.conll import ConllStats, Sentence, TypeNames, entity_types, parse_tag, read_conll, to_iob2
 from nuner_core.stage_api import StageError

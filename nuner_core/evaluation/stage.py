@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from nuner_core.config import expand_path
+from nuner_core.paths import expand_path
 from nuner_core.evaluation import finetune as finetune_protocol
 from nuner_core.evaluation import frozen as frozen_protocol
 from nuner_core.evaluation.benchmarks import Benchmark, load_benchmark, resolve_spec, spec_fingerprint

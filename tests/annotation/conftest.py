@@ -11,7 +11,7 @@ import pytest
 
 from nuner_core.annotation.annotate import AnnotationResult, run_annotation
 from nuner_core.annotation.config import AnnotateConfig
-from nuner_core.annotation.fake_server import FakeOpenAIServer
+from fake_openai import FakeOpenAIServer
 from annotate_helpers import KEY, KEY_ENV, FakeClock, sentence, write_sentences
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from nuner_core.annotation.cache import ResponseCache, response_key
 from nuner_core.annotation.cache_import import ImportFileError, import_responses
-from nuner_core.annotation.fake_server import Fault, default_answer
+from fake_openai import Fault, default_answer
 from nuner_core.annotation.prompt import load_template
 from nuner_core.stage_api import StageError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nuner_core.annotation.cache import ResponseCache
-from nuner_core.annotation.fake_server import Fault, default_answer
+from fake_openai import Fault, default_answer
 from nuner_core.stage_api import StageError
 
 from annotate_helpers import KEY, FakeClock, make_config, sentence

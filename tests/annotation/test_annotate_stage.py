@@ -11,7 +11,7 @@ import pytest
 
 from nuner_core.annotation import stage
 from nuner_core.annotation.config import AnnotateConfig
-from nuner_core.annotation.fake_server import Fault
+from fake_openai import Fault
 from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import PipelineConfig, load_config
 from nuner_core.pipeline import PlannedStage, key_config, run_stage
