@@ -16,6 +16,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nuner_core.hashing import file_sha256
 from nuner_core.annotation.cache import KEY_VERSION, CachedAnswer, KeyMaker, ResponseCache
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
@@ -76,7 +77,7 @@ def import_responses(
         raise ImportFileError(f"cannot import {file}: no such file")
     template = load_template(config.prompt_template)
     sampling = config.sampling()
-    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    digest = file_sha256(file)
     marker_material = json.dumps([KEY_VERSION, digest, model, template.text, sampling, overwrite], sort_keys=True)
     marker = "import:" + hashlib.sha256(marker_material.encode()).hexdigest()
     keys = KeyMaker(model, sampling)

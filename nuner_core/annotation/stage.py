@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from nuner_core.hashing import file_sha256
 from nuner_core.annotation.annotate import AnnotationResult, run_annotation
 from nuner_core.annotation.cache_import import resolve_cache_dir
 from nuner_core.annotation.config import AnnotateConfig
@@ -27,7 +28,7 @@ def fingerprint(config: AnnotateConfig) -> object:
     imported = None
     if config.import_responses:
         file = Path(expand_path(config.import_responses))
-        imported = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else f"missing:{file.name}"
+        imported = file_sha256(file) if file.is_file() else f"missing:{file.name}"
     return {"prompt": hashlib.sha256(template.text.encode()).hexdigest(), "import_responses": imported}
 
 

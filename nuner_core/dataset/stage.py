@@ -9,13 +9,13 @@ and ``concept_frequency.png``. See ``nuner_core.dataset.build`` for the counts.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import polars as pl
 import pyarrow.parquet as pq
 
+from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
 from nuner_core.dataset.build import build_dataset
 from nuner_core.dataset.config import DatasetConfig
@@ -38,21 +38,6 @@ READERS: dict[str, Callable[[Path, int, SourceLog], Iterator[pl.DataFrame]]] = {
     "pile_ner": read_pile_ner,
 }
 
-_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
-
-
-def _file_digest(path: Path) -> str:
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _digests:
-        sha = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                sha.update(block)
-        _digests[memo] = sha.hexdigest()
-    return _digests[memo]
-
-
 def fingerprint(config: DatasetConfig) -> object:
     """A file given by ``path`` is part of the key by content; the annotate artifact by its key."""
     if not config.path:
@@ -60,7 +45,7 @@ def fingerprint(config: DatasetConfig) -> object:
     path = Path(expand_path(config.path))
     if not path.is_file():
         return {"path": str(path), "missing": True}
-    return {"sha256": _file_digest(path)}
+    return {"sha256": file_sha256(path)}
 
 
 def upstream(config: DatasetConfig) -> tuple[str, ...]:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
+from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
 from nuner_core.evaluation.config import BenchmarkSpec, FileSource, HubSource
 from nuner_core.evaluation.conll import ConllStats, Sentence, TypeNames, entity_types, parse_tag, read_conll, to_iob2
@@ -124,7 +124,7 @@ def _file_split(configured: str, types: TypeNames) -> Split:
     if not path.is_file():
         raise StageError(f"benchmark file {path} does not exist (configured as {configured!r})")
     sentences, stats = read_conll(path, types)
-    return Split(sentences, _hash([LOADER_VERSION, file_digest(path)]), {"file": str(path), **stats.as_dict()})
+    return Split(sentences, _hash([LOADER_VERSION, file_sha256(path)]), {"file": str(path), **stats.as_dict()})
 
 
 def _hub_split(source: HubSource, split: str, types: TypeNames) -> Split:
@@ -189,22 +189,6 @@ def _tag_names(source: HubSource, data: Any) -> list[str] | None:
     return names
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, memoised on (path, size, mtime) within the process."""
-    stat = os.stat(path)
-    memo = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        _DIGESTS[memo] = digest.hexdigest()
-    return _DIGESTS[memo]
-
-
 def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -216,5 +200,5 @@ def spec_fingerprint(spec: BenchmarkSpec) -> object:
     prints: list[object] = [spec.name]
     for configured in (spec.source.train, spec.source.test):
         path = Path(expand_path(configured))
-        prints.append(file_digest(path) if path.is_file() else f"missing:{path}")
+        prints.append(file_sha256(path) if path.is_file() else f"missing:{path}")
     return prints

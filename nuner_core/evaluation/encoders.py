@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nuner_core.evaluation.benchmarks import file_digest
+from nuner_core.hashing import file_sha256
 from nuner_core.evaluation.config import EncoderSpec, EvaluateConfig
 from nuner_core.models import resolve_model
 from nuner_core.stage_api import StageError
@@ -103,7 +103,7 @@ def identity(ref: EncoderRef) -> str:
         )
         if not files:
             raise StageError(f"encoder {ref.name!r}: {path} holds no model files")
-        payload: Any = [[p.name, file_digest(p)] for p in files]
+        payload: Any = [[p.name, file_sha256(p)] for p in files]
     else:
         payload = ["hub", location]  # a hub id: its files are hashed once downloaded (see load_encoder)
     if ref.random_init:
