@@ -11,20 +11,9 @@ from prefect.runtime import flow_run
 
 from nuner_core.artifacts import ArtifactRef, ArtifactStore
 from nuner_core.config import ConfigError, load_config
-from nuner_core.pipeline import STAGE_NAMES, plan
-from tasks.annotate import annotate
-from tasks.corpus import corpus
-from tasks.dataset import dataset
-from tasks.evaluate import evaluate
-from tasks.pretrain import pretrain
-
-STAGE_TASKS = {
-    "corpus": corpus,
-    "annotate": annotate,
-    "dataset": dataset,
-    "pretrain": pretrain,
-    "evaluate": evaluate,
-}
+from nuner_core.pipeline import plan
+from nuner_core.registry import STAGE_NAMES
+from tasks.stages import STAGE_TASKS
 
 
 def _run_name() -> str:

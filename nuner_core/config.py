@@ -1,4 +1,7 @@
-"""Typed, frozen configuration: one model per stage, the pipeline model, profiles, overrides.
+"""The pipeline config (one section per registered stage), profiles and overrides.
+
+Each stage's frozen config class lives in its own package; ``PipelineConfig`` is assembled
+from the registry, so it has exactly one field per stage, in pipeline order.
 
 A profile is a YAML file (shipped ones live in ``nuner_core/profiles/``). Overrides are
 dotted keys (``pretrain.lr=1e-4``) given on the command line or as a flow parameter; their
@@ -12,14 +15,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, create_model
 
 from nuner_core.basemodel import StrictModel
-from nuner_core.annotation.config import AnnotateConfig
-from nuner_core.corpus.config import CorpusConfig
-from nuner_core.dataset.config import DatasetConfig
-from nuner_core.evaluation.config import EvaluateConfig
-from nuner_core.pretraining.config import PretrainConfig
+from nuner_core.registry import STAGES
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -28,13 +27,14 @@ class ConfigError(ValueError):
     """A profile or override is invalid; the message names the key and its source."""
 
 
-class PipelineConfig(StrictModel):
-    profile: str  # name of the profile this config was built from
-    corpus: CorpusConfig = CorpusConfig()
-    annotate: AnnotateConfig = AnnotateConfig()
-    dataset: DatasetConfig = DatasetConfig()
-    pretrain: PretrainConfig = PretrainConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
+# profile: the name of the profile this config was built from; then a section per stage with
+# that stage's defaults. Read a section as ``config.pretrain``, or typed as ``spec.config_of(config)``.
+PipelineConfig = create_model(
+    "PipelineConfig",
+    __base__=StrictModel,
+    profile=(str, ...),
+    **{s.name: (s.config, Field(default_factory=s.config)) for s in STAGES},  # type: ignore[call-overload]
+)
 
 
 def shipped_profiles() -> list[str]:

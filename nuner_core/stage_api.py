@@ -1,28 +1,40 @@
-"""What every stage receives and returns.
+"""The contract between the pipeline and its stages.
 
-A stage module (``nuner_core/<stage>/stage.py``) defines::
+A stage is a module (``nuner_core/<package>/stage.py``) that the registry
+(``nuner_core.registry``) lists once, with its config class. It defines::
 
-    CODE_VERSION = "1"                      # bump when the stage's output changes
-    def run(ctx: StageContext) -> StageResult
-    def fingerprint(config) -> object       # optional: input identity beyond the config
-    def describe(config, inputs) -> str     # optional: a title such as "annotate · 1,662 sentences"
-    def upstream(config) -> tuple[str, ...] # optional: the upstream stages this config reads
+    CODE_VERSION = "1"                                  # bump when the stage's output changes
+    def run(ctx: StageContext[MyConfig]) -> StageResult
+    def fingerprint(config: MyConfig) -> object          # optional: input identity beyond the config
+    def describe(config: MyConfig, inputs: Inputs) -> str  # optional: a title such as "annotate · 1,662 sentences"
+    def upstream(config: MyConfig) -> tuple[str, ...]    # optional: the upstream stages this config reads
+
+Each of these is a ``Protocol`` below, and ``StageSpec`` checks a module against them when the
+registry is imported, so a misspelt hook fails at import, not in the middle of a run.
 
 ``run`` writes its files into ``ctx.out_dir`` (published atomically after it returns) and
 keeps resumable partial work in ``ctx.work_dir`` (kept across crashes, keyed like the
-artifact). It never imports Prefect: progress goes through ``ctx.progress``. Planning any
-run imports every stage module, so heavy libraries are imported inside ``run``.
+artifact); its inputs are ``ctx.inputs``, upstream artifacts by stage name. It never imports
+Prefect: progress goes through ``ctx.progress``. Planning any run imports every stage module,
+so heavy libraries are imported inside ``run``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from types import ModuleType
+from typing import Any, Generic, Literal, Mapping, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
+
+from nuner_core.artifacts import ArtifactRef
+
+C = TypeVar("C", bound=BaseModel)
+Inputs = Mapping[str, ArtifactRef]  # upstream stage name -> its published artifact
 
 
 class Progress(Protocol):
@@ -69,10 +81,9 @@ class Report:
 
 
 @dataclass
-class StageContext:
-    config: BaseModel  # this stage's frozen config
-    pipeline: BaseModel  # the whole PipelineConfig, for the rare stage that needs a neighbour's setting
-    inputs: dict[str, Path]  # upstream stage name -> its artifact directory
+class StageContext(Generic[C]):
+    config: C  # this stage's frozen config
+    inputs: Inputs  # upstream stage name -> its artifact (``.dir``, ``.manifest()``)
     out_dir: Path  # write the artifact's files here
     work_dir: Path  # resumable scratch space, survives crashes, same key as the artifact
     cache_dir: Path  # <root>/cache: caches shared across runs and keys (LLM responses, encoder features)
@@ -91,3 +102,98 @@ class StageResult:
 
 class StageError(RuntimeError):
     """A stage cannot go on; the message tells the user what is wrong and what to do."""
+
+
+# ---------------------------------------------------------------- the stage module contract
+
+
+@runtime_checkable
+class StageModule(Protocol):
+    """What every stage module defines."""
+
+    CODE_VERSION: str
+
+    def run(self, ctx: StageContext[Any], /) -> StageResult: ...
+
+
+@runtime_checkable
+class Fingerprints(Protocol):
+    """A stage whose output depends on files beyond its config (their identity enters the key)."""
+
+    def fingerprint(self, config: Any, /) -> object: ...
+
+
+@runtime_checkable
+class Describes(Protocol):
+    """A stage that names its task run from its config and what its inputs hold."""
+
+    def describe(self, config: Any, inputs: Inputs, /) -> str: ...
+
+
+@runtime_checkable
+class ChoosesUpstream(Protocol):
+    """A stage whose inputs depend on its config (an import reads no annotate artifact)."""
+
+    def upstream(self, config: Any, /) -> tuple[str, ...]: ...
+
+
+_HOOK_ARITY = {"run": 1, "fingerprint": 1, "describe": 2, "upstream": 1}
+
+
+@dataclass(frozen=True)
+class StageSpec(Generic[C]):
+    """One registry line: a stage's name, module, config class and inputs."""
+
+    name: str
+    module: StageModule
+    config: type[C]
+    upstream: tuple[str, ...] = ()  # required inputs (a module's upstream(config) may narrow them)
+    optional_upstream: tuple[str, ...] = ()  # read when present (evaluate <- pretrain)
+
+    def __post_init__(self) -> None:
+        check_stage_module(self.name, self.module)
+
+    @property
+    def code_version(self) -> str:
+        return self.module.CODE_VERSION
+
+    @property
+    def summary(self) -> str:
+        """The first line of the stage module's docstring: what the stage does."""
+        doc = inspect.getdoc(self.module) or self.name
+        return doc.splitlines()[0]
+
+    def config_of(self, pipeline: BaseModel) -> C:
+        """This stage's section of a pipeline config."""
+        return getattr(pipeline, self.name)
+
+    def inputs_for(self, config: C) -> tuple[str, ...]:
+        """The upstream stages this stage reads under its ``config``."""
+        if isinstance(self.module, ChoosesUpstream):
+            return tuple(self.module.upstream(config))
+        return self.upstream + self.optional_upstream
+
+    def required_for(self, config: C) -> tuple[str, ...]:
+        return tuple(u for u in self.inputs_for(config) if u not in self.optional_upstream)
+
+    def fingerprint(self, config: C) -> object:
+        return self.module.fingerprint(config) if isinstance(self.module, Fingerprints) else None
+
+    def describe(self, config: C, inputs: Inputs) -> str:
+        return self.module.describe(config, inputs) if isinstance(self.module, Describes) else self.name
+
+    def run(self, ctx: StageContext[C]) -> StageResult:
+        return self.module.run(ctx)
+
+
+def check_stage_module(name: str, module: ModuleType | StageModule) -> None:
+    """Fail at import when a stage module does not meet the contract (a misspelt or misshapen hook)."""
+    if not isinstance(module, StageModule) or not isinstance(getattr(module, "CODE_VERSION", None), str):
+        raise TypeError(f"stage {name!r}: {module!r} must define CODE_VERSION (a str) and run(ctx)")
+    for hook, arity in _HOOK_ARITY.items():
+        fn = getattr(module, hook, None)
+        if fn is None:
+            continue
+        params = [p for p in inspect.signature(fn).parameters.values() if p.default is p.empty]
+        if not callable(fn) or len(params) != arity:
+            raise TypeError(f"stage {name!r}: {module.__name__}.{hook} must take {arity} argument(s)")

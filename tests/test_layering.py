@@ -1,4 +1,5 @@
-"""nuner_core is a library: it must never import Prefect (tasks/ and flows/ do)."""
+"""Layers: nuner_core never imports Prefect (tasks/ and flows/ do); inside it, no cycles, and stage
+packages import neither the modules that assemble them nor each other (but for named contracts)."""
 
 import ast
 import pkgutil
@@ -30,3 +31,88 @@ def test_importing_every_module_does_not_load_prefect():
     code += "print('prefect' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------- layers inside nuner_core
+
+# Modules of one stage package that another stage package may import: each a named, typed
+# contract (what an artifact holds), not a reach into another stage's internals.
+CONTRACTS = {
+    "nuner_core.pretraining.outputs": "what a pretrain artifact holds (evaluation reads its encoders)",
+}
+# Modules that assemble the stages: a stage package importing them would import itself back.
+ASSEMBLY = {"nuner_core.config", "nuner_core.registry", "nuner_core.pipeline"}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module -> the nuner_core modules it imports (anywhere in its body, functions included)."""
+    known = {_module_name(p) for p in ROOT.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        name = _module_name(path)
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            found |= {t for t in targets if t in known and t != name}
+        graph[name] = found
+    return graph
+
+
+def _stage_packages() -> set[str]:
+    from nuner_core.registry import STAGES
+
+    return {s.module.__name__.rsplit(".", 1)[0] for s in STAGES}
+
+
+def test_no_import_cycles_in_nuner_core():
+    graph = _imports()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == [], f"import cycles: {cycles}"
+
+
+def test_stage_packages_import_neither_the_assembly_nor_each_other():
+    graph = _imports()
+    packages = _stage_packages()
+    offenders = []
+    for module, targets in graph.items():
+        home = next((p for p in packages if module == p or module.startswith(p + ".")), None)
+        if home is None:
+            continue
+        for target in targets:
+            if target in ASSEMBLY:
+                offenders.append(f"{module} imports {target}")
+            other = next((p for p in packages if target == p or target.startswith(p + ".")), None)
+            if other is not None and other != home and target not in CONTRACTS:
+                offenders.append(f"{module} imports {target} (another stage's package, not a named contract)")
+    assert offenders == []
+
+
+def test_the_layering_check_sees_imports():
+    """The checks above must be able to fail: the evaluation stage does read the pretrain contract."""
+    assert "nuner_core.pretraining.outputs" in _imports()["nuner_core.evaluation.encoders"]
+    assert "nuner_core.registry" in _imports()["nuner_core.config"]

@@ -16,11 +16,16 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nuner_core.hashing import file_sha256
-from nuner_core.annotation.cache import KEY_VERSION, CachedAnswer, KeyMaker, ResponseCache
+from nuner_core.annotation.cache import (
+    KEY_VERSION,
+    CachedAnswer,
+    KeyMaker,
+    ResponseCache,
+)
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
 from nuner_core.artifacts import ArtifactStore
+from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 

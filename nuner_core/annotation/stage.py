@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from nuner_core.hashing import file_sha256
 from nuner_core.annotation.annotate import AnnotationResult, run_annotation
 from nuner_core.annotation.cache_import import resolve_cache_dir
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
+from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
-from nuner_core.stage_api import Report, StageContext, StageResult
+from nuner_core.stage_api import Inputs, Report, StageContext, StageResult
 
 CODE_VERSION = "1"
 SENTENCES = "sentences.parquet"
@@ -32,7 +32,7 @@ def fingerprint(config: AnnotateConfig) -> object:
     return {"prompt": hashlib.sha256(template.text.encode()).hexdigest(), "import_responses": imported}
 
 
-def describe(config: AnnotateConfig, inputs: dict) -> str:
+def describe(config: AnnotateConfig, inputs: Inputs) -> str:
     parts = ["annotate", config.model]
     corpus = inputs.get("corpus")
     if corpus is not None:
@@ -43,11 +43,11 @@ def describe(config: AnnotateConfig, inputs: dict) -> str:
     return " · ".join(parts)
 
 
-def run(ctx: StageContext) -> StageResult:
-    config: AnnotateConfig = ctx.config  # type: ignore[assignment]
+def run(ctx: StageContext[AnnotateConfig]) -> StageResult:
+    config = ctx.config
     result = run_annotation(
         config,
-        ctx.inputs["corpus"] / SENTENCES,
+        ctx.inputs["corpus"].dir / SENTENCES,
         ctx.out_dir,
         cache_dir=resolve_cache_dir(config, ctx.cache_dir),
         work_dir=ctx.work_dir,

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from nuner_core.corpus.config import CorpusConfig
 from nuner_core.corpus.sentences import CorpusCounts, Sampler, select_sentences, sentence_id
 from nuner_core.corpus.sources import CorpusInputError, fingerprint_sources, iter_documents
-from nuner_core.stage_api import Progress, Report, StageContext, StageResult
+from nuner_core.stage_api import Inputs, Progress, Report, StageContext, StageResult
 
 CODE_VERSION = "1"
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("doc_id", pa.string()), ("source", pa.string())])
@@ -20,7 +20,7 @@ def fingerprint(config: CorpusConfig) -> object:
     return fingerprint_sources(config.sources)
 
 
-def describe(config: CorpusConfig, inputs: dict) -> str:
+def describe(config: CorpusConfig, inputs: Inputs) -> str:
     size = f"{config.num_sentences:,} sentences" if config.num_sentences else "all sentences"
     return f"corpus · {size} · {len(config.sources)} source(s)"
 
@@ -55,8 +55,8 @@ def build_sentences(config: CorpusConfig, out_path: Path, progress: Progress | N
     return counts, len(sample)
 
 
-def run(ctx: StageContext) -> StageResult:
-    config: CorpusConfig = ctx.config  # type: ignore[assignment]
+def run(ctx: StageContext[CorpusConfig]) -> StageResult:
+    config = ctx.config
     counts, kept = build_sentences(config, ctx.out_dir / "sentences.parquet", ctx.progress)
     ctx.progress.update(counts.documents, counts.documents, f"{kept:,} sentences kept")
     dropped = dict(sorted(counts.dropped.items()))

@@ -38,7 +38,12 @@ from polars import CompatLevel
 
 from nuner_core.dataset.align import STATUSES, align
 from nuner_core.dataset.config import DatasetConfig
-from nuner_core.dataset.parse import DROP_REASONS, explode_lines, normalise_concept_str, parse_lines
+from nuner_core.dataset.parse import (
+    DROP_REASONS,
+    explode_lines,
+    normalise_concept_str,
+    parse_lines,
+)
 from nuner_core.dataset.sources import SourceLog
 from nuner_core.dataset.split import subsample_mask, validation_mask
 from nuner_core.stage_api import Progress, StageError
@@ -108,9 +113,69 @@ def build_dataset(
     progress: Progress | None = None,
     total: int | None = None,
 ) -> BuildResult:
-    """Build the training set from source batches into ``out_dir``."""
-    drop_set = sorted({normalise_concept_str(c) for c in cfg.drop_concepts} - {""})
+    """Build the training set from source batches into ``out_dir``: scan, filter, write."""
     counts: Counter = Counter({f"lines.dropped.{r}": 0 for r in DROP_REASONS})
+    clock = _Clock()
+    scanned = _scan(batches, cfg, out_dir, counts, clock, progress, total)
+    clock("read")
+    malformed = log.counts.get("sentences.dropped.malformed_record", 0)
+    counts.update(log.counts)
+    counts["answers"] = scanned.sentences + malformed
+    if scanned.sentences == 0:
+        detail = f"; {malformed:,} malformed record(s), e.g. {log.examples.get('sentences.dropped.malformed_record', [])[:3]}" if malformed else ""
+        raise StageError(f"the source holds no readable sentences{detail}")
+    kept = _filter(scanned, cfg, counts)
+    clock("filter")
+    concepts = _write(scanned, kept, cfg, out_dir, counts, clock)
+    result = BuildResult(
+        counts=dict(counts),
+        concepts=concepts,
+        examples=log.examples,
+        phase_s={k: round(v, 3) for k, v in clock.phase_s.items()},
+    )
+    problems = check_accounting(result.counts)
+    if problems:
+        raise StageError("dataset accounting does not add up (a bug): " + "; ".join(problems))
+    return result
+
+
+@dataclass
+class _Scanned:
+    """Every sentence read, with its drop reason so far, and every aligned span."""
+
+    ids: pa.ChunkedArray  # (S,)
+    texts: pa.ChunkedArray  # (S,)
+    reason: np.ndarray  # (S,) int8: 0 kept so far, else a _CODE
+    n_parsed: np.ndarray  # (S,) parsed entity lines per sentence
+    drop_hit: np.ndarray  # (S,) bool: an annotation of a dropped concept
+    spans: pl.DataFrame  # sid u32, start i32, end i32, concept str, casefold bool, order u32
+    concepts_parsed: int  # distinct concepts among the parsed lines
+
+    @property
+    def sentences(self) -> int:
+        return len(self.reason)
+
+
+@dataclass
+class _Kept:
+    """The outcome of the filters: which sentences and which of their spans are kept."""
+
+    rows: np.ndarray  # (K,) indices of the kept sentences
+    final: np.ndarray  # (S,) bool
+    keep_span: np.ndarray  # (M,) bool
+
+
+def _scan(
+    batches: Iterable[pl.DataFrame],
+    cfg: DatasetConfig,
+    out_dir: Path,
+    counts: Counter,
+    clock: _Clock,
+    progress: Progress | None,
+    total: int | None,
+) -> _Scanned:
+    """Parse and align every batch; write the side files (entities, rejected lines) as it goes."""
+    drop_set = sorted({normalise_concept_str(c) for c in cfg.drop_concepts} - {""})
     ids_parts: list[pa.Array] = []
     text_parts: list[pa.Array] = []
     reason_parts: list[np.ndarray] = []  # (S,) int8 per batch
@@ -118,7 +183,6 @@ def build_dataset(
     drop_hit_parts: list[np.ndarray] = []  # (S,) bool: an annotation of a dropped concept
     span_parts: list[pl.DataFrame] = []  # sid u32 (global), start i32, end i32, concept str, casefold bool, order u32
     offset = 0
-    clock = _Clock()
     concept_parts: list[pl.Series] = []  # distinct parsed concepts per batch
     # Side files for analysis: dictionary-encode the repetitive columns only, no statistics (faster).
     side = {"write_statistics": False}
@@ -207,22 +271,22 @@ def build_dataset(
     finally:
         entities_writer.close()
         rejected_writer.close()
+    return _Scanned(
+        ids=pa.chunked_array(ids_parts, type=pa.string()),
+        texts=pa.chunked_array(text_parts, type=pa.string()),
+        reason=np.concatenate(reason_parts) if reason_parts else np.zeros(0, dtype=np.int8),
+        n_parsed=np.concatenate(n_parsed_parts) if n_parsed_parts else np.zeros(0, dtype=np.int64),
+        drop_hit=np.concatenate(drop_hit_parts) if drop_hit_parts else np.zeros(0, dtype=bool),
+        spans=pl.concat(span_parts) if span_parts else pl.DataFrame(),
+        concepts_parsed=int(pl.concat(concept_parts).n_unique()) if concept_parts else 0,
+    )
 
-    clock("read")
-    malformed = log.counts.get("sentences.dropped.malformed_record", 0)
-    counts.update(log.counts)
-    counts["answers"] = offset + malformed
-    if offset == 0:
-        detail = f"; {malformed:,} malformed record(s), e.g. {log.examples.get('sentences.dropped.malformed_record', [])[:3]}" if malformed else ""
-        raise StageError(f"the source holds no readable sentences{detail}")
 
-    # ---- sentence-level filters, in the order of SENTENCE_REASONS
-    ids_all = pa.chunked_array(ids_parts, type=pa.string())
-    texts_all = pa.chunked_array(text_parts, type=pa.string())
-    reason = np.concatenate(reason_parts)  # (S,)
-    n_parsed = np.concatenate(n_parsed_parts)
-    drop_hit = np.concatenate(drop_hit_parts)
-    spans = pl.concat(span_parts) if span_parts else pl.DataFrame()
+def _filter(scanned: _Scanned, cfg: DatasetConfig, counts: Counter) -> _Kept:
+    """The sentence-level filters, in the order of SENTENCE_REASONS, then the mention counts."""
+    ids_all = scanned.ids
+    reason = scanned.reason.copy()
+    n_parsed, drop_hit, spans = scanned.n_parsed, scanned.drop_hit, scanned.spans
     ids_series = pl.Series("id", ids_all)
 
     first = ids_series.is_first_distinct().to_numpy()
@@ -271,8 +335,14 @@ def build_dataset(
     counts["mentions.kept"] = int(keep_span.sum())
     counts["mentions.dropped.rare_concept"] = int((span_final & rare).sum())
     counts["mentions.dropped.sentence_dropped"] = int((~span_final).sum())
+    return _Kept(rows=kept_rows, final=final, keep_span=keep_span)
 
-    clock("filter")
+
+def _write(scanned: _Scanned, kept: _Kept, cfg: DatasetConfig, out_dir: Path, counts: Counter, clock: _Clock) -> pl.DataFrame:
+    """Write ``annotated.parquet`` and ``concepts.parquet``; return the concept table."""
+    ids_all, texts_all, spans = scanned.ids, scanned.texts, scanned.spans
+    final, keep_span, kept_rows = kept.final, kept.keep_span, kept.rows
+    sid = spans["sid"].to_numpy().astype(np.int64)  # (M,)
     # ---- annotated.parquet: one row per kept sentence, spans sorted by (start, end), then answer line order
     new_index = np.cumsum(final) - 1  # old sentence index -> row in the output
     kept_spans = (
@@ -316,19 +386,9 @@ def build_dataset(
     pq.write_table(_arrow(concepts, CONCEPTS_SCHEMA), out_dir / "concepts.parquet")
     counts["concepts"] = concepts.height
     counts["concepts.seen_once"] = int((concepts["mentions"] == 1).sum())
-    counts["concepts.parsed"] = int(pl.concat(concept_parts).n_unique()) if concept_parts else 0
-
+    counts["concepts.parsed"] = scanned.concepts_parsed
     clock("concepts")
-    result = BuildResult(
-        counts=dict(counts),
-        concepts=concepts,
-        examples=log.examples,
-        phase_s={k: round(v, 3) for k, v in clock.phase_s.items()},
-    )
-    problems = check_accounting(result.counts)
-    if problems:
-        raise StageError("dataset accounting does not add up (a bug): " + "; ".join(problems))
-    return result
+    return concepts
 
 
 def check_accounting(counts: dict[str, int]) -> list[str]:

@@ -10,13 +10,11 @@ and ``concept_frequency.png``. See ``nuner_core.dataset.build`` for the counts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from nuner_core.hashing import file_sha256
-from nuner_core.paths import expand_path
 from nuner_core.dataset.build import build_dataset
 from nuner_core.dataset.config import DatasetConfig
 from nuner_core.dataset.sources import (
@@ -27,7 +25,9 @@ from nuner_core.dataset.sources import (
     read_responses,
 )
 from nuner_core.dataset.stats import plot_concept_frequency, top_concepts_table
-from nuner_core.stage_api import Report, StageContext, StageError, StageResult
+from nuner_core.hashing import file_sha256
+from nuner_core.paths import expand_path
+from nuner_core.stage_api import Inputs, Report, StageContext, StageError, StageResult
 
 CODE_VERSION = "1"
 PLOT_FILE = "concept_frequency.png"
@@ -55,7 +55,7 @@ def upstream(config: DatasetConfig) -> tuple[str, ...]:
     return ("annotate",) if config.source == "responses" and not config.path else ()
 
 
-def source_path(config: DatasetConfig, inputs: Mapping[str, Any]) -> Path:
+def source_path(config: DatasetConfig, inputs: Inputs) -> Path:
     """The file this config reads; a clear error when the annotate artifact is needed but absent."""
     if config.path:
         return Path(expand_path(config.path))
@@ -66,11 +66,10 @@ def source_path(config: DatasetConfig, inputs: Mapping[str, Any]) -> Path:
             "annotate stage first, or set dataset.path to a responses.parquet file, or import an annotated "
             "corpus with dataset.source=nuner_csv|pile_ner and dataset.path"
         )
-    directory = Path(getattr(annotate, "dir", annotate))
-    return directory / RESPONSES_FILE
+    return annotate.dir / RESPONSES_FILE
 
 
-def describe(config: DatasetConfig, inputs: Mapping[str, Any]) -> str:
+def describe(config: DatasetConfig, inputs: Inputs) -> str:
     """Task-run title, e.g. ``dataset · responses · top 100 concepts · 10,000 sentences``."""
     parts = ["dataset", config.source if not config.path else f"{config.source} {Path(config.path).name}"]
     if config.top_concepts:
@@ -80,8 +79,8 @@ def describe(config: DatasetConfig, inputs: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def run(ctx: StageContext) -> StageResult:
-    cfg: DatasetConfig = ctx.config  # type: ignore[assignment]
+def run(ctx: StageContext[DatasetConfig]) -> StageResult:
+    cfg = ctx.config
     path = source_path(cfg, ctx.inputs)
     total = None
     if cfg.source == "responses" and path.is_file():

@@ -20,10 +20,18 @@ from typing import Any, Union
 
 import numpy as np
 
+from nuner_core.evaluation.config import BenchmarkSpec, FileSource, HubSource
+from nuner_core.evaluation.conll import (
+    ConllStats,
+    Sentence,
+    TypeNames,
+    entity_types,
+    parse_tag,
+    read_conll,
+    to_iob2,
+)
 from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
-from nuner_core.evaluation.config import BenchmarkSpec, FileSource, HubSource
-from nuner_core.evaluation.conll import ConllStats, Sentence, TypeNames, entity_types, parse_tag, read_conll, to_iob2
 from nuner_core.stage_api import StageError
 
 _SHARED = "${assets}/benchmarks"

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nuner_core.hashing import file_sha256
 from nuner_core.evaluation.config import EncoderSpec, EvaluateConfig
+from nuner_core.hashing import file_sha256
 from nuner_core.models import resolve_model
+from nuner_core.pretraining.outputs import read_outputs
 from nuner_core.stage_api import StageError
 
 log = logging.getLogger(__name__)
@@ -74,23 +75,11 @@ def _from_spec(spec: EncoderSpec) -> EncoderRef:
 
 
 def _pretrain_encoders(artifact: Path) -> list[EncoderRef]:
-    manifest_path = artifact / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    base = manifest.get("base_model")
-    encoders = manifest.get("encoders")
-    if not isinstance(base, str) or not isinstance(encoders, dict) or not encoders:
-        raise StageError(
-            f"{manifest_path}: a pretrain manifest must carry 'base_model' (a model reference) and 'encoders' "
-            f"(name -> directory relative to the artifact); got base_model={base!r}, encoders={encoders!r}"
-        )
-    origin = f"pretrain {manifest.get('key', artifact.name)}"
-    refs = [EncoderRef("base", base, origin)]
-    for name, rel in encoders.items():
-        path = artifact / rel
-        if not (path / "config.json").is_file():
-            raise StageError(f"{manifest_path}: encoder {name!r} points at {path}, which holds no config.json")
-        refs.append(EncoderRef(name, str(path), origin))
-    return refs
+    outputs = read_outputs(artifact)
+    origin = f"pretrain {outputs.key}"
+    return [EncoderRef("base", outputs.base_model, origin)] + [
+        EncoderRef(name, str(path), origin) for name, path in outputs.text_encoders.items()
+    ]
 
 
 def identity(ref: EncoderRef) -> str:

@@ -22,20 +22,27 @@ from pathlib import Path
 from typing import Any
 
 from nuner_core.pretraining.config import PretrainConfig
-from nuner_core.stage_api import Progress, Report, StageContext, StageError, StageResult
+from nuner_core.pretraining.outputs import MAIN_RUN, encoder_dirs, run_dir, run_name
+from nuner_core.stage_api import (
+    Inputs,
+    Progress,
+    Report,
+    StageContext,
+    StageError,
+    StageResult,
+)
 
 CODE_VERSION = "1"
 INPUT_FILE = "annotated.parquet"
 
 
-def describe(config: PretrainConfig, inputs: dict[str, Any]) -> str:
+def describe(config: PretrainConfig, inputs: Inputs) -> str:
     """Task-run title, e.g. ``pretrain · roberta-base · 1,484 sentences · cosine · 10 epochs + 1 control(s)``."""
     parts = ["pretrain", config.base_model]
     dataset = inputs.get("dataset")
-    manifest = getattr(dataset, "manifest", None)
-    if callable(manifest):
+    if dataset is not None:
         try:
-            train = manifest().get("rows", {}).get("train")
+            train = dataset.manifest().get("rows", {}).get("train")
         except (OSError, ValueError):  # not there yet or unreadable: the title is only a title
             train = None
         if isinstance(train, int):
@@ -58,19 +65,18 @@ class _RunProgress:
         self.inner.update(self.index * total + done, self.runs * total, f"{self.name} {done:,}/{total:,}: {note}")
 
 
-def run(ctx: StageContext) -> StageResult:
+def run(ctx: StageContext[PretrainConfig]) -> StageResult:
     # Imported here, not at the top: planning any run imports this module for its key
     # (CODE_VERSION, describe), and torch + transformers would add seconds to every plan.
     from nuner_core.pretraining.launch import run_training
     from nuner_core.pretraining.plots import loss_curve
     from nuner_core.pretraining.train import METRICS
 
-    cfg: PretrainConfig = ctx.config  # type: ignore[assignment]
+    cfg = ctx.config
     if "dataset" not in ctx.inputs:
         raise StageError("the pretrain stage needs a dataset artifact (annotated.parquet)")
-    data_path = Path(ctx.inputs["dataset"]) / INPUT_FILE
-    runs: list[tuple[str, str | None, str]] = [("nuner", None, "")]
-    runs += [(f"control-{c}", c, f"controls/{c}") for c in cfg.controls]
+    data_path = ctx.inputs["dataset"].dir / INPUT_FILE
+    runs = [(run_name(c), c, run_dir(c)) for c in (None, *cfg.controls)]
     summaries: dict[str, dict[str, Any]] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
     for index, (name, control, rel) in enumerate(runs):
@@ -83,7 +89,7 @@ def run(ctx: StageContext) -> StageResult:
         _link_final_checkpoint(work / "checkpoints", out / "checkpoints")
 
     loss_curve(histories, ctx.out_dir / "loss_curve.png")
-    main = summaries["nuner"]
+    main = summaries[MAIN_RUN]
     table = [
         {
             "run": name,
@@ -109,16 +115,15 @@ def run(ctx: StageContext) -> StageResult:
         "logit_bias": main["logit_bias"],
     }
     for name, s in summaries.items():
-        if name != "nuner":
+        if name != MAIN_RUN:
             headline[f"{name}_final_val_loss"] = s["final_val_loss"]
-    encoders = {"nuner": "text_encoder"} | {f"control-{c}": f"controls/{c}/text_encoder" for c in cfg.controls}
     return StageResult(
         rows={"train_sentences": main["sentences"]["train"], "validation_sentences": main["sentences"]["validation"], "concepts": main["concepts"]},
         dropped=main["dropped"],
         headline=headline,
         extra={
             "base_model": cfg.base_model,
-            "encoders": encoders,
+            "encoders": encoder_dirs(cfg.controls),
             "counts": main["counts"],
             "runs": summaries,
         },

@@ -32,9 +32,21 @@ from nuner_core.pretraining import checkpoint as ckpt
 from nuner_core.pretraining import distributed
 from nuner_core.pretraining.config import PretrainConfig
 from nuner_core.pretraining.controls import destroy
-from nuner_core.pretraining.data import build_vocab, encode, epoch_micro_batches, eval_micro_batches, load_annotated, make_layout
+from nuner_core.pretraining.data import (
+    build_vocab,
+    encode,
+    epoch_micro_batches,
+    eval_micro_batches,
+    load_annotated,
+    make_layout,
+)
 from nuner_core.pretraining.loss import concept_bce
 from nuner_core.pretraining.model import build_model, load_tokenizer
+from nuner_core.pretraining.outputs import (
+    CONCEPT_ENCODER,
+    DUAL_ENCODER_FILE,
+    TEXT_ENCODER,
+)
 from nuner_core.pretraining.targets import collate
 from nuner_core.stage_api import LogProgress, Progress, StageError
 
@@ -339,12 +351,12 @@ def train(
     }
     if d.master:
         for name, encoder, tok in (
-            ("text_encoder", raw_model.text_encoder, tokenizer),
-            ("concept_encoder", raw_model.concept_encoder, concept_tokenizer),
+            (TEXT_ENCODER, raw_model.text_encoder, tokenizer),
+            (CONCEPT_ENCODER, raw_model.concept_encoder, concept_tokenizer),
         ):
             encoder.save_pretrained(out_dir / name)
             tok.save_pretrained(out_dir / name)
-        (out_dir / "dual_encoder.json").write_text(
+        (out_dir / DUAL_ENCODER_FILE).write_text(
             json.dumps(
                 {"similarity": cfg.similarity, "temperature": cfg.temperature, "logit_bias": raw_model.logit_bias.item(), "pooling": "mean"},
                 indent=2,

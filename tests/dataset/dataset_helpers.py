@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from nuner_core.artifacts import ArtifactRef
 from nuner_core.paths import assets_dir
 from nuner_core.dataset.config import DatasetConfig
 from nuner_core.dataset.stage import run
@@ -44,13 +45,12 @@ def write_responses(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def run_dataset(tmp_path: Path, inputs: dict[str, Path] | None = None, **config: Any) -> tuple[StageResult, Path]:
+def run_dataset(tmp_path: Path, inputs: dict[str, ArtifactRef] | None = None, **config: Any) -> tuple[StageResult, Path]:
     """Run the stage's ``run`` into a fresh directory; returns the result and that directory."""
     out = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
     out.mkdir()
     ctx = StageContext(
         config=DatasetConfig(**config),
-        pipeline=None,  # type: ignore[arg-type]
         inputs=inputs or {},
         out_dir=out,
         work_dir=tmp_path,

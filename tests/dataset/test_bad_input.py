@@ -4,6 +4,7 @@ import polars as pl
 import pytest
 from dataset_helpers import run_dataset, write_responses
 
+from nuner_core.artifacts import ArtifactRef
 from nuner_core.dataset.build import check_accounting
 from nuner_core.stage_api import StageError
 
@@ -71,7 +72,7 @@ def test_reads_the_annotate_artifact(tmp_path):
     annotate_dir = tmp_path / "annotate-artifact"
     annotate_dir.mkdir()
     write_responses(annotate_dir / "responses.parquet", [{"id": "a", "text": "Apple.", "response": "Apple <> company"}])
-    result, _ = run_dataset(tmp_path, inputs={"annotate": annotate_dir})
+    result, _ = run_dataset(tmp_path, inputs={"annotate": ArtifactRef("annotate", "k", str(annotate_dir))})
     assert result.rows["sentences"] == 1 and result.extra["source"]["path"].endswith("responses.parquet")
 
 

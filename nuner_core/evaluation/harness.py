@@ -1,0 +1,171 @@
+"""The evaluation loop: every encoder on the same support sets of the same benchmarks.
+
+``load_benchmarks`` samples the support sets once; ``score_encoders`` runs each protocol of
+the grid for each encoder × benchmark and returns one row per (encoder, data set, protocol,
+k, sampling). Features are read from the shared cache, and an encoder is loaded only when a
+feature is missing, so a rerun that adds a benchmark or an encoder computes only what is new.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from nuner_core.evaluation import finetune as finetune_protocol
+from nuner_core.evaluation import frozen as frozen_protocol
+from nuner_core.evaluation.benchmarks import Benchmark, load_benchmark, resolve_spec
+from nuner_core.evaluation.config import EvaluateConfig
+from nuner_core.evaluation.encoders import EncoderRef, identity, load_encoder, localise
+from nuner_core.evaluation.features import (
+    EncodeStats,
+    FeatureCache,
+    cached_features,
+    encode_words,
+)
+from nuner_core.evaluation.sampling import SupportSet, support_sets
+from nuner_core.stage_api import Progress, StageError
+
+log = logging.getLogger(__name__)
+
+Grid = list[tuple[int, int]]  # (k, sampling index)
+Supports = dict[str, dict[tuple[int, int], SupportSet]]  # benchmark name -> (k, sampling) -> support set
+
+
+def grids(config: EvaluateConfig) -> dict[str, Grid]:
+    """Per enabled protocol, its (k, sampling) cells."""
+    out = {}
+    if config.frozen.enabled:
+        out["frozen"] = [(k, s) for k in config.frozen.ks for s in range(config.frozen.seeds)]
+    if config.finetune.enabled:
+        out["finetune"] = [(k, s) for k in config.finetune.ks for s in range(config.finetune.seeds)]
+    if not out:
+        raise StageError("evaluate: both protocols are disabled (frozen.enabled and finetune.enabled are false)")
+    return out
+
+
+def load_benchmarks(config: EvaluateConfig, sampled: Grid, cache: Path) -> tuple[list[Benchmark], Supports, int]:
+    """Every benchmark, its support sets for every sampled (k, seed), and how many came from the cache."""
+    benches: list[Benchmark] = []
+    supports: Supports = {}
+    hits = 0
+    for item in config.benchmarks:
+        bench = load_benchmark(resolve_spec(item), config.max_test_sentences, config.test_seed)
+        benches.append(bench)
+        supports[bench.name], found = support_sets(
+            bench.pool.sentences, bench.pool.fingerprint, bench.types, sampled,
+            config.sampling.seed, config.sampling.max_attempts, cache,
+        )
+        hits += found
+    return benches, supports, hits
+
+
+def unique_encoders(refs: list[EncoderRef]) -> tuple[list[tuple[EncoderRef, str]], dict[str, str]]:
+    """Encoders with their identities; a later encoder with the same weights as an earlier one is merged into it."""
+    kept: list[tuple[EncoderRef, str]] = []
+    merged: dict[str, str] = {}
+    by_identity: dict[str, str] = {}
+    for ref in refs:
+        ref = localise(ref)
+        encoder_id = identity(ref)
+        if encoder_id in by_identity:
+            merged[ref.name] = by_identity[encoder_id]
+            log.info("encoder %s has the same weights as %s: evaluated once, as %s", ref.name, merged[ref.name], merged[ref.name])
+            continue
+        by_identity[encoder_id] = ref.name
+        kept.append((ref, encoder_id))
+    return kept, merged
+
+
+class LazyEncoder:
+    """Loads the model only when a feature is missing from the cache."""
+
+    def __init__(self, ref: EncoderRef, device: str):
+        self.ref = ref
+        self.device = device
+        self._loaded: tuple[Any, Any] | None = None
+
+    def encode_fn(self, layers: tuple[int, ...], max_length: int, batch_tokens: int) -> Callable:
+        def encode(sentences, stats: EncodeStats):
+            if self._loaded is None:
+                self._loaded = load_encoder(self.ref, self.device)
+            model, tokenizer = self._loaded
+            return encode_words(model, tokenizer, sentences, layers, max_length, batch_tokens, stats)
+
+        return encode
+
+
+@dataclass
+class Scores:
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per encoder, data set, protocol, k, sampling
+    encoding: EncodeStats = field(default_factory=EncodeStats)
+    probes: frozen_protocol.ProbeTimings = field(default_factory=frozen_protocol.ProbeTimings)
+    finetune_s: float = 0.0
+
+
+def score_encoders(
+    config: EvaluateConfig,
+    encoders: list[tuple[EncoderRef, str]],
+    base: str,
+    benches: list[Benchmark],
+    supports: Supports,
+    plan: dict[str, Grid],
+    cache: Path,
+    device: str,
+    progress: Progress,
+) -> Scores:
+    """Run every protocol of ``plan`` for every encoder on every benchmark."""
+    scores = Scores()
+    layers = config.frozen.layer_indices
+    selected = set(config.finetune.benchmarks or [b.name for b in benches])
+    total = len(encoders) * len(benches)
+    done = 0
+    for ref, encoder_id in encoders:
+        encode = LazyEncoder(ref, device).encode_fn(layers, config.max_length, config.batch_tokens)
+        for bench in benches:
+            found = supports[bench.name]
+            if "frozen" in plan:
+                needed = sorted({i for cell in plan["frozen"] for i in found[cell].indices})
+                pool = cached_features(FeatureCache(cache, encoder_id, bench.pool.fingerprint, layers, config.max_length),
+                                       [s.tokens for s in bench.pool.sentences], needed, encode, scores.encoding)
+                test_ids = range(len(bench.test.sentences))
+                test_map = cached_features(FeatureCache(cache, encoder_id, bench.test.fingerprint, layers, config.max_length),
+                                           [s.tokens for s in bench.test.sentences], test_ids, encode, scores.encoding)
+                new = frozen_protocol.run_grid(bench, found, plan["frozen"], pool, [test_map[i] for i in test_ids],
+                                               config.frozen, scores.probes)
+                scores.rows += [result_row(r, "frozen", ref, encoder_id, base, bench, found) for r in new]
+            if "finetune" in plan and bench.name in selected:
+                t0 = time.perf_counter()
+                new = finetune_protocol.finetune_rows(ref, bench, found, plan["finetune"], config.finetune, config.max_length,
+                                                      device)
+                scores.finetune_s += time.perf_counter() - t0
+                scores.rows += [result_row(r, "finetune", ref, encoder_id, base, bench, found) for r in new]
+            done += 1
+            progress.update(done, total, f"{ref.name} on {bench.name}")
+    return scores
+
+
+def result_row(r: dict[str, Any], protocol: str, ref: EncoderRef, encoder_id: str, base: str, bench: Benchmark,
+               found: dict[tuple[int, int], SupportSet]) -> dict[str, Any]:
+    """One row of ``results.parquet`` (schema: ``nuner_core.evaluation.results.RESULTS_SCHEMA``)."""
+    support = found[(r["k"], r["seed"])]
+    return {
+        "encoder": ref.name,
+        "encoder_ref": ref.reference + (" (random init)" if ref.random_init else ""),
+        "encoder_id": encoder_id,
+        "is_base": ref.name == base,
+        "dataset": bench.name,
+        "protocol": protocol,
+        "k": r["k"],
+        "seed": r["seed"],
+        "metric": r["metric"],
+        "value": r["value"],
+        "per_type": [asdict(s) for s in r["per_type"]],
+        "support_sentences": len(support.indices),
+        "support_mentions": sum(support.counts.values()),
+        "shortfall": [{"type": t, "found": n} for t, n in support.shortfall.items()],
+        "test_sentences": len(bench.test.sentences),
+        "fit_s": r["fit_s"],
+    }
