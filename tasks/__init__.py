@@ -1,1 +1,1 @@
-"""Thin Prefect tasks: one per stage, each resolving inputs and calling nuner_core."""
+"""Thin Prefect tasks: one per registered stage (``tasks.stages``), sharing ``tasks.common``."""

@@ -50,7 +50,10 @@ class PretrainConfig(StrictModel):
     controls: tuple[Control, ...] = ()  # extra runs on destroyed annotations, saved under controls/<name>/
     # --- how it runs (not part of the artifact key)
     device: str = Field(default="auto", json_schema_extra=RUN)  # auto: cuda when available, else cpu
-    precision: Literal["auto", "bf16", "fp32"] = Field(default="auto", json_schema_extra=RUN)  # auto: bf16 on CUDA
+    # auto: bf16 on CUDA, fp32 on CPU. Out of the key on purpose, like `device`: the key names the
+    # recipe, and "auto" would give one key to bf16 and fp32 runs anyway. The weights differ in the
+    # last bits (as across GPU models); the manifest records which precision ran ("bf16").
+    precision: Literal["auto", "bf16", "fp32"] = Field(default="auto", json_schema_extra=RUN)
     compile: bool = Field(default=False, json_schema_extra=RUN)  # torch.compile the model
     nproc: int = Field(default=1, ge=1, json_schema_extra=RUN)  # >1: the stage launches torchrun with this many processes
     micro_batch_size: int | None = Field(default=None, ge=1, json_schema_extra=RUN)  # per process forward; None: batch/nproc
