@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -28,6 +29,9 @@ class RunStats:
     completion_tokens: int = 0
     cost_usd: float = 0.0  # this run's requests, from the price table
     not_requested: int = 0  # sentences left when the budget stopped the run
+    from_other_run: int = 0  # answered by another run that held the sentence's lease while this one waited
+    taken_over: int = 0  # leases of a dead or silent run taken over (the sentence was then asked here)
+    budget_waits: int = 0  # requests that waited for requests in flight to settle before the budget allowed them
 
     def as_dict(self) -> dict:
         return {
@@ -47,6 +51,9 @@ class RunStats:
             "completion_tokens": self.completion_tokens,
             "cost_usd": round(self.cost_usd, 6),
             "not_requested": self.not_requested,
+            "from_other_run": self.from_other_run,
+            "leases_taken_over": self.taken_over,
+            "budget_waits": self.budget_waits,
         }
 
 
@@ -54,9 +61,13 @@ class Budget:
     """``max_requests`` and ``max_cost`` for one run.
 
     Before each request the worst case is reserved (estimated prompt tokens plus
-    ``max_tokens`` of completion); once the answer's usage is known the reservation is
-    replaced by the actual cost. A request that could take spending past ``max_cost`` is
-    not sent, so the budget holds as long as prompt estimates are not badly low.
+    ``max_tokens`` of completion); once the answer's usage is known it is charged and the
+    reservation released. A request whose worst case does not fit beside the spend and
+    the reservations of the requests in flight *waits* for those to settle (most cost far
+    less than their worst case); the budget stops only when nothing is in flight and the
+    actual spend plus one more worst-case request would pass ``max_cost``. So the cap is
+    never passed (as long as prompt estimates are not badly low) and a run ends within one
+    request's worst-case cost of it.
     """
 
     def __init__(self, max_requests: int | None, max_cost: float | None, price: ModelPrice | None, stats: RunStats):
@@ -64,35 +75,62 @@ class Budget:
         self.max_cost = max_cost
         self.price = price
         self.stats = stats
-        self.reserved = 0.0
+        self.reserved = 0.0  # worst-case cost of the requests in flight
+        self.in_flight = 0  # reservations not yet released (a count: float sums never return exactly to 0)
         self.granted = 0  # requests allowed so far (counted when allowed, not when sent: no overshoot in flight)
         self.stopped: str | None = None  # why the run stopped, once it has
+        self._settled: asyncio.Event | None = None  # set (and replaced) whenever a reservation is released
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return self.price.cost(prompt_tokens, completion_tokens) if self.price else 0.0
 
-    def reserve(self, est_prompt_tokens: int, max_completion_tokens: int) -> float:
-        """Allow one more request or raise BudgetExhausted; returns the amount reserved."""
-        if self.stopped:
-            raise BudgetExhausted(self.stopped)
-        if self.max_requests is not None and self.granted >= self.max_requests:
-            self.stopped = f"max_requests={self.max_requests:,} reached"
-            raise BudgetExhausted(self.stopped)
+    async def reserve(self, est_prompt_tokens: int, max_completion_tokens: int) -> float:
+        """Allow one more request (waiting for requests in flight to settle if need be) or raise BudgetExhausted."""
         worst = self.cost(est_prompt_tokens, max_completion_tokens)
-        if self.max_cost is not None and self.stats.cost_usd + self.reserved + worst > self.max_cost:
-            self.stopped = (
-                f"max_cost=${self.max_cost:,.4f} reached (spent ${self.stats.cost_usd:,.4f}, "
-                f"${self.reserved:,.4f} reserved by requests in flight)"
-            )
-            raise BudgetExhausted(self.stopped)
+        counted_wait = False
+        while True:
+            if self.stopped:
+                raise BudgetExhausted(self.stopped)
+            if self.max_requests is not None and self.granted >= self.max_requests:
+                self.stopped = f"max_requests={self.max_requests:,} reached"
+                raise BudgetExhausted(self.stopped)
+            if self.max_cost is None or self.stats.cost_usd + self.reserved + worst <= self.max_cost:
+                break
+            if self.in_flight == 0:
+                self.stopped = (
+                    f"max_cost={usd(self.max_cost)} reached: one more request could cost up to {usd(worst)} "
+                    f"and {usd(self.stats.cost_usd)} is spent"
+                )
+                self._notify()  # the others waiting stop too
+                raise BudgetExhausted(self.stopped)
+            if not counted_wait:
+                self.stats.budget_waits += 1
+                counted_wait = True
+            if self._settled is None:
+                self._settled = asyncio.Event()
+            await self._settled.wait()
         self.reserved += worst
+        self.in_flight += 1
         self.granted += 1
         return worst
 
     def release(self, reserved: float) -> None:
-        self.reserved = max(0.0, self.reserved - reserved)
+        """End one reservation (after its answer was charged, or its attempt failed)."""
+        self.in_flight -= 1
+        self.reserved = self.reserved - reserved if self.in_flight else 0.0
+        self._notify()
 
     def charge(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
         self.stats.cost_usd += self.cost(prompt_tokens, completion_tokens)
+
+    def _notify(self) -> None:
+        if self._settled is not None:
+            self._settled.set()
+            self._settled = None
+
+
+def usd(amount: float) -> str:
+    """Dollars with the digits that matter: ``$12.3457``, ``$0.2000``, ``$0.000213`` (not ``$0.0002``)."""
+    return f"${amount:,.4f}" if amount >= 0.01 or amount == 0 else f"${amount:.6f}"

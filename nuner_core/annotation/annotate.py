@@ -8,10 +8,20 @@ opens no connection). Rows are written in the input order: finished rows wait in
 bounded window until every earlier row is done, so memory stays bounded however many
 sentences there are.
 
+Runs share the cache, and a sentence another live run is asking for is not asked again:
+before a request the sentence's lease is taken in the cache (``cache.py``); a sentence
+whose lease another run holds waits until that run's answer appears in the cache (or its
+lease lapses, and this run asks). So a second run started on the same sentences *joins*
+the first, and says so once in the log.
+
 The run ends in one of four ways: complete (every row written), a fatal API error (stop at
 once), the budget (in-flight requests finish and are cached, then a StageError says how far
-it got), or offline answers missing (listed in ``missing-sentences.jsonl``, and a
-StageError unless ``allow_partial``).
+it got and what it spent), or offline answers missing (listed in
+``missing-sentences.jsonl``, and a StageError unless ``allow_partial``). A sentence that
+failed (no valid answer after its attempts) keeps its row with ``response`` null and
+``error`` set, is never cached, and makes the result *incomplete*: more failures than
+``max_failed_share`` fail the stage; fewer are published, said so, and asked again by the
+next run (which pays only for them).
 """
 
 from __future__ import annotations
@@ -29,10 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Coroutine, Mapping, TypeVar
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nuner_core.annotation.accounting import Budget, BudgetExhausted, RunStats
-from nuner_core.annotation.cache import CachedAnswer, KeyMaker, ResponseCache
+from nuner_core.annotation.accounting import Budget, BudgetExhausted, RunStats, usd
+from nuner_core.annotation.cache import CachedAnswer, Holder, KeyMaker, ResponseCache
 from nuner_core.annotation.cache_import import ImportStats, import_responses
 from nuner_core.annotation.client import Answer, AnswerFailed, FatalAPIError, LLMClient
 from nuner_core.annotation.config import AnnotateConfig
@@ -45,6 +56,7 @@ log = logging.getLogger("nuner.annotate")
 MISSING_FILE = "missing-sentences.jsonl"
 LOOKUP_BATCH = 1_000  # sentences read from parquet and looked up in the cache at a time
 PROGRESS_EVERY_S = 0.5  # progress reports at most this often (the Progress throttles its own output further)
+LEASE_POLL_S = 0.2  # how often sentences leased by another run are looked up (real time: other processes' time)
 T = TypeVar("T")
 
 
@@ -59,6 +71,17 @@ class AnnotationResult:
     missing: int = 0
     shards: int = 0
     limiter_wait_s: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        """Sentences without an answer in the output: failed requests, and offline misses."""
+        return sum(self.stats.failures.values()) + self.missing
+
+    def failed_by_reason(self) -> dict[str, int]:
+        reasons = dict(self.stats.failures)
+        if self.missing:
+            reasons["not_cached"] = self.missing
+        return dict(sorted(reasons.items()))
 
     @property
     def requests_per_s(self) -> float:
@@ -116,6 +139,16 @@ class _Shared:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A sentence waiting for its answer: its row's place and content, and its prompt."""
+
+    index: int
+    sid: str
+    text: str
+    messages: list[dict[str, str]]
+
+
 class _Annotation:
     def __init__(self, config, sentences, out_dir, cache_dir, work_dir, progress, clock, rng, environ):
         self.config: AnnotateConfig = config
@@ -131,8 +164,13 @@ class _Annotation:
         self.budget = Budget(config.max_requests, config.max_cost, config.price(), self.stats)
         self.template: PromptTemplate = load_template(config.prompt_template)
         self.keys = KeyMaker(config.model, config.sampling())
+        self.holder = Holder()  # this run, as named in the leases it takes
         self.missing: list[tuple[str, str]] = []
-        self.inflight: dict[str, _Shared] = {}
+        self.inflight: dict[str, _Shared] = {}  # key -> this run's request for it
+        self.leased: set[str] = set()  # keys whose lease this run holds
+        self.waiting: dict[str, list[_Pending]] = {}  # key -> sentences waiting for another run's answer
+        self.watcher: asyncio.Task | None = None
+        self.joined: Holder | None = None  # the first other run met, once met
         self.done: dict[int, dict[str, Any]] = {}
         self.next_flush = 0
         self.completed = 0
@@ -151,7 +189,10 @@ class _Annotation:
             )
         if not self.sentences.is_file():
             raise StageError(f"annotate: no sentences file at {self.sentences}")
-        parquet = pq.ParquetFile(self.sentences)
+        try:
+            parquet = pq.ParquetFile(self.sentences)
+        except (OSError, pa.ArrowException) as exc:
+            raise self._unreadable(exc) from None
         self.total = parquet.metadata.num_rows
         self.window = asyncio.Semaphore(2 * self.config.shard_size)  # rows finished or in flight, not yet written
         self.tasks = asyncio.Semaphore(2 * self.config.max_in_flight)  # request tasks alive at once
@@ -160,20 +201,35 @@ class _Annotation:
         try:
             with ResponseCache(self.cache_dir) as cache:
                 self.cache = cache
+                renewer = asyncio.create_task(self._renew_leases())
                 try:
                     async with AsyncExitStack() as stack:
                         self.stack = stack
                         async with asyncio.TaskGroup() as group:
-                            await self._produce(parquet, group)
+                            self.group = group
+                            await self._produce(parquet)
                 except* FatalAPIError as group_error:
                     raise StageError(str(group_error.exceptions[0])) from None
+                except* StageError as group_error:
+                    raise group_error.exceptions[0] from None
+                finally:
+                    renewer.cancel()
+                    for key in list(self.leased):  # a run that stops early lets the others have its sentences at once
+                        cache.release(key, self.holder)
             return self._finish_run(imported)
         finally:
             self.writer.close()
 
-    async def _produce(self, parquet: pq.ParquetFile, group: asyncio.TaskGroup) -> None:
+    async def _produce(self, parquet: pq.ParquetFile) -> None:
         index = 0
-        for batch in parquet.iter_batches(batch_size=LOOKUP_BATCH, columns=["id", "text"]):
+        batches = parquet.iter_batches(batch_size=LOOKUP_BATCH, columns=["id", "text"])
+        while True:
+            try:
+                batch = next(batches, None)
+            except (OSError, pa.ArrowException) as exc:
+                raise self._unreadable(exc) from None
+            if batch is None:
+                break
             ids, texts = batch.column("id").to_pylist(), batch.column("text").to_pylist()
             messages = [self.template.messages(text) for text in texts]
             keys = [self.keys.key(m) for m in messages]
@@ -182,33 +238,61 @@ class _Annotation:
                 if self.budget.stopped:
                     return
                 await self.window.acquire()
-                work = self._submit(index, sid, text, message, key, cached)
+                work = self._submit(_Pending(index, sid, text, message), key, cached)
                 index += 1
                 if work is not None:
-                    await self.tasks.acquire()  # back-pressure: a bounded number of request tasks
-                    group.create_task(self._bounded(work))
+                    await self._start(work)
             await asyncio.sleep(0)  # let request tasks run during long stretches of cache hits
-        # (the task group waits for the requests still in flight)
+        # (the task group waits for the requests still in flight, and for the answers of other runs)
 
-    def _submit(self, index: int, sid: str, text: str, messages: list[dict[str, str]], key: str,
-                cached: CachedAnswer | None) -> Callable[[], Awaitable[None]] | None:
-        """Finish the row now (cached, or missing offline), or return the work that will."""
-        if cached is None and not self.config.offline and key not in self.inflight:
-            cached = self.cache.get(key)  # answered since the batch was looked up (a duplicate, or another run)
+    def _unreadable(self, exc: BaseException) -> StageError:
+        return StageError(
+            f"annotate: cannot read {self.sentences} ({type(exc).__name__}: {exc}). The file is damaged or incomplete: "
+            f"rerun the stage that wrote it (the corpus stage) to rebuild it."
+        )
+
+    def _submit(self, item: _Pending, key: str, cached: CachedAnswer | None) -> Callable[[], Awaitable[None]] | None:
+        """Finish the row now (cached, or missing offline), or return the work that will (None: it waits)."""
         if cached is not None:
-            self.stats.cache_hits += 1
-            self.stats.accepted_empty += not cached.response.strip()
-            self._row_done(index, self._row(sid, text, cached.response, cached.prompt_tokens, cached.completion_tokens, True))
+            self._from_cache(item, cached)
             return None
         if self.config.offline:
-            self.missing.append((sid, text))
-            self._row_done(index, self._row(sid, text, None, error="not_cached: offline and no cached answer"))
+            self.missing.append((item.sid, item.text))
+            self._row_done(item.index, self._row(item.sid, item.text, None, error="not_cached: offline and no cached answer"))
             return None
         if key in self.inflight:
             self.stats.shared += 1
-            return functools.partial(self._share, index, sid, text, self.inflight[key])
+            return functools.partial(self._share, item, self.inflight[key])
+        if key in self.waiting:  # another run has it: wait with the others
+            self.waiting[key].append(item)
+            return None
+        other = self.cache.lease(key, self.holder, self.config.lease_s)
+        if other is not None:
+            self._wait_for(key, item, other)
+            return None
+        return self._leased(key, [item])
+
+    def _leased(self, key: str, items: list[_Pending]) -> Callable[[], Awaitable[None]] | None:
+        """This run holds the lease of ``key``: use an answer written meanwhile, or ask for it."""
+        # Looked up again now that no other run can be asking: it may have answered and released
+        # the lease between the batch lookup (or the last poll) and the lease.
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.cache.release(key, self.holder)
+            for item in items:
+                self._from_cache(item, cached)
+            return None
+        self.leased.add(key)
         shared = self.inflight[key] = _Shared()
-        return functools.partial(self._request, index, sid, text, messages, key, shared)
+        first, *rest = items
+        for item in rest:  # identical sentences that waited together share the request
+            self.stats.shared += 1
+            self.group.create_task(self._share(item, shared))
+        return functools.partial(self._request, first, key, shared)
+
+    async def _start(self, work: Callable[[], Awaitable[None]]) -> None:
+        await self.tasks.acquire()  # back-pressure: a bounded number of request tasks
+        self.group.create_task(self._bounded(work))
 
     async def _bounded(self, work: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -216,42 +300,95 @@ class _Annotation:
         finally:
             self.tasks.release()
 
-    async def _request(self, index: int, sid: str, text: str, messages: list[dict[str, str]], key: str, shared: _Shared) -> None:
+    async def _request(self, item: _Pending, key: str, shared: _Shared) -> None:
         client = await self._client()
         row: dict[str, Any]
         try:
-            answer = await client.complete(messages)
+            answer = await client.complete(item.messages)
         except AnswerFailed as exc:
             self.stats.failures[exc.reason] += 1
             shared.error = f"{exc.reason}: {exc.detail}"
-            row = self._row(sid, text, None, error=shared.error)
+            row = self._row(item.sid, item.text, None, error=shared.error)
         except BudgetExhausted as exc:
             self.stats.not_requested += 1
             shared.error = f"not_requested: budget ({exc})"
-            row = self._row(sid, text, None, error=shared.error)
+            row = self._row(item.sid, item.text, None, error=shared.error)
         else:
-            # Written only now: the answer is complete and valid (or accepted as configured).
-            self.cache.put(key, CachedAnswer(answer.content, answer.prompt_tokens, answer.completion_tokens,
-                                             answer.finish_reason, answer.served_model))
+            # Written only now: the answer is complete and valid (or accepted as configured);
+            # with its lease released in the same transaction, so a waiting run finds it.
+            self.cache.put_and_release(key, CachedAnswer(answer.content, answer.prompt_tokens, answer.completion_tokens,
+                                                         answer.finish_reason, answer.served_model), self.holder)
             self.stats.answered += 1
             self.stats.accepted_empty += not answer.content.strip()
             self.stats.accepted_truncated += answer.finish_reason == "length"
             shared.answer = answer
-            row = self._row(sid, text, answer.content, answer.prompt_tokens, answer.completion_tokens, False)
+            row = self._row(item.sid, item.text, answer.content, answer.prompt_tokens, answer.completion_tokens, False)
         finally:
+            if shared.answer is None:
+                self.cache.release(key, self.holder)  # failed or stopped: another run may try
+            self.leased.discard(key)
             self.inflight.pop(key, None)
             shared.done.set()
-        self._row_done(index, row)
+        self._row_done(item.index, row)
 
-    async def _share(self, index: int, sid: str, text: str, shared: _Shared) -> None:
+    async def _share(self, item: _Pending, shared: _Shared) -> None:
         await shared.done.wait()
         if shared.answer is not None:
-            row = self._row(sid, text, shared.answer.content, None, None, True)
+            row = self._row(item.sid, item.text, shared.answer.content, None, None, True)
         else:
             if not (shared.error or "").startswith("not_requested"):
                 self.stats.failures[(shared.error or "failed").split(":")[0]] += 1
-            row = self._row(sid, text, None, error=shared.error)
-        self._row_done(index, row)
+            row = self._row(item.sid, item.text, None, error=shared.error)
+        self._row_done(item.index, row)
+
+    def _from_cache(self, item: _Pending, cached: CachedAnswer) -> None:
+        self.stats.cache_hits += 1
+        self.stats.accepted_empty += not cached.response.strip()
+        self._row_done(item.index, self._row(item.sid, item.text, cached.response, cached.prompt_tokens,
+                                             cached.completion_tokens, True))
+
+    # -- other runs ----------------------------------------------------------------------------
+    def _wait_for(self, key: str, item: _Pending, other: Holder) -> None:
+        if self.joined is None:
+            self.joined = other
+            log.warning(
+                "annotate: another run is asking for some of these sentences (%s, sharing the cache %s). This run "
+                "joins it: it asks only for sentences no run is asking for, and takes the other run's answers from "
+                "the cache as they arrive (or asks itself if that run stops).", other.describe(), self.cache_dir,
+            )
+        self.waiting[key] = [item]
+        if self.watcher is None or self.watcher.done():
+            self.watcher = self.group.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Until no sentence waits: take the other runs' answers, and the leases they gave up or let lapse."""
+        while self.waiting:
+            await asyncio.sleep(LEASE_POLL_S)
+            keys = list(self.waiting)
+            answers = self.cache.get_many(keys)
+            unanswered = []
+            for key, cached in zip(keys, answers):
+                if cached is None:
+                    unanswered.append(key)
+                    continue
+                for item in self.waiting.pop(key):
+                    self.stats.from_other_run += 1
+                    self._from_cache(item, cached)
+            for key, other in zip(unanswered, self.cache.holders(unanswered)):
+                if other is not None or self.cache.lease(key, self.holder, self.config.lease_s) is not None:
+                    continue  # still being asked for (or another waiting run was quicker)
+                items = self.waiting.pop(key)
+                work = self._leased(key, items)
+                if work is not None:
+                    self.stats.taken_over += 1
+                    await self._start(work)
+
+    async def _renew_leases(self) -> None:
+        """Keep this run's leases alive while it runs (real time: the leases expire in other processes' time)."""
+        while True:
+            await asyncio.sleep(self.config.lease_s / 3)
+            if self.leased:
+                self.cache.renew(list(self.leased), self.holder, self.config.lease_s)
 
     async def _client(self) -> LLMClient:
         """The client, created on the first cache miss (a fully cached run needs no key)."""
@@ -319,13 +456,14 @@ class _Annotation:
     def _finish_run(self, imported: ImportStats | None) -> AnnotationResult:
         wall = time.monotonic() - self.started
         self.stats.sentences = self.completed
-        answered = self.stats.cache_hits + self.stats.answered + self.stats.shared
+        s = self.stats
+        answered = s.cache_hits + s.answered + s.shared
         if self.budget.stopped:
             raise StageError(
                 f"annotation stopped by the budget: {self.budget.stopped}. {answered:,} of {self.total:,} sentences have "
-                f"an answer in the cache ({self.stats.cache_hits:,} were cached before this run, {self.stats.answered:,} "
-                f"answered now for ${self.stats.cost_usd:,.4f} in {self.stats.requests:,} requests). Nothing was "
-                f"published; rerun with a higher annotate.max_cost / annotate.max_requests to continue from the cache."
+                f"an answer in the cache ({s.cache_hits:,} were cached before this run or answered by another run, "
+                f"{s.answered:,} answered now); this run spent {usd(s.cost_usd)} in {s.requests:,} requests. Nothing "
+                f"was published; rerun with a higher annotate.max_cost / annotate.max_requests to continue from the cache."
             )
         if self.missing:
             missing_path = self._write_missing()
@@ -339,12 +477,19 @@ class _Annotation:
             if not self.config.allow_partial:
                 raise StageError(message)
             log.warning("%s", message)
-        failed = sum(self.stats.failures.values())
+        failed = sum(s.failures.values())
         if failed > self.config.max_failed_share * self.total:
             raise StageError(
-                f"annotation: {failed:,} of {self.total:,} sentences failed ({dict(self.stats.failures)}), more than "
+                f"annotation: {failed:,} of {self.total:,} sentences failed ({dict(s.failures)}), more than "
                 f"annotate.max_failed_share={self.config.max_failed_share:g}. Their answers were not cached, so a rerun "
                 f"asks for them again; {answered:,} answers are cached."
+            )
+        if failed:
+            log.warning(
+                "annotate: %s of %s sentences failed (%s). They are written as failed (response null, the reason in "
+                "'error'), not as answers: the dataset stage leaves them out, and the artifact is marked incomplete, "
+                "so the next run of the annotate stage asks for exactly these again.",
+                f"{failed:,}", f"{self.total:,}", ", ".join(f"{k}: {v:,}" for k, v in sorted(s.failures.items())),
             )
         self.writer.close()
         if self.total == 0:

@@ -8,19 +8,35 @@ exactly the sentences without an entry. The endpoint URL is deliberately not in 
 eviction is off: a cache that silently forgot answers would silently cost money.
 
 Values are JSON text (readable with any SQLite client), not pickles.
+
+**Leases.** Runs share the cache, so two runs on the same sentences (two ``nuner run`` at
+once, or a rerun started while the first still goes) would each pay for every sentence
+neither had cached yet. Before a request, a run takes the sentence's *lease*: an entry
+``lease:<key>`` naming the run (id, pid, host), written only if no live lease exists, in
+one SQLite transaction, so of two runs exactly one gets it. The other waits for the answer
+to appear in the cache. A lease expires ``lease_s`` after it was last renewed (its run
+renews it while the request, retries included, goes on); a holder on this host whose
+process is gone is seen as dead at once, so a ``kill -9`` costs no wait on a rerun here.
+An answer is written *before* its lease is released, so whoever takes a released lease
+finds the answer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import os
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import diskcache
 
 KEY_VERSION = "r1"
+LEASE = "lease:"
 
 
 class KeyMaker:
@@ -58,6 +74,41 @@ class CachedAnswer:
         return CachedAnswer(**json.loads(text))
 
 
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease: one run of one process."""
+
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> "Holder":
+        return Holder(**json.loads(text))
+
+    def alive(self) -> bool:
+        """False when this process is certainly gone (same host, no such pid, or a zombie); else True."""
+        if self.host != socket.gethostname():
+            return True  # cannot tell: the lease's expiry decides
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # someone else's process
+        try:  # a killed child its parent has not reaped yet still answers kill(pid, 0)
+            state = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()[0]
+            return state not in ("Z", "X")
+        except (OSError, IndexError):
+            return True
+
+    def describe(self) -> str:
+        return f"run {self.run} (pid {self.pid} on {self.host})"
+
+
 class ResponseCache:
     """A thin typed wrapper over ``diskcache.Cache``; use it as a context manager."""
 
@@ -86,6 +137,55 @@ class ResponseCache:
 
     def keys(self) -> Iterator[str]:
         return (str(k) for k in self._cache.iterkeys() if str(k).startswith(f"{KEY_VERSION}:"))
+
+    # -- leases --------------------------------------------------------------------------------
+    def lease(self, key: str, holder: Holder, seconds: float) -> Holder | None:
+        """Take the lease of ``key`` for ``seconds``; None when taken, else the live holder that has it."""
+        with self._cache.transact():
+            current = self._holder(key)
+            if current is not None and current.run != holder.run and current.alive():
+                return current
+            self._cache.set(LEASE + key, holder.to_json(), expire=seconds)
+        return None
+
+    def holders(self, keys: Sequence[str]) -> list[Holder | None]:
+        """The live holder of each key's lease (None: free, expired, or its process is gone)."""
+        with self._cache.transact():
+            found = [self._holder(key) for key in keys]
+        return [h if h is not None and h.alive() else None for h in found]
+
+    def renew(self, keys: Iterable[str], holder: Holder, seconds: float) -> int:
+        """Push back the expiry of the leases ``holder`` still has; returns how many."""
+        renewed = 0
+        with self._cache.transact():
+            for key in keys:
+                current = self._holder(key)
+                if current is not None and current.run == holder.run:
+                    self._cache.touch(LEASE + key, expire=seconds)
+                    renewed += 1
+        return renewed
+
+    def release(self, key: str, holder: Holder) -> None:
+        """Give up the lease of ``key`` if ``holder`` has it (after its answer, if any, was written)."""
+        with self._cache.transact():
+            current = self._holder(key)
+            if current is not None and current.run == holder.run:
+                self._cache.delete(LEASE + key)
+
+    def put_and_release(self, key: str, answer: "CachedAnswer", holder: Holder) -> None:
+        """Write the answer and give up its lease in one transaction: a waiting run sees both or neither."""
+        with self._cache.transact():
+            self.put(key, answer)
+            self.release(key, holder)
+
+    def _holder(self, key: str) -> Holder | None:
+        value = self._cache.get(LEASE + key)  # an expired lease reads as None
+        if value is None:
+            return None
+        try:
+            return Holder.from_json(value)
+        except (ValueError, TypeError):
+            return None  # unreadable: treat as free (the worst case is one duplicate request)
 
     def has_marker(self, name: str) -> bool:
         return f"marker:{name}" in self._cache

@@ -1,7 +1,9 @@
 """The one LLM client: an OpenAI-compatible chat endpoint, rate-limited, retried, accounted.
 
 ``openai.AsyncOpenAI`` with its own retries off (``max_retries=0``) is used inside
-``async with``; tenacity does the retrying, so the rules are in one place:
+``async with``; :meth:`LLMClient.complete` retries in one plain ``for`` loop, as
+openai-python's ``_base_client.py`` does: send, classify the outcome by type, compute the
+wait, go again. The rules:
 
 - retried: 429, 408, 409, 5xx, timeouts, dropped connections, malformed JSON; and empty or
   truncated answers when ``on_empty`` / ``on_truncated`` say ``retry``;
@@ -12,13 +14,15 @@
   stops the whole stage at once with a message saying what is wrong: a bad key must not
   cost a million failed requests.
 
-The rate limiter sits outside the retry loop: a sentence takes an in-flight slot and is
-admitted (rate limits, then budget) before its first attempt; a retry is admitted again in
-the pause between attempts (tenacity's ``sleep`` hook), so every HTTP request counts
-against the limits and the budget, and waiting for admission is never itself retried.
+Each attempt, in order: reserve its worst-case cost in the budget (which may wait for the
+requests in flight to settle, or stop the run), be admitted by the rate limiter, send. The
+reservation is released in one place, after the answer was charged or the attempt failed,
+so every HTTP request counts against the limits and the budget, and waiting for admission
+is never itself an attempt. A sentence holds its in-flight slot across its attempts.
 
 The API key is taken from the environment variable whose *name* is configured, is passed
-to the client and nowhere else; every message that leaves this module is redacted.
+to the client and nowhere else; credentials in ``base_url`` reach the client only (see
+``endpoint.py``); every message that leaves this module is redacted.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from nuner_core.annotation.accounting import Budget, RunStats
 from nuner_core.annotation.config import AnnotateConfig
+from nuner_core.annotation.endpoint import MASK, client_url, has_masked_secret, has_userinfo, url_secrets
 from nuner_core.annotation.ratelimit import Clock, RateLimiter, RealClock
 
 log = logging.getLogger("nuner.annotate")
@@ -50,25 +54,6 @@ RETRYABLE_STATUS = {408, 409, 429}
 
 class FatalAPIError(Exception):
     """The endpoint refused in a way retrying cannot fix (400/401/403/404/...); stop the stage."""
-
-
-class TransientError(Exception):
-    """One attempt failed in a way a retry may fix."""
-
-    def __init__(self, reason: str, detail: str, retry_after_s: float | None = None):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason  # rate_limited | server_error | timeout | connection | malformed
-        self.detail = detail
-        self.retry_after_s = retry_after_s
-
-
-class InvalidAnswer(Exception):
-    """A complete HTTP answer whose content is not a usable annotation (empty, truncated...)."""
-
-    def __init__(self, reason: str, retry: bool):
-        super().__init__(reason)
-        self.reason = reason  # empty | truncated | content_filter
-        self.retry = retry
 
 
 class AnswerFailed(Exception):
@@ -89,15 +74,15 @@ class Answer:
     served_model: str | None
 
 
-@dataclass
-class _Call:
-    """Per-sentence retry state."""
+@dataclass(frozen=True)
+class Failure:
+    """One attempt that gave no usable answer, classified."""
 
-    est_prompt: int
-    est_total: int
-    reserved: float = 0.0  # budget reserved for the attempt about to be sent
-    transport_failures: int = 0
-    invalid_answers: int = 0
+    reason: str  # transport: rate_limited | server_error | timeout | connection | malformed; answer: empty | truncated | content_filter
+    detail: str
+    retry: bool  # another attempt may fix it
+    transport: bool  # counts against max_attempts; an unusable answer counts against invalid_retries
+    retry_after_s: float | None = None  # the server's Retry-After, when it sent one
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
@@ -141,7 +126,9 @@ class LLMClient:
         self.stats = stats
         self.clock = clock or RealClock()
         self.rng = rng or random.Random()
-        self.url = config.base_url or "https://api.openai.com/v1"
+        self.url = config.base_url or "https://api.openai.com/v1"  # redacted: for messages
+        endpoint = config.endpoint()
+        self._secrets = ([api_key] if api_key and len(api_key) >= 4 else []) + (url_secrets(endpoint) if endpoint else [])
         self.sampling = config.sampling()
         self._completion_mean = config.max_tokens / 2  # running mean of completion tokens, for estimates
         self._answers = 0
@@ -150,10 +137,12 @@ class LLMClient:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> "LLMClient":
+        base_url, query = self._endpoint()
         client = openai.AsyncOpenAI(
             api_key=self._api_key or NO_KEY,
-            base_url=self.config.base_url,
-            max_retries=0,  # tenacity retries, below
+            base_url=base_url,
+            default_query=query or None,
+            max_retries=0,  # complete() retries, in its own loop
             timeout=self.config.request_timeout_s,
         )
         self._client = await self._stack.enter_async_context(client)
@@ -164,10 +153,28 @@ class LLMClient:
         await self._stack.aclose()
         self._client = None
 
+    def _endpoint(self) -> tuple[str | None, dict[str, str]]:
+        """The client's base URL and query parameters; userinfo only when no key is configured."""
+        endpoint = self.config.endpoint()
+        if endpoint is None:
+            return None, {}
+        if has_masked_secret(endpoint):
+            raise FatalAPIError(
+                f"annotate.base_url {endpoint} holds {MASK} where a credential was: credentials in the URL are never "
+                f"saved with the config (manifests, flow parameters), so this URL came from a saved copy. Give the full "
+                f"URL again, or better, put the key in the variable named by annotate.api_key_env."
+            )
+        if has_userinfo(endpoint) and self._api_key:
+            log.warning(
+                "annotate.base_url %s has credentials in it; they are not sent: the request authenticates with the key "
+                "from $%s (Bearer), as configured", self.url, self.config.api_key_env,
+            )
+        return client_url(endpoint, keep_userinfo=not self._api_key)
+
     def redact(self, text: str) -> str:
-        """Remove the API key from a message (servers echo it back in 401 errors)."""
-        if self._api_key and len(self._api_key) >= 4:
-            text = text.replace(self._api_key, "***")
+        """Remove the API key and URL credentials from a message (servers echo keys back in 401 errors)."""
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
         return text
 
     # -- one sentence ----------------------------------------------------------------------
@@ -180,59 +187,41 @@ class LLMClient:
     async def complete(self, messages: Sequence[Mapping[str, str]]) -> Answer:
         """A valid answer, or AnswerFailed; FatalAPIError and BudgetExhausted propagate."""
         est_prompt, est_total = self.estimate_tokens(messages)
-        call = _Call(est_prompt, est_total)
+        transport_failures = invalid_answers = 0
+        failure = Failure("not_sent", "no attempt was made", retry=False, transport=True)
         async with self.limiter.slot():
-            retrying = AsyncRetrying(
-                retry=retry_if_exception(self._retryable),
-                stop=lambda state: self._give_up(state, call),
-                wait=self._wait,
-                sleep=lambda seconds: self._pause(seconds, call),
-                before_sleep=self._count_retry,
-                reraise=True,
-            )
-            try:
-                await self._admit(call)  # outside the retry loop; each retry is admitted in _pause
-                async for attempt in retrying:
-                    with attempt:
-                        return await self._attempt(messages, call)
-            except TransientError as exc:
-                raise AnswerFailed(exc.reason, f"gave up after {call.transport_failures} attempts ({exc.detail})") from None
-            except InvalidAnswer as exc:
-                raise AnswerFailed(exc.reason, f"after {call.invalid_answers} answer(s)") from None
-            finally:
-                self.budget.release(call.reserved)
-                call.reserved = 0.0
-        raise AssertionError("unreachable: tenacity returns or raises")
+            # The bound is never the reason to stop (the two counts below are), only a guarantee that it ends.
+            for attempt in range(1, self.config.max_attempts + self.config.invalid_retries + 1):
+                reserved = await self.budget.reserve(est_prompt, self.config.max_tokens)  # may wait; may stop the run
+                try:
+                    await self.limiter.admit(est_total)
+                    outcome = await self._attempt(messages, est_prompt, est_total)
+                finally:
+                    self.budget.release(reserved)  # an answer is charged already; a failed attempt costs nothing
+                if isinstance(outcome, Answer):
+                    return outcome
+                failure = outcome
+                transport_failures += failure.transport
+                invalid_answers += not failure.transport
+                if (not failure.retry or transport_failures >= self.config.max_attempts
+                        or invalid_answers > self.config.invalid_retries):
+                    break
+                self.stats.retries[failure.reason] += 1
+                log.debug("retrying after %s (attempt %d)", failure.reason, attempt)
+                await self.clock.sleep(self._wait(failure, attempt))
+        if failure.transport:
+            raise AnswerFailed(failure.reason, f"gave up after {transport_failures} attempts ({failure.detail})")
+        raise AnswerFailed(failure.reason, f"after {invalid_answers} answer(s)")
 
-    async def _admit(self, call: _Call) -> None:
-        call.reserved = self.budget.reserve(call.est_prompt, self.config.max_tokens)
-        await self.limiter.admit(call.est_total)
-
-    async def _pause(self, seconds: float, call: _Call) -> None:
-        """Tenacity's sleep between attempts: back off, then be admitted like a new request."""
-        await self.clock.sleep(seconds)
-        await self._admit(call)
-
-    def _retryable(self, exc: BaseException) -> bool:
-        return isinstance(exc, TransientError) or (isinstance(exc, InvalidAnswer) and exc.retry)
-
-    def _give_up(self, state: RetryCallState, call: _Call) -> bool:
-        return call.transport_failures >= self.config.max_attempts or call.invalid_answers > self.config.invalid_retries
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TransientError) and exc.retry_after_s is not None:
-            return min(exc.retry_after_s, self.config.retry_after_cap_s)
-        backoff = min(self.config.backoff_initial_s * 2 ** (state.attempt_number - 1), self.config.backoff_max_s)
+    def _wait(self, failure: Failure, attempt: int) -> float:
+        """Seconds before the next attempt: the server's Retry-After (capped), else backoff with jitter."""
+        if failure.retry_after_s is not None:
+            return min(failure.retry_after_s, self.config.retry_after_cap_s)
+        backoff = min(self.config.backoff_initial_s * 2 ** (attempt - 1), self.config.backoff_max_s)
         return backoff * (0.5 + 0.5 * self.rng.random())
 
-    def _count_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        reason = getattr(exc, "reason", type(exc).__name__)
-        self.stats.retries[reason] += 1
-        log.debug("retrying after %s (attempt %d)", reason, state.attempt_number)
-
-    async def _attempt(self, messages: Sequence[Mapping[str, str]], call: _Call) -> Answer:
+    async def _attempt(self, messages: Sequence[Mapping[str, str]], est_prompt: int, est_total: int) -> Answer | Failure:
+        """One HTTP request: a usable answer (charged), or what went wrong; FatalAPIError for unfixable errors."""
         assert self._client is not None, "use LLMClient inside `async with`"
         self.stats.requests += 1
         try:
@@ -240,27 +229,20 @@ class LLMClient:
                 model=self.config.model, messages=list(messages), **self.sampling  # type: ignore[arg-type]
             )
             answer = self._read(response)
-        except openai.APITimeoutError:
-            call.transport_failures += 1
-            raise TransientError("timeout", f"no answer within {self.config.request_timeout_s:g} s") from None
+        except openai.APITimeoutError:  # (a subclass of APIConnectionError: first)
+            return Failure("timeout", f"no answer within {self.config.request_timeout_s:g} s", retry=True, transport=True)
         except openai.APIConnectionError as exc:
-            call.transport_failures += 1
-            raise TransientError("connection", self.redact(str(exc.__cause__ or exc))[:200]) from None
+            return Failure("connection", self.redact(str(exc.__cause__ or exc))[:200], retry=True, transport=True)
         except openai.APIStatusError as exc:
             if exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500:
-                call.transport_failures += 1
                 reason = "rate_limited" if exc.status_code == 429 else "server_error"
                 detail = f"HTTP {exc.status_code}: {self._server_message(exc)}"
-                raise TransientError(reason, detail, parse_retry_after(exc.response.headers)) from None
+                return Failure(reason, detail, retry=True, transport=True, retry_after_s=parse_retry_after(exc.response.headers))
             raise FatalAPIError(self._fatal_message(exc)) from None
         except (json.JSONDecodeError, openai.APIResponseValidationError, _Malformed) as exc:
-            call.transport_failures += 1
-            raise TransientError("malformed", self.redact(str(exc))[:200]) from None
-        finally:
-            self.budget.release(call.reserved)
-            call.reserved = 0.0
-        self._account(answer, call)
-        return self._validate(answer, call)
+            return Failure("malformed", self.redact(str(exc))[:200], retry=True, transport=True)
+        self._account(answer, est_prompt, est_total)
+        return self._validate(answer)
 
     def _read(self, response: Any) -> Answer:
         try:
@@ -277,20 +259,21 @@ class LLMClient:
         except (AttributeError, IndexError, TypeError) as exc:
             raise _Malformed(f"unexpected answer shape ({type(exc).__name__}: {exc})") from None
 
-    def _account(self, answer: Answer, call: _Call) -> None:
+    def _account(self, answer: Answer, est_prompt: int, est_total: int) -> None:
         if answer.prompt_tokens is None or answer.completion_tokens is None:
             self.stats.usage_missing += 1
-            prompt, completion = call.est_prompt, max(0, round(len(answer.content) / self.config.chars_per_token))
+            prompt, completion = est_prompt, max(0, round(len(answer.content) / self.config.chars_per_token))
         else:
             prompt, completion = answer.prompt_tokens, answer.completion_tokens
         self.budget.charge(prompt, completion)
-        self.limiter.correct_tokens(call.est_total, prompt + completion)
+        self.limiter.correct_tokens(est_total, prompt + completion)
         self._answers += 1
         self._completion_mean += (completion - self._completion_mean) / self._answers
 
-    def _validate(self, answer: Answer, call: _Call) -> Answer:
+    def _validate(self, answer: Answer) -> Answer | Failure:
+        """The answer, or why it is unusable (an answer the config accepts as it is counts as usable)."""
         if answer.finish_reason == "content_filter":
-            raise InvalidAnswer("content_filter", retry=False)
+            return Failure("content_filter", "the endpoint's content filter withheld the answer", retry=False, transport=False)
         problem, policy = None, "accept"
         if answer.finish_reason == "length":
             problem, policy = "truncated", self.config.on_truncated
@@ -298,8 +281,7 @@ class LLMClient:
             problem, policy = "empty", self.config.on_empty
         if problem is None or policy == "accept":
             return answer
-        call.invalid_answers += 1
-        raise InvalidAnswer(problem, retry=policy == "retry")
+        return Failure(problem, f"{problem} answer", retry=policy == "retry", transport=False)
 
     # -- messages --------------------------------------------------------------------------
     def _server_message(self, exc: openai.APIStatusError) -> str:

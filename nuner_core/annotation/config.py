@@ -4,14 +4,19 @@ Fields that change how the stage runs but not what it produces (endpoint, key va
 limits, retries, budget, cache location, prices) are marked ``in_key: False``: changing
 them reuses the artifact. The cache key of one answer is model + rendered prompt +
 sampling parameters (see ``cache.response_key``); the endpoint URL is not part of it.
+
+Credentials in ``base_url`` never leave the config: the field holds the redacted URL (what
+every dump, repr, manifest and message shows) and ``endpoint()`` the URL as given, for the
+client only (see ``endpoint.py``).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
+from nuner_core.annotation.endpoint import redact_url
 from nuner_core.basemodel import StrictModel
 
 RUN_ONLY = {"in_key": False}
@@ -58,7 +63,7 @@ class AnnotateConfig(StrictModel):
     import_responses: str | None = None  # JSON lines {text, response} imported into the cache first (idempotent); ${assets} expands
 
     # --- where and how (not part of any key) ---
-    base_url: str | None = Field(default=None, json_schema_extra=RUN_ONLY)  # OpenAI-compatible endpoint; None: api.openai.com
+    base_url: str | None = Field(default=None, json_schema_extra=RUN_ONLY)  # OpenAI-compatible endpoint; None: api.openai.com; credentials in it are shown as ***
     api_key_env: str | None = Field(default="OPENAI_API_KEY", json_schema_extra=RUN_ONLY)  # NAME of the env var holding the key; None: no key
     request_timeout_s: float = Field(default=60.0, gt=0, json_schema_extra=RUN_ONLY)  # one HTTP request: connecting, sending, and each wait for data
     requests_per_minute: float = Field(default=500.0, gt=0, json_schema_extra=RUN_ONLY)  # never exceeded in any window
@@ -75,8 +80,27 @@ class AnnotateConfig(StrictModel):
     max_requests: int | None = Field(default=None, ge=0, json_schema_extra=RUN_ONLY)  # HTTP requests (retries included) for this run
     offline: bool = Field(default=False, json_schema_extra=RUN_ONLY)  # no network: every answer must come from the cache
     cache_dir: str | None = Field(default=None, json_schema_extra=RUN_ONLY)  # response cache; None: <artifact root>/cache/llm-responses
+    lease_s: float = Field(default=60.0, ge=1, json_schema_extra=RUN_ONLY)  # a sentence in flight is leased in the shared cache this long, renewed while its run lives; a dead run's leases lapse after it
     shard_size: int = Field(default=20_000, ge=1, json_schema_extra=RUN_ONLY)  # rows per row group of responses.parquet (bounds memory)
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES), json_schema_extra=RUN_ONLY)  # per-model USD prices
+
+    # base_url as given, credentials included; never dumped (a private attribute), read by endpoint()
+    _endpoint: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _hide_url_credentials(self) -> "AnnotateConfig":
+        if self.base_url is not None:
+            shown = redact_url(self.base_url)
+            if shown != self.base_url:
+                self._endpoint = self.base_url
+                self.__dict__["base_url"] = shown  # frozen model: set once, during validation
+        return self
+
+    def endpoint(self) -> str | None:
+        """The endpoint URL as configured, credentials included: for the HTTP client, never for display."""
+        if self._endpoint is not None and redact_url(self._endpoint) == self.base_url:
+            return self._endpoint
+        return self.base_url  # no credentials (or a copy made with another base_url)
 
     @model_validator(mode="after")
     def _budget_needs_price(self) -> "AnnotateConfig":

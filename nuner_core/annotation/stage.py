@@ -14,6 +14,7 @@ from nuner_core.annotation.annotate import AnnotationResult, run_annotation
 from nuner_core.annotation.cache_import import resolve_cache_dir
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
+from nuner_core.artifacts import INCOMPLETE
 from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Inputs, Report, StageContext, StageResult
@@ -39,7 +40,7 @@ def describe(config: AnnotateConfig, inputs: Inputs) -> str:
         sentences = (corpus.manifest().get("rows") or {}).get("sentences")
         if sentences:
             parts.append(f"{sentences:,} sentences")
-    parts.append("offline" if config.offline else (config.base_url or "api.openai.com"))
+    parts.append("offline" if config.offline else (config.base_url or "api.openai.com"))  # base_url is redacted (config.py)
     return " · ".join(parts)
 
 
@@ -59,7 +60,7 @@ def run(ctx: StageContext[AnnotateConfig]) -> StageResult:
 def stage_result(config: AnnotateConfig, result: AnnotationResult) -> StageResult:
     s = result.stats
     summary = result.summary()
-    failed = summary["failed"] + result.missing
+    failed = result.failed
     headline = {
         "sentences": result.total,
         "from_cache": s.cache_hits + s.shared,
@@ -74,11 +75,28 @@ def stage_result(config: AnnotateConfig, result: AnnotationResult) -> StageResul
     }
     table = [{"what": k.replace("_", " "), "value": v} for k, v in summary.items() if not isinstance(v, dict)]
     table += [{"what": f"retries: {k}", "value": v} for k, v in summary["retries_by_reason"].items()]
-    table += [{"what": f"failed: {k}", "value": v} for k, v in summary["failures_by_reason"].items()]
+    table += [{"what": f"failed: {k}", "value": v} for k, v in result.failed_by_reason().items()]
+    reports = [Report("table", "annotate-counts", "Annotation: cache, requests, retries, failures, cost", table)]
+    extra = {"annotation": summary, "model": config.model, "prompt_version": result.prompt_version}
+    if failed:
+        # Not final: the runner reruns the stage, which asks for exactly these (the rest is cached).
+        reasons = result.failed_by_reason()
+        extra[INCOMPLETE] = {
+            "count": failed,
+            "by_reason": reasons,
+            "note": f"{failed:,} of {result.total:,} sentences have no answer (response null, reason in 'error'); "
+                    f"the next run of the annotate stage asks for exactly these again",
+        }
+        headline["failed_by_reason"] = ", ".join(f"{k}: {v:,}" for k, v in reasons.items())
+        lines = [f"**{failed:,} of {result.total:,} sentences failed** and have no answer: the dataset stage leaves "
+                 f"them out (they are not read as \"no entity\"), and the next run of the annotate stage asks for "
+                 f"exactly these again, paying only for them.", "", "| reason | sentences |", "| --- | --- |"]
+        lines += [f"| {k} | {v:,} |" for k, v in reasons.items()]
+        reports.append(Report("markdown", "annotate-failed", "Annotation: failed sentences", "\n".join(lines)))
     return StageResult(
         rows={"sentences": result.total, "responses": result.total - failed},
         dropped={},  # no sentence is dropped: a failed one keeps its row, with response null and the error
         headline=headline,
-        extra={"annotation": summary, "model": config.model, "prompt_version": result.prompt_version},
-        reports=[Report("table", "annotate-counts", "Annotation: cache, requests, retries, failures, cost", table)],
+        extra=extra,
+        reports=reports,
     )
