@@ -1,0 +1,84 @@
+"""Finetune stage config: the user's labelled data, which encoders, and how to train them.
+
+The product is a ``transformers`` token classifier (whole encoder + linear head, IOB2 labels)
+trained from the NuNER encoder, scored beside the same fine-tuning of its base encoder.
+Fields marked ``in_key: False`` change how the stage runs, not what it produces.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from nuner_core.basemodel import StrictModel
+
+RUN = {"in_key": False}  # marks a field that changes how the stage runs, not its output
+
+
+class FilesData(StrictModel):
+    kind: Literal["files"] = "files"
+    train: str  # labelled training file: CoNLL/BIO, or JSON lines {"text", "entities": [{"start", "end", "label"}]}
+    dev: str | None = None  # early stopping and model selection on its entity F1; None: all epochs, last weights
+    test: str | None = None  # scored once at the end with the selected weights; None: no test score
+    format: Literal["auto", "conll", "jsonl"] = "auto"  # auto: *.jsonl and *.json are JSON lines, anything else CoNLL/BIO
+
+
+class BenchmarkData(StrictModel):
+    kind: Literal["benchmark"] = "benchmark"
+    name: str  # a registry benchmark (nuner_core.evaluation.benchmarks.REGISTRY), e.g. mit_restaurant
+    k: int = Field(default=16, ge=1)  # entity mentions per type of the k~2k support set that becomes the training set
+    sampling_seed: int = 0  # which support set (the evaluation's sampling index, base seed 0: the same sentences)
+    dev_size: int = Field(default=200, ge=1)  # dev sentences drawn from the pool, outside the support set
+    test_size: int | None = Field(default=500, ge=1)  # seeded subsample of the test split; None: all of it
+    subsample_seed: int = 0  # seed of the dev and test subsamples
+
+
+DataSource = Annotated[Union[FilesData, BenchmarkData], Field(discriminator="kind")]
+
+
+class FinetuneConfig(StrictModel):
+    # --- data
+    data: DataSource | None = None  # the labelled data; None: not configured (the stage refuses to run)
+    span_repair: Literal["snap", "reject"] = "snap"  # JSON-lines spans off word boundaries: snapped to the words they touch, or rejected (counted either way)
+    # --- encoders
+    encoder: str | None = None  # start from: None = the pretrain artifact's text encoder; else a local directory, pypi:<package> or hub id
+    compare_base: bool = True  # also fine-tune the base encoder on the same data and seeds, scored beside it
+    base: str | None = None  # that base: None = the pretrain artifact's base_model (must be set when encoder is)
+    # --- optimisation
+    seeds: tuple[int, ...] = (0, 1, 2)  # one run per seed and encoder: head initialisation, dropout, batch order
+    epochs: int = Field(default=20, ge=1)  # passes over the training set (fewer when early stopping ends a run)
+    lr: float = Field(default=5e-5, gt=0)  # AdamW peak learning rate of the encoder
+    head_lr: float = Field(default=1e-3, gt=0)  # AdamW peak learning rate of the freshly initialised classifier head
+    weight_decay: float = Field(default=0.01, ge=0)  # AdamW decoupled weight decay (matrices only)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)  # linear warm-up share of all steps, then linear decay to 0
+    batch_size: int = Field(default=8, ge=1)  # windows (sentences, or parts of long ones) per optimiser step
+    grad_clip: float | None = Field(default=1.0, gt=0)  # clip the global gradient norm; None: no clipping
+    dropout: float | None = Field(default=None, ge=0, lt=1)  # classifier dropout; None: the encoder config's
+    patience: int | None = Field(default=5, ge=1)  # stop after this many epochs without a better dev F1 (ties: lower dev loss); None: never
+    max_length: int = Field(default=256, ge=8)  # sub-tokens per window, special tokens included; longer sentences span windows
+    stride: int = Field(default=64, ge=0)  # sub-tokens of context shared by consecutive windows of a long sentence or text
+    # --- product
+    export_onnx: bool = False  # also write model/model.onnx, checked against the PyTorch logits on test (or dev) sentences
+    onnx_tolerance: float = Field(default=1e-3, gt=0)  # largest absolute logit difference ONNX vs PyTorch accepted
+    # --- how it runs (not part of the artifact key)
+    device: str = Field(default="auto", json_schema_extra=RUN)  # auto: cuda when available, else cpu
+    eval_batch_size: int = Field(default=32, ge=1, json_schema_extra=RUN)  # windows per forward when predicting
+    checkpoint_every: int | None = Field(default=None, ge=1, json_schema_extra=RUN)  # steps between extra checkpoints (one follows every epoch)
+    log_every: int = Field(default=5, ge=1, json_schema_extra=RUN)  # steps between metrics.jsonl rows
+    num_threads: int | None = Field(default=None, ge=1, json_schema_extra=RUN)  # torch CPU threads; None: torch's default
+
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneConfig:
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds {list(self.seeds)} name a seed twice")
+        if 2 * self.stride >= self.max_length - 4:
+            raise ValueError(f"stride {self.stride} must be less than half of max_length {self.max_length} (minus special tokens)")
+        if self.encoder is not None and self.compare_base and self.base is None:
+            raise ValueError(
+                "encoder is set, so the base to compare with cannot come from the pretrain artifact: "
+                "set base (e.g. the encoder's base model) or compare_base=false"
+            )
+        return self

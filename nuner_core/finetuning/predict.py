@@ -1,0 +1,157 @@
+"""Tag raw text with a fine-tuned model directory: the JSON-lines output of ``nuner tag``.
+
+One output line per document::
+
+    {"id": "...", "text": "...", "entities": [{"start": 0, "end": 5, "text": "Paris", "label": "city", "score": 0.97}]}
+
+``start``/``end`` are character offsets into ``text`` (end exclusive); ``score`` is the mean,
+over the entity's words, of the probability of each word's predicted tag. Words come from the
+segmentation recorded in the model's ``nuner_finetune.json`` (the one it was trained with);
+a text longer than one window is covered by overlapping windows, each word read from the window
+where it has the most context. Tags become entities the way ``transformers``' ``simple``
+aggregation groups them: ``B-X`` opens an entity, ``I-X`` continues an ``X`` (or opens one after
+anything else), ``O`` closes it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence, TextIO
+
+from nuner_core.finetuning.words import WORD_PATTERN, split_words
+from nuner_core.stage_api import StageError
+
+DEFAULT_STRIDE = 64
+
+
+def decode_entities(text: str, words: Sequence[tuple[int, int]], tags: Sequence[str], scores: Sequence[float]) -> list[dict[str, Any]]:
+    """Entities from word tags (``transformers``' simple grouping); see the module docstring."""
+    entities: list[dict[str, Any]] = []
+    current: tuple[str, int, int, list[float]] | None = None  # (type, first word, last word, word scores)
+
+    def close() -> None:
+        if current is not None:
+            label, first, last, word_scores = current
+            start, end = words[first][0], words[last][1]
+            entities.append({"start": start, "end": end, "text": text[start:end], "label": label,
+                             "score": round(sum(word_scores) / len(word_scores), 6)})  # fmt: skip
+
+    for i, tag in enumerate(tags):
+        if tag.startswith("I-") and current is not None and current[0] == tag[2:]:
+            current = (current[0], current[1], i, current[3] + [scores[i]])
+            continue
+        close()
+        current = (tag[2:], i, i, [scores[i]]) if tag[:2] in ("B-", "I-") else None
+    close()
+    return entities
+
+
+@dataclass
+class TaggerSettings:
+    word_pattern: str
+    max_length: int
+    stride: int
+
+
+class Tagger:
+    """A fine-tuned token classifier, loaded once, tagging batches of texts."""
+
+    def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int = 32):
+        from transformers import AutoModelForTokenClassification
+
+        from nuner_core.finetuning.export import SETTINGS_FILE
+        from nuner_core.finetuning.model import load_tokenizer, pick_device
+
+        path = Path(model_dir)
+        if not (path / "config.json").is_file():
+            raise StageError(f"{path} is not a model directory (no config.json)")
+        self.tokenizer = load_tokenizer(str(path))
+        self.model = AutoModelForTokenClassification.from_pretrained(path).to(pick_device(device)).eval()
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        bad = [label for label in self.labels if label != "O" and label[:2] not in ("B-", "I-")]
+        if bad:
+            raise StageError(f"{path}: labels {bad} are not IOB2 (O, B-<type>, I-<type>)")
+        saved = json.loads((path / SETTINGS_FILE).read_text()) if (path / SETTINGS_FILE).is_file() else {}
+        limit = min(int(getattr(self.tokenizer, "model_max_length", 512) or 512), 512)
+        self.settings = TaggerSettings(
+            saved.get("word_pattern", WORD_PATTERN), int(saved.get("max_length", limit)), int(saved.get("stride", DEFAULT_STRIDE))
+        )
+        self.pattern = re.compile(self.settings.word_pattern)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.batch_size = batch_size
+
+    def tag(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+        """Entities of every text."""
+        from nuner_core.finetuning.model import encode_windows, predict_words
+
+        spans = [split_words(t, self.pattern) for t in texts]
+        words = [[t[s:e] for s, e in w] for t, w in zip(texts, spans)]
+        windows = encode_windows(self.tokenizer, words, self.settings.max_length, self.settings.stride)
+        pred = predict_words(self.model, windows, [len(w) for w in words], self.pad_id, self.batch_size)
+        out = []
+        for text, offsets, ids, scores in zip(texts, spans, pred.label_ids, pred.scores):
+            tags = [self.labels[i] if i >= 0 else "O" for i in ids]
+            out.append(decode_entities(text, offsets, tags, scores))
+        return out
+
+
+def read_documents(path: str | Path) -> Iterator[dict[str, str]]:
+    """``{"id", "text"}`` per document: JSON lines with ``text`` (and ``id``), or plain text, one document per non-blank line.
+
+    A document without an id is named ``<file name>:<line number>``.
+    """
+    path = Path(path)
+    jsonl = path.suffix.lower() in {".jsonl", ".json"}
+    with path.open(encoding="utf-8-sig") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            if not jsonl:
+                yield {"id": f"{path.name}:{lineno}", "text": line.rstrip("\r\n")}
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise StageError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise StageError(f"{path}:{lineno}: expected an object with a string 'text'")
+            yield {"id": str(record.get("id", f"{path.name}:{lineno}")), "text": record["text"]}
+
+
+def _batches(items: Iterable[dict[str, str]], size: int) -> Iterator[list[dict[str, str]]]:
+    batch: list[dict[str, str]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict_files(
+    model_dir: str | Path, inputs: Sequence[str | Path], output: TextIO, device: str = "auto", batch_size: int = 32,
+    documents_per_chunk: int = 256,
+) -> dict[str, Any]:  # fmt: skip
+    """Tag every document of ``inputs`` into ``output`` (JSON lines, in input order); returns counts."""
+    started = time.perf_counter()
+    tagger = Tagger(model_dir, device, batch_size)
+    labels: Counter = Counter()
+    documents = 0
+
+    def all_documents() -> Iterator[dict[str, str]]:
+        for path in inputs:
+            yield from read_documents(path)
+
+    for chunk in _batches(all_documents(), documents_per_chunk):
+        for doc, entities in zip(chunk, tagger.tag([d["text"] for d in chunk])):
+            output.write(json.dumps({"id": doc["id"], "text": doc["text"], "entities": entities}, ensure_ascii=False) + "\n")
+            labels.update(e["label"] for e in entities)
+            documents += 1
+    return {"documents": documents, "entities": sum(labels.values()), "per_label": dict(sorted(labels.items())),
+            "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
