@@ -1,0 +1,142 @@
+"""Word segmentation, window planning and decoding: pure functions, table-driven."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nuner_core.tagging.decode import Entity, check_threshold, decode_entities, iob2, runs
+from nuner_core.tagging.windows import best_window, plan_windows
+from nuner_core.tagging.words import join_words, segment_words
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Hello, world!", ["Hello", ",", "world", "!"]),
+        ("  New   York \t\n", ["New", "York"]),
+        ("Jean-Luc O'Brien's", ["Jean", "-", "Luc", "O", "'", "Brien", "'", "s"]),
+        ("U.S. $5.99", ["U", ".", "S", ".", "$", "5", ".", "99"]),
+        ("x_1 snake_case", ["x_1", "snake_case"]),
+        ("Cafe\u0301 naïve", ["Cafe\u0301", "naïve"]),  # a combining accent stays in its word
+        ("हिन्दी भाषा", ["हिन्दी", "भाषा"]),  # Devanagari vowel signs and virama are marks
+        ("東京に行く", ["東", "京", "に", "行", "く"]),  # ideographs one by one, as BERT does
+        ("a\u200bb\ufeffc", ["a", "b", "c"]),  # zero-width space and BOM separate
+        ("😀ok🎉", ["😀", "ok", "🎉"]),
+        ("", []),
+        (" \t\n\u00a0\u3000", []),
+    ],
+)
+def test_segment_words(text, words):
+    spans = segment_words(text)
+    assert spans.shape == (len(words), 2)
+    assert [text[s:e] for s, e in spans] == words
+
+
+def test_segment_words_offsets_are_code_points():
+    text = "😀 Zürich  ok"
+    spans = segment_words(text)
+    assert spans.tolist() == [[0, 1], [2, 8], [10, 12]]
+
+
+def test_join_words():
+    text, spans = join_words(["New", "York", "", "!"])
+    assert text == "New York  !"
+    assert spans.tolist() == [[0, 3], [4, 8], [9, 9], [10, 11]]
+    assert join_words([])[0] == "" and join_words([])[1].shape == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("assigned", "expected"),
+    [
+        ([], []),
+        ([-1, -1], []),
+        ([0, 0, -1, 1, 1, 0], [(0, 2, 0), (3, 5, 1), (5, 6, 0)]),
+        ([2], [(0, 1, 2)]),
+        ([-1, 3, 3, 3], [(1, 4, 3)]),
+    ],
+)
+def test_runs(assigned, expected):
+    assert runs(np.array(assigned, dtype=np.int64)) == expected
+
+
+def test_decode_merges_adjacent_same_label_words_with_mean_score():
+    text = "Alice  met Bob in New   York"
+    spans = segment_words(text)  # Alice met Bob in New York
+    best = np.array([0, 1, 0, 1, 2, 2])
+    prob = np.array([0.9, 0.01, 0.7, 0.3, 0.6, 0.8], dtype=np.float32)
+    entities = decode_entities(text, spans, best, prob, ["person", "verb", "city"], threshold=0.5)
+    assert entities == [
+        Entity(0, 5, "Alice", "person", pytest.approx(0.9)),
+        Entity(11, 14, "Bob", "person", pytest.approx(0.7)),
+        Entity(18, 28, "New   York", "city", pytest.approx(0.7)),  # white space run kept inside, mean of 0.6 and 0.8
+    ]
+
+
+def test_decode_threshold_is_inclusive_and_breaks_runs():
+    text = "a b c d"
+    spans = segment_words(text)
+    best = np.zeros(4, dtype=np.int64)
+    prob = np.array([0.5, 0.5, 0.49999, 0.5], dtype=np.float32)
+    entities = decode_entities(text, spans, best, prob, ["x"], threshold=0.5)
+    assert [(e.start, e.end, e.text) for e in entities] == [(0, 3, "a b"), (6, 7, "d")]
+    assert decode_entities(text, spans, best, prob, ["x"], threshold=0.0)[0].text == "a b c d"
+    assert decode_entities(text, spans, best, prob, ["x"], threshold=1.0) == []
+    assert decode_entities("", np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.int64), np.zeros(0), ["x"], 0.5) == []
+
+
+def test_different_labels_do_not_merge():
+    text = "New York pizza"
+    entities = decode_entities(text, segment_words(text), np.array([0, 0, 1]), np.array([0.9, 0.9, 0.9]), ["city", "food"], 0.5)
+    assert [(e.text, e.label) for e in entities] == [("New York", "city"), ("pizza", "food")]
+
+
+@pytest.mark.parametrize(("value", "ok"), [(0.0, True), (1.0, True), (0.05, True), (-0.01, False), (1.5, False)])
+def test_check_threshold(value, ok):
+    if ok:
+        assert check_threshold(value) == value
+    else:
+        with pytest.raises(ValueError, match="threshold"):
+            check_threshold(value)
+
+
+def test_iob2_merges_runs():
+    assert iob2(np.array([0, 0, -1, 1, 0, 0]), ["City", "Dish"]) == ["B-City", "I-City", "O", "B-Dish", "B-City", "I-City"]
+    assert iob2(np.zeros(0, dtype=np.int64), ["City"]) == []
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "stride", "expected"),
+    [
+        (0, 10, None, [(0, 0)]),
+        (5, 10, None, [(0, 5)]),
+        (10, 10, None, [(0, 10)]),
+        (20, 10, 5, [(0, 10), (5, 15), (10, 20)]),
+        (25, 10, None, [(0, 10), (5, 15), (10, 20), (15, 25)]),
+        (21, 10, 10, [(0, 10), (10, 20), (11, 21)]),  # the last window is aligned to the end: nothing left out
+        (11, 10, 3, [(0, 10), (1, 11)]),
+    ],
+)
+def test_plan_windows(n, size, stride, expected):
+    windows = plan_windows(n, size, stride)
+    assert windows == expected
+    covered = np.zeros(n, dtype=bool)
+    for s, e in windows:
+        assert e - s <= size
+        covered[s:e] = True
+    assert covered.all()
+
+
+@pytest.mark.parametrize(("size", "stride"), [(10, 0), (10, 11), (0, None)])
+def test_plan_windows_rejects_bad_settings(size, stride):
+    with pytest.raises(ValueError):
+        plan_windows(30, size, stride)
+
+
+def test_best_window_takes_the_most_context():
+    windows = [(0, 10), (5, 15), (10, 20)]
+    owner = best_window(20, windows)
+    # token 7: window 0 gives 2 tokens of context on its cut (right) side, window 1 also 2 -> the earlier;
+    # token 8: window 0 gives 1, window 1 gives min(3, 6) = 3; token 13: window 1 gives 1, window 2 gives 3.
+    assert owner[[0, 4, 7, 8, 12, 13, 19]].tolist() == [0, 0, 0, 1, 1, 2, 2]
+    assert best_window(5, [(0, 5)]).tolist() == [0] * 5
