@@ -84,6 +84,8 @@ class RequestRecord:
     model: str
     fault: str  # the fault kind applied
     answered: bool = False  # a complete 200 answer with content was written
+    target: str = ""  # the request line's target: path and query
+    auth: str = ""  # the Authorization header as received (tests look at its scheme; the key is the test's own)
 
 
 def default_answer(sentence: str) -> str:
@@ -271,7 +273,8 @@ class FakeOpenAIServer:
         sentence = sentence_of(prompt)
         model = str(payload.get("model", ""))
         index, fault = self._choose(sentence)
-        record = RequestRecord(arrived, index, sentence, model, fault.kind)
+        target = request_line.split(" ")[1] if request_line.count(" ") >= 2 else ""
+        record = RequestRecord(arrived, index, sentence, model, fault.kind, target=target, auth=headers.get("authorization", ""))
         with self._lock:
             self.log.append(record)
         try:

@@ -68,7 +68,13 @@ def _batch(ids: list[str], texts: list[str | None], lines: list[list[str] | None
 
 
 def read_responses(path: Path, batch_size: int, log: SourceLog) -> Iterator[pl.DataFrame]:
-    """Batches from a ``responses.parquet`` file; a null ``response`` is a failed call."""
+    """Batches from a ``responses.parquet`` file.
+
+    A row whose call failed (``response`` null, or ``error`` set, whatever ``response``
+    holds) yields null ``lines``: the build drops it as ``failed_response``, counted per
+    reason. It is never read as an empty answer, which would mean "the LLM found no entity"
+    and teach the model that the sentence has none.
+    """
     if not path.is_file():
         raise SourceError(f"responses file {path} does not exist")
     try:
@@ -85,19 +91,36 @@ def read_responses(path: Path, batch_size: int, log: SourceLog) -> Iterator[pl.D
             )
     if file.metadata.num_rows == 0:
         raise SourceError(f"responses file {path} has no rows: nothing to build a training set from")
-    columns = ["id", "text", "response"] + (["error"] if "error" in schema.names else [])
-    for record_batch in file.iter_batches(batch_size=batch_size, columns=columns):
+    has_error = "error" in schema.names
+    columns = ["id", "text", "response"] + (["error"] if has_error else [])
+    batches = file.iter_batches(batch_size=batch_size, columns=columns)
+    while True:
+        try:
+            record_batch = next(batches, None)
+        except (pa.ArrowException, OSError) as exc:  # damaged bytes past the footer
+            raise SourceError(
+                f"responses file {path} cannot be read ({type(exc).__name__}: {exc}): it is damaged; rerun the "
+                f"annotate stage to rebuild it"
+            ) from None
+        if record_batch is None:
+            break
         frame = pl.from_arrow(record_batch).with_columns(pl.col("id", "text", "response").cast(pl.String))
-        failed = frame.filter(pl.col("response").is_null() & pl.col("text").is_not_null() & pl.col("id").is_not_null())
-        if "error" in frame.columns and failed.height:  # annotate writes "<reason>: <detail>"
-            reasons = failed["error"].cast(pl.String).fill_null("unknown").str.split(":").list.first().str.strip_chars()
+        failed_call = pl.col("response").is_null()
+        if has_error:
+            frame = frame.with_columns(pl.col("error").cast(pl.String))
+            failed_call = failed_call | pl.col("error").is_not_null()
+        frame = frame.with_columns(_failed=failed_call)
+        failed = frame.filter(pl.col("_failed") & pl.col("text").is_not_null() & pl.col("id").is_not_null())
+        if has_error and failed.height:  # annotate writes "<reason>: <detail>"
+            reasons = failed["error"].fill_null("unknown").str.split(":").list.first().str.strip_chars()
             for reason, n in reasons.value_counts().iter_rows():
                 log.counts[f"failed_response.{reason or 'unknown'}"] += n
         for row in failed.head(MAX_EXAMPLES).iter_rows(named=True):
             bucket = log.examples.setdefault("sentences.dropped.failed_response", [])
             if len(bucket) < MAX_EXAMPLES:
                 bucket.append(f"id {row['id']}: {row.get('error') or 'response is null'}")
-        yield frame.select("id", "text").with_columns(lines=split_answer(frame["response"]))
+        responses = frame.select(pl.when(pl.col("_failed")).then(None).otherwise(pl.col("response")).alias("r"))["r"]
+        yield frame.select("id", "text").with_columns(lines=split_answer(responses))
 
 
 # ----------------------------------------------------------------------------- NuNER CSV

@@ -64,3 +64,38 @@ def make_config(base_url: str | None, **overrides: Any) -> AnnotateConfig:
     return AnnotateConfig(**values)
 
 
+
+
+# A run of the stage in a process of its own (kill -9, two runs at once): config as JSON, paths as arguments.
+RUN_SCRIPT = """
+import sys
+from pathlib import Path
+from nuner_core.annotation.annotate import run_annotation
+from nuner_core.annotation.config import AnnotateConfig
+config = AnnotateConfig.model_validate_json(sys.argv[1])
+run_annotation(config, Path(sys.argv[2]), Path(sys.argv[3]), cache_dir=Path(sys.argv[4]))
+"""
+
+
+def spawn_run(config: AnnotateConfig, sentences: Path, out_dir: Path, cache_dir: Path, **popen: Any):
+    """Start ``run_annotation`` in a subprocess with the test key in its environment."""
+    import os
+    import subprocess
+    import sys
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_SCRIPT, config.model_dump_json(), str(sentences), str(out_dir), str(cache_dir)],
+        env={**os.environ, KEY_ENV: KEY},
+        **popen,
+    )
+
+
+def wait_for(condition, timeout_s: float = 60.0, what: str = "the condition") -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

@@ -8,6 +8,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from nuner_core.annotation.accounting import usd
 from nuner_core.annotation.cache import ResponseCache, response_key
 from nuner_core.annotation.cache_import import ImportFileError, import_responses
 from fake_openai import Fault, default_answer
@@ -140,6 +141,25 @@ def test_max_cost_is_never_exceeded(server, sentences, annotate):
     result, _ = annotate(make_config(srv.base_url, max_cost=5.0, prices=prices), sentences(20), out="more")
     assert result.stats.cache_hits + result.stats.requests == 20 and result.stats.cache_hits == srv.request_count - result.stats.requests
     assert result.stats.cost_usd <= 5.0
+
+
+def test_budget_waits_for_requests_in_flight_and_ends_within_one_request_of_the_cap(server, sentences, annotate):
+    """Worst cases far above actual costs must not stop the run at a fraction of the cap (issue 11, item 2)."""
+    srv = server(latency_s=0.01)
+    # Completions only, $1,000 per million tokens: a request's worst case (512 tokens) is $0.512, an
+    # actual answer (~15 tokens) about $0.015. Four in flight reserve $2.05 between them.
+    prices = {MODEL: {"input_per_mtok": 0.0, "output_per_mtok": 1000.0}}
+    cap, worst = 1.0, 512 * 1000 / 1e6
+    with pytest.raises(StageError) as err:
+        annotate(make_config(srv.base_url, max_cost=cap, prices=prices, max_in_flight=4), sentences(80))
+    spent = sum(len(default_answer(r.sentence)) // 4 * 1000 / 1e6 for r in srv.records() if r.answered)  # the server's usage
+    assert cap - worst < spent <= cap  # within one worst-case request of the cap, never past it
+    assert srv.request_count > 25  # not the 2 requests of "stop at the first refusal"
+    message = str(err.value)
+    assert "max_cost=$1.0000 reached" in message and f"this run spent {usd(spent)} in {srv.request_count} requests" in message
+    result, _ = annotate(make_config(srv.base_url, max_cost=5.0, prices=prices), sentences(80), out="more")
+    assert result.stats.cache_hits == srv.request_count - result.stats.requests  # the rest, from the cache
+    assert result.stats.cost_usd <= 5.0 and "budget_waits" in result.summary()
 
 
 def test_offline_lists_missing_sentences_and_makes_no_request(server, sentences, annotate, tmp_path):

@@ -80,3 +80,23 @@ def test_everything_dropped_is_an_error(tmp_path):
     path = write_responses(tmp_path / "responses.parquet", [{"id": "a", "text": "Idea.", "response": "Idea <> concept"}])
     with pytest.raises(StageError, match=r"no sentence is left to train on.*concept_filter"):
         run_dataset(tmp_path, path=str(path))
+
+
+def test_a_failed_call_is_never_read_as_no_entity_whatever_its_response(tmp_path):
+    """A row with its error set failed, even if a writer left an empty or partial answer in it (issue 11, item 3)."""
+    path = write_responses(
+        tmp_path / "responses.parquet",
+        [
+            {"id": "ok", "text": "Apple sells phones.", "response": "Apple <> company"},
+            {"id": "cut", "text": "Apple sells phones.", "response": "", "error": "truncated: after 3 answer(s)"},
+            {"id": "half", "text": "Rome is old.", "response": "Rome <> ci", "error": "truncated: after 3 answer(s)"},
+            {"id": "null", "text": "Rome is old.", "response": None, "error": "server_error: gave up after 8 attempts"},
+            {"id": "none", "text": "Nothing here.", "response": ""},  # a real answer: no entity
+        ],
+    )
+    result, _ = run_dataset(tmp_path, path=str(path))
+    c = result.extra["counts"]
+    assert c["sentences.dropped.failed_response"] == 3
+    assert (c["failed_response.truncated"], c["failed_response.server_error"]) == (2, 1)
+    assert c["sentences.dropped.no_entities"] == 1 and c["sentences.kept"] == 1
+    assert check_accounting(c) == []

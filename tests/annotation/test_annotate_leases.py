@@ -1,0 +1,87 @@
+"""Two runs on one cache pay once: leases in the shared cache, taken over from dead or silent runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+
+import pytest
+
+from nuner_core.annotation.cache import LEASE, Holder, ResponseCache, response_key
+from nuner_core.annotation.prompt import load_template
+from fake_openai import default_answer
+from nuner_core.stage_api import StageError
+
+from annotate_helpers import make_config, sentence, spawn_run, wait_for, write_sentences
+
+
+def _key(config, text: str) -> str:
+    return response_key(config.model, load_template(None).messages(text), config.sampling())
+
+
+def test_two_runs_at_once_pay_once_and_the_second_says_it_joins(server, sentences, annotate, tmp_path, caplog):
+    total = 60
+    srv = server(latency_s=0.08)
+    config = make_config(srv.base_url, max_in_flight=4)
+    path = sentences(total)
+    first = spawn_run(config, path, tmp_path / "first", tmp_path / "cache", stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: srv.request_count >= 8, what="the first run to be under way")  # answered some, more in flight
+        caplog.set_level(logging.INFO, logger="nuner.annotate")
+        result, table = annotate(config, path, out="second", clock=None)
+        assert first.wait(60) == 0, first.stderr.read().decode()[-2000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert dict(srv.answered_per_sentence()) == {sentence(i): 1 for i in range(total)}  # not one prompt paid twice
+    assert srv.request_count == total
+    assert table.column("response").to_pylist() == [default_answer(sentence(i)) for i in range(total)]
+    assert result.stats.from_other_run >= 1  # waited for sentences the first run was asking for
+    assert 0 < result.stats.answered < total  # and asked for others itself: it joined
+    assert "This run joins it" in caplog.text and f"pid {first.pid}" in caplog.text
+
+
+def test_a_silent_runs_lease_is_taken_over_when_it_expires(server, sentences, annotate, tmp_path):
+    """A run on another machine that stopped renewing: its sentence waits for the lease's expiry, then is asked here."""
+    srv = server()
+    config = make_config(srv.base_url)
+    path = sentences(5)
+    elsewhere = Holder(run="gone-run", pid=1, host="another-host")
+    with ResponseCache(tmp_path / "cache") as cache:
+        assert cache.lease(_key(config, sentence(3)), elsewhere, seconds=1.0) is None
+    started = time.monotonic()
+    result, table = annotate(config, path, clock=None)
+    assert time.monotonic() - started >= 0.9  # it did wait for the lease to lapse
+    assert table.column("error").null_count == 5 and result.stats.taken_over == 1
+    assert dict(srv.answered_per_sentence()) == {sentence(i): 1 for i in range(5)}
+
+
+def test_a_dead_local_runs_lease_is_taken_over_at_once(server, sentences, annotate, tmp_path):
+    srv = server()
+    config = make_config(srv.base_url)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs on this host
+    with ResponseCache(tmp_path / "cache") as cache:
+        assert cache.lease(_key(config, sentence(1)), Holder(pid=dead.pid), seconds=600) is None
+    started = time.monotonic()
+    result, table = annotate(config, sentences(3), clock=None)
+    assert time.monotonic() - started < 5  # not the 600 s of the lease
+    assert table.column("error").null_count == 3 and srv.request_count == 3
+
+
+def test_leases_are_released_when_the_run_ends(server, sentences, annotate, tmp_path):
+    srv = server(latency_s=0.02)
+    with pytest.raises(StageError, match="max_requests=2 reached"):  # a run that stops early
+        annotate(make_config(srv.base_url, max_requests=2), sentences(8))
+    with ResponseCache(tmp_path / "cache") as cache:
+        leftovers = [k for k in cache._cache.iterkeys() if str(k).startswith(LEASE)]
+        assert leftovers == []
+        # a lease's value names its run, readable with any SQLite client
+        held = Holder()
+        cache.lease("k", held, 60)
+        assert json.loads(cache._cache.get(LEASE + "k"))["pid"] == held.pid
+        assert cache.lease("k", Holder(), 60) == held  # a second live run does not get it
+        cache.release("k", held)
+        assert cache.lease("k", Holder(), 60) is None
