@@ -40,8 +40,9 @@ def build_model(location: str, labels: Sequence[str], seed: int, dropout: float 
 
     torch.manual_seed(seed)
     extra = {} if dropout is None else {"classifier_dropout": dropout}
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # "some weights are newly initialised": the head, as intended
+    hf_logging.disable_progress_bar()  # one bar per load, for every run and seed
     try:
         return AutoModelForTokenClassification.from_pretrained(
             location,
@@ -52,6 +53,8 @@ def build_model(location: str, labels: Sequence[str], seed: int, dropout: float 
         )
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
