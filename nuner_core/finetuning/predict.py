@@ -1,6 +1,8 @@
 """Tag raw text with a fine-tuned model directory: the JSON-lines output of ``nuner tag``.
 
-One output line per document::
+Input files are read as ``nuner tag`` reads them (``nuner_core.tagging.documents``: JSON lines
+with ``text`` and an optional ``id``, or plain text, one document per line). One output line
+per document::
 
     {"id": "...", "text": "...", "entities": [{"start": 0, "end": 5, "text": "Paris", "label": "city", "score": 0.97}]}
 
@@ -16,17 +18,19 @@ anything else), ``O`` closes it.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence, TextIO
+from typing import Any, Iterable, Iterator, Sequence, TextIO, TypeVar
 
 from nuner_core.finetuning.words import WORD_PATTERN, split_words
 from nuner_core.stage_api import StageError
 
 DEFAULT_STRIDE = 64
+T = TypeVar("T")
 
 
 def decode_entities(text: str, words: Sequence[tuple[int, int]], tags: Sequence[str], scores: Sequence[float]) -> list[dict[str, Any]]:
@@ -100,31 +104,8 @@ class Tagger:
         return out
 
 
-def read_documents(path: str | Path) -> Iterator[dict[str, str]]:
-    """``{"id", "text"}`` per document: JSON lines with ``text`` (and ``id``), or plain text, one document per non-blank line.
-
-    A document without an id is named ``<file name>:<line number>``.
-    """
-    path = Path(path)
-    jsonl = path.suffix.lower() in {".jsonl", ".json"}
-    with path.open(encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            if not jsonl:
-                yield {"id": f"{path.name}:{lineno}", "text": line.rstrip("\r\n")}
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise StageError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise StageError(f"{path}:{lineno}: expected an object with a string 'text'")
-            yield {"id": str(record.get("id", f"{path.name}:{lineno}")), "text": record["text"]}
-
-
-def _batches(items: Iterable[dict[str, str]], size: int) -> Iterator[list[dict[str, str]]]:
-    batch: list[dict[str, str]] = []
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
     for item in items:
         batch.append(item)
         if len(batch) == size:
@@ -135,23 +116,45 @@ def _batches(items: Iterable[dict[str, str]], size: int) -> Iterator[list[dict[s
 
 
 def predict_files(
-    model_dir: str | Path, inputs: Sequence[str | Path], output: TextIO, device: str = "auto", batch_size: int = 32,
+    model_dir: str | Path, inputs: Sequence[str | Path], output: str | Path | TextIO, device: str = "auto", batch_size: int = 32,
     documents_per_chunk: int = 256,
 ) -> dict[str, Any]:  # fmt: skip
-    """Tag every document of ``inputs`` into ``output`` (JSON lines, in input order); returns counts."""
+    """Tag every document of ``inputs`` (read as ``nuner tag`` reads them) into ``output``, JSON lines in input order.
+
+    ``output`` is a path (written to a temporary file and renamed into place when complete) or an
+    open text stream. Returns counts: documents, blank lines skipped, entities, entities per label.
+    """
+    from nuner_core.tagging.documents import Document, ReadStats, iter_documents
+
     started = time.perf_counter()
     tagger = Tagger(model_dir, device, batch_size)
     labels: Counter = Counter()
+    stats = ReadStats()
     documents = 0
 
-    def all_documents() -> Iterator[dict[str, str]]:
+    def all_documents() -> Iterator[Document]:
         for path in inputs:
-            yield from read_documents(path)
+            yield from iter_documents(path, stats=stats)
 
-    for chunk in _batches(all_documents(), documents_per_chunk):
-        for doc, entities in zip(chunk, tagger.tag([d["text"] for d in chunk])):
-            output.write(json.dumps({"id": doc["id"], "text": doc["text"], "entities": entities}, ensure_ascii=False) + "\n")
-            labels.update(e["label"] for e in entities)
-            documents += 1
-    return {"documents": documents, "entities": sum(labels.values()), "per_label": dict(sorted(labels.items())),
-            "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+    def write(out: TextIO) -> None:
+        nonlocal documents
+        for chunk in _batches(all_documents(), documents_per_chunk):
+            for doc, entities in zip(chunk, tagger.tag([d.text for d in chunk])):
+                out.write(json.dumps({"id": doc.id, "text": doc.text, "entities": entities}, ensure_ascii=False) + "\n")
+                labels.update(e["label"] for e in entities)
+                documents += 1
+
+    if isinstance(output, (str, Path)):
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.partial")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                write(fh)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    else:
+        write(output)
+    return {"documents": documents, "blank_lines": stats.blank_lines, "entities": sum(labels.values()),
+            "per_label": dict(sorted(labels.items())), "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip

@@ -12,7 +12,7 @@ from nuner_core.finetuning.config import FilesData, FinetuneConfig
 from nuner_core.finetuning.data import load_data
 from nuner_core.finetuning.export import SETTINGS_FILE, export_onnx, model_card, save_model_dir
 from nuner_core.finetuning.model import encode_windows, load_tokenizer
-from nuner_core.finetuning.predict import Tagger, decode_entities, predict_files, read_documents
+from nuner_core.finetuning.predict import Tagger, decode_entities, predict_files
 from nuner_core.finetuning.train import RunSpec, load_selected, train_run
 from nuner_core.finetuning.words import WORD_PATTERN
 
@@ -79,8 +79,10 @@ def test_predict_files_long_texts_in_windows(trained, tmp_path):
     out = io.StringIO()
     counts = predict_files(trained["dir"], [docs, plain], out, device="cpu")
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [r["id"] for r in rows] == ["long", "docs.jsonl:2", "plain.txt:1", "plain.txt:3"]
-    assert counts["documents"] == 4 and counts["entities"] == sum(len(r["entities"]) for r in rows)
+    assert [r["id"] for r in rows] == ["long", 2, 1, 3]  # as `nuner tag` names them: the id, else the line number
+    assert counts["documents"] == 4 and counts["blank_lines"] == 1 and counts["entities"] == sum(len(r["entities"]) for r in rows)
+    assert predict_files(trained["dir"], [docs], tmp_path / "out" / "tagged.jsonl", device="cpu")["documents"] == 2
+    assert [json.loads(line)["id"] for line in (tmp_path / "out" / "tagged.jsonl").read_text().splitlines()] == ["long", 2]
     single = {(e["text"], e["label"]) for text_entities in Tagger(trained["dir"], device="cpu").tag(TEXTS) for e in text_entities}
     found = {(e["text"], e["label"]) for e in rows[0]["entities"]}
     assert found == single  # every part of the long text was read, with enough context to tag it the same
@@ -107,8 +109,9 @@ def test_decode_entities(tags, expected):
     ]
 
 
-def test_read_documents_errors(tmp_path):
+def test_predict_reports_a_bad_input_line(trained, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"nope": 1}\n')
     with pytest.raises(Exception, match=r"bad\.jsonl:2"):
-        list(read_documents(bad))
+        predict_files(trained["dir"], [bad], tmp_path / "out.jsonl", device="cpu")
+    assert not (tmp_path / "out.jsonl").exists() and not list(tmp_path.glob(".*partial"))
