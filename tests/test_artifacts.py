@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nuner_core.artifacts import MANIFEST, ArtifactStore, artifact_key
+from nuner_core.artifacts import CHECKSUM, INCOMPLETE, MANIFEST, ArtifactStore, CorruptArtifact, artifact_key, file_checksum
 
 
 def test_key_is_deterministic_and_sensitive():
@@ -72,3 +72,88 @@ def test_latest_skips_corrupt(tmp_path):
     (second.dir / MANIFEST).write_text(json.dumps({"files": {"gone.txt": 1}}))
     assert store.latest("s").key == first.key
     assert store.latest("nothing") is None
+
+
+# ------------------------------------------------------------------ content checksums (issue 11, item 4)
+
+
+def _damage_same_size(file, at: int = 0, n: int = 4) -> None:
+    """Overwrite ``n`` bytes at ``at`` with zeros (or ones where they were zeros): same size, other content."""
+    data = bytearray(file.read_bytes())
+    for i in range(at, min(at + n, len(data))):
+        data[i] = 0 if data[i] else 1
+    file.write_bytes(bytes(data))
+
+
+def test_manifest_records_a_checksum_of_every_file(tmp_path):
+    store = ArtifactStore(tmp_path)
+    with store.publish("s", "k1", {}) as out:
+        (out / "a.txt").write_text("hello")
+        (out / "sub").mkdir()
+        (out / "sub" / "b.bin").write_bytes(b"\x00" * 10)
+    manifest = store.lookup("s", "k1").manifest()
+    assert set(manifest["checksums"]) == {"a.txt", "sub/b.bin"} == set(manifest["files"])
+    assert manifest["checksums"]["a.txt"] == file_checksum(tmp_path / "s" / "k1" / "a.txt")
+    assert manifest["checksums"]["a.txt"].startswith(f"{CHECKSUM}:")
+
+
+def test_same_size_damage_is_found_when_verified_and_the_artifact_moved_aside(tmp_path, caplog):
+    store = ArtifactStore(tmp_path)
+    ref = _publish(store)
+    _damage_same_size(ref.dir / "a.txt")
+    assert store.lookup("s", "k1") is not None  # sizes only: cheap, does not see it
+    assert store.lookup("s", "k1", verify=True) is None
+    assert "a.txt is damaged" in caplog.text and not ref.dir.exists()
+    assert [p.name.startswith(".corrupt-k1-") for p in (tmp_path / "s").iterdir()] == [True]
+    assert _publish(store) is not None  # rebuilt
+
+
+def test_verify_names_the_file_and_the_stage_to_rerun(tmp_path):
+    store = ArtifactStore(tmp_path)
+    ref = _publish(store)
+    assert store.verify(ref) == ref
+    _damage_same_size(ref.dir / "a.txt", at=2)
+    with pytest.raises(CorruptArtifact, match=r"the s artifact k1 is damaged: .*a.txt is damaged.*rerun the 's' stage"):
+        store.verify(ref)
+    assert store.lookup("s", "k1") is None  # moved aside: the next run rebuilds it
+
+
+def test_reading_turns_a_read_error_of_a_damaged_input_into_one_clear_error(tmp_path):
+    store = ArtifactStore(tmp_path)
+    ref = _publish(store)
+    with pytest.raises(CorruptArtifact, match="a.txt is damaged.*rerun the 's' stage") as err:
+        with store.reading({"s": ref}):
+            _damage_same_size(ref.dir / "a.txt")  # damaged while the stage ran
+            raise OSError("Unexpected end of stream")  # what a reader says, naming no file
+    assert isinstance(err.value.__cause__, OSError)
+    other = _publish(store, "k2")
+    with pytest.raises(KeyError):  # not a read error of a damaged input: unchanged
+        with store.reading({"s": other}):
+            raise KeyError("a bug")
+
+
+def test_reading_names_the_file_when_an_old_manifest_has_no_checksums(tmp_path):
+    store = ArtifactStore(tmp_path)
+    ref = _publish(store)
+    manifest = ref.manifest()
+    del manifest["checksums"]
+    (ref.dir / MANIFEST).write_text(json.dumps(manifest))
+    assert store.lookup("s", "k1", verify=True) is not None  # nothing to check content against
+    with pytest.raises(CorruptArtifact, match=r"reading .*a.txt of the s artifact k1 failed \(ValueError.*rerun the 's' stage"):
+        with store.reading({"s": ref}):
+            raise ValueError(f"cannot parse {ref.dir / 'a.txt'}")
+
+
+def test_publish_keeps_a_final_artifact_and_replaces_an_incomplete_or_damaged_one(tmp_path):
+    store = ArtifactStore(tmp_path)
+    first = _publish(store, content="first")
+    assert _publish(store, content="again").dir.joinpath("a.txt").read_text() == "first"  # same key: kept
+    with store.publish("s", "k2", {INCOMPLETE: {"count": 1}}) as out:
+        (out / "a.txt").write_text("partial")
+    assert store.lookup("s", "k2").incomplete == {"count": 1} and not store.is_final("s", "k2")
+    assert store.exists("s", "k2")  # valid, as an input
+    assert _publish(store, "k2", content="complete").dir.joinpath("a.txt").read_text() == "complete"
+    assert store.is_final("s", "k2") and store.lookup("s", "k2").incomplete is None
+    _damage_same_size(first.dir / "a.txt")
+    assert _publish(store, content="fresh").dir.joinpath("a.txt").read_text() == "fresh"
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["k1", "k2"]  # nothing left over
