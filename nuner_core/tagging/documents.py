@@ -105,7 +105,7 @@ def _json_document(line: str, path: Path, lineno: int, text_field: str) -> Docum
         raise DocumentError(f"{path}:{lineno}: no {text_field!r} field (fields: {', '.join(sorted(record)) or 'none'})")
     text = record[text_field]
     if not isinstance(text, str):
-        raise DocumentError(f"{path}:{lineno}: {text_field!r} is a {type(text).__name__}, not a string")
+        raise DocumentError(f"{path}:{lineno}: {text_field!r} must be a string, not {type(text).__name__}")
     doc_id = record.get("id", lineno)
     if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
         raise DocumentError(f"{path}:{lineno}: 'id' must be a string or an integer, not {doc_id!r}")
