@@ -22,20 +22,27 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def _run(args: argparse.Namespace) -> int:
     from nuner_core.config import ConfigError, load_config, parse_overrides
+    from nuner_core.registry import spec
     from nuner_core.stage_api import StageError
 
-    try:
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    try:  # fail fast, before Prefect starts (its start-up takes seconds)
         overrides = parse_overrides(args.set)
-        load_config(args.profile, overrides)  # fail fast, before Prefect starts
-    except ConfigError as exc:
+        load_config(args.profile, overrides)
+        for name in stages or ():
+            spec(name)
+    except (ConfigError, StageError) as exc:
         print(f"nuner: {exc}", file=sys.stderr)
         return 2
+    if args.debug:
+        os.environ["NUNER_DEBUG"] = "1"
+    from prefect.exceptions import FailedRun
+
     from flows.pipeline import nuner
 
-    stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
     try:
         summary = nuner(profile=args.profile, overrides=overrides, stages=stages)
-    except (StageError, ConfigError) as exc:
+    except (StageError, ConfigError, FailedRun) as exc:
         print(f"nuner: {exc}", file=sys.stderr)
         return 1
     width = max(map(len, summary), default=0)
@@ -90,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. pretrain.lr=1e-4")
     run.add_argument("--stages", help="comma-separated subset, e.g. evaluate or dataset,pretrain")
     run.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    run.add_argument("--debug", action="store_true", help="tracebacks for expected errors too (bad input, budget stops)")
     run.set_defaults(func=_run)
 
     stack = sub.add_parser("stack", help="a local Prefect server, work pool, deployments and worker (up, down, status)")

@@ -8,11 +8,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from nuner_core.artifacts import ArtifactRef, ArtifactStore
 from nuner_core.config import ConfigError, load_config
 from nuner_core.pipeline import plan
 from nuner_core.registry import STAGE_NAMES
+from nuner_core.stage_api import StageError
+from tasks.common import debug
 from tasks.stages import STAGE_TASKS
 
 
@@ -42,15 +45,22 @@ def nuner(
     profile: str = "demo",
     overrides: dict[str, Any] | None = None,
     stages: list[str] | None = None,
-) -> dict[str, dict[str, str]]:
+) -> dict[str, dict[str, str]] | State:
     """Run the NuNER pipeline (or the listed stages) on a profile plus dotted overrides.
 
-    Returns, per stage, the artifact key and path and whether it was ``Cached``.
+    Returns, per stage, the artifact key and path and whether it was ``Cached``. A stage that
+    fails with a ``StageError`` ends the run in a Failed state carrying its message.
     """
     logger = get_run_logger()
-    config = load_config(profile, overrides, overrides_source="flow parameter overrides")
     store = ArtifactStore()
-    steps = plan(config, stages, store)
+    try:
+        config = load_config(profile, overrides, overrides_source="flow parameter overrides")
+        steps = plan(config, stages, store)
+    except (ConfigError, StageError) as exc:  # the user's to fix: one message, no traceback
+        if debug():
+            raise
+        logger.error("%s", exc)
+        return Failed(message=str(exc))
     built: dict[str, ArtifactRef] = {}
     summary: dict[str, dict[str, str]] = {}
     for step in steps:
@@ -59,6 +69,8 @@ def nuner(
             refresh_cache=not store.exists(step.stage, step.key),
         )
         state = task(step, built, str(store.root), return_state=True)
+        if state.is_failed():  # a StageError, already logged by the task: the run ends here, with its message
+            return Failed(message=state.message)
         ref: ArtifactRef = state.result()
         built[step.stage] = ref
         summary[step.stage] = {"state": state.name, "key": ref.key, "path": ref.path}

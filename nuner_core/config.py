@@ -65,8 +65,20 @@ def parse_overrides(overrides: Sequence[str] | Mapping[str, Any] | None) -> dict
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key.path=value")
-        parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(exc, column_offset=len(key) + 1)})") from None
     return parsed
+
+
+def _yaml_problem(exc: yaml.YAMLError, column_offset: int = 0) -> str:
+    """``line L, column C: problem`` from a YAML error (1-based, as editors count)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1 + column_offset}: {problem}"
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -88,8 +100,13 @@ def load_config(
 ) -> PipelineConfig:
     """Build the pipeline config from a profile plus dotted overrides."""
     path = profile_path(profile)
-    with path.open(encoding="utf-8") as fh:
-        tree = yaml.safe_load(fh) or {}
+    try:
+        with path.open(encoding="utf-8") as fh:
+            tree = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile {path}: not valid YAML at {_yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"profile {path}: cannot be read ({exc})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"profile {path} must be a mapping of stage sections")
     tree.setdefault("profile", Path(profile).stem)
@@ -106,7 +123,9 @@ def _explain(exc: ValidationError, path: Path, overrides: dict[str, Any], source
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
-        origin = f"{source} {key}" if key in overrides else f"profile {path}"
+        # An override of a.b.c explains errors at a, a.b and a.b.c (an unknown section is reported at a).
+        given = [o for o in overrides if o == key or o.startswith(key + ".") or key.startswith(o + ".")]
+        origin = f"{source} {given[0]}" if given else f"profile {path}"
         problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         lines.append(f"{key}: {problem} (from {origin}; got {err.get('input')!r})")
     return "invalid configuration:\n  " + "\n  ".join(lines)

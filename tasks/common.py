@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +21,12 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import CachePolicy
 from prefect.runtime import task_run
+from prefect.states import Failed, State
 
 from nuner_core.artifacts import ArtifactRef, ArtifactStore
 from nuner_core.pipeline import PlannedStage, run_stage, title as stage_title
 from nuner_core.progress_bar import BarProgress, TeeProgress
-from nuner_core.stage_api import LogProgress
+from nuner_core.stage_api import LogProgress, StageError
 
 MAX_INLINE_IMAGE_BYTES = 2_000_000  # larger plots are linked by path instead of inlined
 
@@ -98,15 +101,43 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def execute(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) -> ArtifactRef:
-    """The body of every stage task: build (or reuse) the artifact, then show its reports."""
+def execute(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) -> ArtifactRef | State:
+    """The body of every stage task: build (or reuse) the artifact, then show its reports.
+
+    A ``StageError`` (bad input, a budget stop: something the user fixes) ends the task in a
+    Failed state whose message is the error, logged once, without a traceback; anything else
+    is a bug and raises with its traceback. ``NUNER_DEBUG=1`` (``nuner run --debug``) raises always.
+    """
     store = ArtifactStore(Path(store_root))
     progress = PrefectProgress(step.stage)
     if sys.stderr.isatty():  # `nuner run` on a terminal also gets a progress bar
         progress = TeeProgress(progress, BarProgress(step.stage))
-    ref = run_stage(step, built, store, progress)
+    try:
+        ref = run_stage(step, built, store, progress)
+    except StageError as exc:
+        if debug():
+            raise
+        get_run_logger().error("%s", exc)
+        return Failed(message=f"{step.stage}: {exc}")
     publish_reports(ref)
     return ref
+
+
+def debug() -> bool:
+    return os.environ.get("NUNER_DEBUG", "") not in ("", "0")
+
+
+class _NoEmptyTraceback(logging.Filter):
+    """Prefect logs a task that returned a Failed state with ``exc_info=True`` and no exception
+    in flight, which prints a stray ``NoneType: None``; the state's message says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is None:
+            record.exc_info = None
+        return True
+
+
+logging.getLogger("prefect.task_runs").addFilter(_NoEmptyTraceback())
 
 
 # The options every stage task shares: `@task(name="corpus", **STAGE_TASK_OPTIONS)`.

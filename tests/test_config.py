@@ -78,3 +78,23 @@ def test_configs_are_frozen():
     config = load_config("demo")
     with pytest.raises(Exception):
         config.corpus.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["annotate.model=[unclosed"], r"override 'annotate.model=\[unclosed': the value is not valid YAML \(line 1, column 25"),
+        (["nosuchstage.x=1"], r"nosuchstage: unknown key \(from --set nosuchstage.x;"),
+        (["pretrain.nosuchfield=1"], r"pretrain.nosuchfield: unknown key \(from --set pretrain.nosuchfield;"),
+    ],
+)
+def test_bad_overrides_name_the_override(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", overrides)
+
+
+def test_a_profile_with_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    profile = tmp_path / "broken.yaml"
+    profile.write_text("corpus:\n  num_sentences: [1, 2\npretrain: {}\n")
+    with pytest.raises(ConfigError, match=rf"profile {profile}: not valid YAML at line 3, column 9"):
+        load_config(profile)

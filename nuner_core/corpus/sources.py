@@ -126,7 +126,7 @@ def diagnose_json_lines(path: Path) -> None:
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise CorpusInputError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                raise CorpusInputError(f"{path}:{number}:{exc.colno}: not valid JSON ({exc.msg})") from None
             if not isinstance(value, dict):
                 raise CorpusInputError(f"{path}:{number}: a JSON {type(value).__name__}, not an object with a text field")
 

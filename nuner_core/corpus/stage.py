@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from nuner_core.corpus.config import CorpusConfig
 from nuner_core.corpus.sentences import CorpusCounts, Sampler, select_sentences, sentence_id
-from nuner_core.corpus.sources import CorpusInputError, fingerprint_sources, iter_documents
+from nuner_core.corpus.sources import CorpusInputError, fingerprint_sources, iter_documents, local_files
 from nuner_core.stage_api import Inputs, Progress, Report, StageContext, StageResult
 
 CODE_VERSION = "1"
@@ -39,7 +39,7 @@ def build_sentences(config: CorpusConfig, out_path: Path, progress: Progress | N
     sample = sampler.sample()
     if not sample:
         raise CorpusInputError(
-            f"the corpus yielded no sentence ({counts.documents:,} documents, {counts.sentences_seen:,} sentences seen, "
+            f"the corpus yielded no sentence from {', '.join(_names(config))} ({counts.documents:,} documents, {counts.sentences_seen:,} sentences seen, "
             f"dropped: {dict(counts.dropped) or 'none'}); check the sources and the filters"
         )
     table = pa.table(
@@ -53,6 +53,20 @@ def build_sentences(config: CorpusConfig, out_path: Path, progress: Progress | N
     )
     pq.write_table(table, out_path)
     return counts, len(sample)
+
+
+def _names(config: CorpusConfig) -> list[str]:
+    """The files (or hub data sets) a config reads, for messages."""
+    names: list[str] = []
+    for source in config.sources:
+        if source.kind == "hub":
+            names.append(f"{source.path} (hub)")
+        else:
+            try:
+                names += [str(f) for f in local_files(source)]
+            except CorpusInputError:
+                names.append(source.path)
+    return names
 
 
 def run(ctx: StageContext[CorpusConfig]) -> StageResult:

@@ -71,7 +71,7 @@ def test_same_seed_same_sample(tmp_path):
     [
         (b'{"text": "fine line with enough words in it."}\n{"text": "bad \xff\xfe byte"}\n', ":2: invalid UTF-8"),
         (b'{"text": "fine line with enough words in it."}\n["a", "list"]\n', ":2: a JSON list"),
-        (b'{"text": "fine line with enough words in it."}\n{"text": oops}\n', ":2: not valid JSON"),
+        (b'{"text": "fine line with enough words in it."}\n{"text": oops}\n', ":2:10: not valid JSON"),
     ],
     ids=["invalid-utf8", "not-an-object", "not-json"],
 )
@@ -92,8 +92,9 @@ def test_missing_path_is_an_error(tmp_path):
 def test_empty_corpus_is_an_error(tmp_path, content):
     path = tmp_path / "empty.jsonl"
     path.write_bytes(content)
-    with pytest.raises(CorpusInputError, match="no sentence"):
+    with pytest.raises(CorpusInputError, match="no sentence") as err:
         _run(tmp_path, CorpusSource(path=str(path)))
+    assert str(path) in str(err.value)  # the message names the file
 
 
 def test_wrong_text_field_is_an_error(tmp_path):

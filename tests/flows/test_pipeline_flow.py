@@ -32,3 +32,18 @@ def test_completed_then_cached_then_rebuilt(run, data_dir):
 def test_unknown_stage_is_an_error(run):
     with pytest.raises(Exception, match="unknown stage"):
         run(stages=["nope"])
+
+
+def test_a_stage_error_fails_the_run_with_its_message_and_no_traceback(prefect_harness, data_dir, caplog):
+    overrides = {"corpus.sources": [{"path": str(data_dir / "nowhere.jsonl")}]}
+    with caplog.at_level("INFO"):
+        state = nuner(profile="demo", overrides=overrides, stages=["corpus"], return_state=True)
+    assert state.is_failed()
+    assert "nowhere.jsonl" in state.message and "matches no file" in state.message
+    tracebacks = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert tracebacks == []
+
+
+def test_a_bad_override_fails_the_run_with_its_message(prefect_harness, data_dir):
+    state = nuner(profile="demo", overrides={"corpus.nosuchfield": 1}, stages=["corpus"], return_state=True)
+    assert state.is_failed() and "corpus.nosuchfield: unknown key" in state.message
