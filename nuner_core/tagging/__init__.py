@@ -27,7 +27,7 @@ _EXPORTS = {
     "export": ("ModelCard", "export_model", "render_model_card"),
     "model": ("TagStats", "ZeroShotTagger"),
     "settings": ("DEFAULT_THRESHOLD", "DualEncoderSettings", "LabelError", "ModelDirectoryError", "check_model_dir",
-                 "model_identity"),
+                 "model_identity", "write_threshold"),
     "words": ("join_words", "segment_words"),
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -57,5 +57,6 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
     from nuner_core.tagging.model import TagStats, ZeroShotTagger  # noqa: F401
     from nuner_core.tagging.settings import (  # noqa: F401
         DEFAULT_THRESHOLD, DualEncoderSettings, LabelError, ModelDirectoryError, check_model_dir, model_identity,
+        write_threshold,
     )
     from nuner_core.tagging.words import join_words, segment_words  # noqa: F401

@@ -84,6 +84,7 @@ class TagStats:
     encoder_batches: int = 0
     concept_batches: int = 0  # concept-encoder forward passes
     labels_encoded: int = 0  # label names embedded (cache misses)
+    labels_truncated: int = 0  # names longer than max_concept_length tokens: cut, as pre-training cut them
     seconds: float = 0.0
 
 
@@ -115,6 +116,26 @@ class Plan:
             ids[b, : len(r)] = r
             mask[b, : len(r)] = 1
         return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def length_batches(lengths: Sequence[int], batch_tokens: int, spread: float = 1.25, min_batch: int = 8) -> list[list[int]]:
+    """Indices of sequences in length-sorted batches of at most ``batch_tokens`` padded tokens.
+
+    A batch also closes when the next sequence is more than ``spread`` times (plus 4 tokens) as
+    long as the batch's shortest, once it holds ``min_batch`` sequences: a token budget alone
+    lets one batch run from 8 to 60 tokens and pads it to twice its real size.
+    """
+    order = sorted(range(len(lengths)), key=lambda j: lengths[j])
+    batches: list[list[int]] = []
+    shortest = 0
+    for j in order:  # shortest first, so a batch's width is its last sequence's length
+        n = lengths[j]
+        if batches and (len(batches[-1]) + 1) * n <= batch_tokens and (n <= shortest * spread + 4 or len(batches[-1]) < min_batch):
+            batches[-1].append(j)
+        else:
+            batches.append([j])
+            shortest = n
+    return batches
 
 
 def first_tokens(offsets: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -329,14 +350,8 @@ class ZeroShotTagger:
                 windows.append(_Window(i, np.concatenate([prefix, ids[start:end], suffix]), len(prefix) + first[mine] - start, mine))
         stats.windows = len(windows)
         stats.tokens = sum(len(w.ids) for w in windows)
-        order = sorted(range(len(windows)), key=lambda j: len(windows[j].ids))
-        batches: list[list[int]] = []
-        for j in order:  # shortest first; a batch holds at most batch_tokens padded tokens
-            if batches and (len(batches[-1]) + 1) * len(windows[j].ids) <= self.batch_tokens:
-                batches[-1].append(j)
-            else:
-                batches.append([j])
-        return Plan(windows, batches, [len(s) for s in spans], self.pad_id, stats)
+        lengths = [len(w.ids) for w in windows]
+        return Plan(windows, length_batches(lengths, self.batch_tokens), [len(s) for s in spans], self.pad_id, stats)
 
     def _encode(self, plan: Plan) -> Iterator[tuple[torch.Tensor, list[tuple[int, np.ndarray, int, int]]]]:
         """Per batch: (M, D) fp32 word vectors (normalised for cosine) and segments (text, words, row start, row end)."""
@@ -365,7 +380,14 @@ class ZeroShotTagger:
         missing = [label for label in labels if label not in self._label_vectors]
         if not missing:
             return
-        ids = self.concept_tokenizer(missing, truncation=True, max_length=self.settings.max_concept_length)["input_ids"]
+        full = self.concept_tokenizer(missing)["input_ids"]  # as build_vocab: the name's first max_concept_length tokens
+        cut = self.settings.max_concept_length
+        long = [name for name, row in zip(missing, full) if len(row) > cut]
+        if long:
+            log.warning("%d label name(s) longer than %d tokens are cut to it, as pre-training cut concept names: %s",
+                        len(long), cut, ", ".join(repr(x) for x in long[:5]))  # fmt: skip
+            self.stats.labels_truncated += len(long)
+        ids = self.concept_tokenizer(missing, truncation=True, max_length=cut)["input_ids"]
         order = sorted(range(len(missing)), key=lambda i: len(ids[i]))
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
         with torch.inference_mode():

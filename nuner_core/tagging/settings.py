@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -117,6 +118,22 @@ def check_model_dir(path: str | Path) -> DualEncoderSettings:
             hint = " (it has a text encoder only: the concept encoder is what embeds label names)"
         raise ModelDirectoryError(f"{root}: not a zero-shot model, missing {', '.join(missing)}{hint}; {layout}")
     return DualEncoderSettings.read(root / SETTINGS_FILE)
+
+
+def write_threshold(path: str | Path, threshold: float | None) -> DualEncoderSettings:
+    """Store (or, with None, remove) the threshold in a model directory's settings file, atomically."""
+    root = Path(expand_path(str(path)))
+    settings = check_model_dir(root)
+    if threshold is not None and not (_is_number(threshold) and 0 <= threshold <= 1):
+        raise ValueError(f"threshold must be a probability in [0, 1], not {threshold!r}")
+    raw = json.loads((root / SETTINGS_FILE).read_text(encoding="utf-8"))  # keep keys this version does not know
+    raw.pop("threshold", None)
+    if threshold is not None:
+        raw["threshold"] = float(threshold)
+    tmp = root / f".{SETTINGS_FILE}.tmp"
+    tmp.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, root / SETTINGS_FILE)
+    return replace(settings, threshold=None if threshold is None else float(threshold))
 
 
 def model_identity(path: str | Path) -> str:

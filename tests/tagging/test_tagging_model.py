@@ -262,3 +262,29 @@ def test_identity_follows_the_files(tmp_path, planted_dir):
     assert model_identity(copy) == model_identity(planted_dir)
     _settings(copy, threshold=0.3)
     assert model_identity(copy) != model_identity(planted_dir)
+
+
+def test_long_label_names_are_cut_like_concept_names_and_counted(random_dir):
+    tagger = ZeroShotTagger.from_pretrained(random_dir)
+    words = "the cat sat on a mat and the dog ran to the park with his old red ball".split()  # 18 one-token words
+    long, cut = " ".join(words), " ".join(words[:14])  # 16 tokens with [CLS] and [SEP]: the first 14 words
+    vectors = tagger.label_vectors([long, cut, "cat"])
+    torch.testing.assert_close(vectors[0], vectors[1])
+    assert not torch.allclose(vectors[0], vectors[2])
+    assert tagger.stats.labels_truncated == 1 and tagger.stats.labels_encoded == 3
+
+
+def test_write_threshold(tmp_path, planted_dir):
+    from nuner_core.tagging import write_threshold
+
+    root = _copy(planted_dir, tmp_path / "m")
+    _settings(root, future_key="kept")
+    assert write_threshold(root, 0.07).threshold == 0.07
+    assert ZeroShotTagger.from_pretrained(root).threshold == 0.07
+    assert json.loads((root / "dual_encoder.json").read_text())["future_key"] == "kept"
+    assert write_threshold(root, None).threshold is None
+    assert "threshold" not in json.loads((root / "dual_encoder.json").read_text())
+    with pytest.raises(ValueError, match="threshold"):
+        write_threshold(root, 1.5)
+    with pytest.raises(ModelDirectoryError):
+        write_threshold(tmp_path / "nope", 0.1)

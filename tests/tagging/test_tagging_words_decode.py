@@ -140,3 +140,18 @@ def test_best_window_takes_the_most_context():
     # token 8: window 0 gives 1, window 1 gives min(3, 6) = 3; token 13: window 1 gives 1, window 2 gives 3.
     assert owner[[0, 4, 7, 8, 12, 13, 19]].tolist() == [0, 0, 0, 1, 1, 2, 2]
     assert best_window(5, [(0, 5)]).tolist() == [0] * 5
+
+
+def test_length_batches_bound_tokens_and_padding():
+    from nuner_core.tagging.model import length_batches
+
+    lengths = [60, 8, 9, 10, 12, 30, 31, 8, 9, 10, 11, 59, 58, 8]
+    batches = length_batches(lengths, batch_tokens=200, min_batch=2)
+    assert sorted(j for b in batches for j in b) == list(range(len(lengths)))
+    for b in batches:
+        width = max(lengths[j] for j in b)
+        assert len(b) * width <= 200
+        assert width <= min(lengths[j] for j in b) * 1.25 + 4 or len(b) <= 2
+    assert [[lengths[j] for j in b] for b in batches] == [[8, 8, 8, 9, 9, 10, 10, 11, 12], [30, 31], [58, 59, 60]]
+    assert length_batches([], 100) == []
+    assert length_batches([300], 100) == [[0]]  # a window longer than the budget still gets its batch
