@@ -73,6 +73,37 @@ def _stack(args: argparse.Namespace) -> int:
         return 1
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from nuner_core.config import ConfigError
+    from nuner_core.experiment.spec import ExperimentError, load_experiment
+    from nuner_core.stage_api import StageError
+
+    try:  # fail fast, before Prefect starts: the file, every point's config, the report
+        load_experiment(args.file)
+    except (ExperimentError, ConfigError) as exc:
+        print(f"nuner experiment: {exc}", file=sys.stderr)
+        return 2
+    if args.debug:
+        os.environ["NUNER_DEBUG"] = "1"
+    from flows.experiment import experiment
+
+    state = experiment(file=args.file, max_parallel=args.max_parallel, deployment=args.deployment, return_state=True)
+    try:
+        summary = state.result(raise_on_failure=False)
+    except (StageError, ConfigError) as exc:
+        summary = None
+        print(f"nuner experiment: {exc}", file=sys.stderr)
+    if isinstance(summary, dict) and summary.get("artifact"):
+        print(f"experiment artifact: {summary['artifact']}")
+        summary_md = os.path.join(summary["artifact"], "summary.md")
+        if os.path.isfile(summary_md):
+            print(open(summary_md, encoding="utf-8").read())
+    if not state.is_completed():
+        print(f"nuner experiment: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cache_import(args: argparse.Namespace) -> int:
     from nuner_core.annotation.cache_import import import_responses
     from nuner_core.config import ConfigError, load_config
@@ -108,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--no-deploy", action="store_true", help="up: skip `prefect deploy --all`")
     stack.set_defaults(func=_stack)
 
+    exp = sub.add_parser("experiment", help="run an experiment file: a sweep of overrides, collated into a table and a figure")
+    exp.add_argument("file", help="the experiment YAML file, e.g. experiments/demo/concept_diversity.yaml")
+    exp.add_argument("--max-parallel", type=int, help="points at once (default: the file's, else 1 without a GPU)")
+    exp.add_argument("--deployment", help="run each point as a run of this deployment (e.g. nuner/full-pipeline) on its workers")
+    exp.add_argument("--debug", action="store_true", help="tracebacks for expected errors too")
+    exp.set_defaults(func=_experiment)
+
     cache = sub.add_parser("cache", help="the LLM response cache")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
     imp = cache_sub.add_parser("import", help="load recorded {text, response} JSON lines into the response cache")
@@ -124,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("nuner", "nuner_core"):
         logging.getLogger(name).setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
-    if args.func is not _run:  # in a flow run, Prefect's console handler prints our loggers
+    if args.func not in (_run, _experiment):  # in a flow run, Prefect's console handler prints our loggers
         logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return args.func(args)
 

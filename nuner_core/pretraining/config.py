@@ -61,6 +61,10 @@ class PretrainConfig(StrictModel):
     keep_checkpoints: int = Field(default=2, ge=1, json_schema_extra=RUN)  # step checkpoints kept in the work dir
     log_every: int = Field(default=10, ge=1, json_schema_extra=RUN)  # steps between metrics.jsonl rows
     num_threads: int | None = Field(default=None, ge=1, json_schema_extra=RUN)  # CPU threads per process; None: torch's default
+    # --- the concept map (paper Figure 6): an extra picture of the trained weights, so not part of the key
+    concept_map: bool = Field(default=True, json_schema_extra=RUN)  # draw the base and trained concept maps after training
+    concept_map_size: int = Field(default=50_000, ge=1, json_schema_extra=RUN)  # most frequent concepts on the map
+    concept_map_labels: int = Field(default=40, ge=0, json_schema_extra=RUN)  # most frequent concepts labelled on it
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nuner_core.pretraining.config import PretrainConfig
-from nuner_core.pretraining.outputs import MAIN_RUN, encoder_dirs, run_dir, run_name
+from nuner_core.pretraining.outputs import CONCEPT_ENCODER, MAIN_RUN, encoder_dirs, run_dir, run_name
 from nuner_core.stage_api import (
     Inputs,
     Progress,
@@ -89,6 +89,7 @@ def run(ctx: StageContext[PretrainConfig]) -> StageResult:
         _link_final_checkpoint(work / "checkpoints", out / "checkpoints")
 
     loss_curve(histories, ctx.out_dir / "loss_curve.png")
+    concept_map = _concept_maps(cfg, ctx)
     main = summaries[MAIN_RUN]
     table = [
         {
@@ -126,12 +127,36 @@ def run(ctx: StageContext[PretrainConfig]) -> StageResult:
             "encoders": encoder_dirs(cfg.controls),
             "counts": main["counts"],
             "runs": summaries,
+            "concept_map": concept_map,
         },
         reports=[
             Report("image", "pretrain-loss-curve", "Pre-training loss (train and validation)", "loss_curve.png"),
             Report("table", "pretrain-runs", "Pre-training runs (main and controls)", table),
+            *(
+                Report("image", f"pretrain-concept-map-{name}", f"Concept map ({'before' if name == 'base' else 'after'} pre-training, paper Figure 6)", file)
+                for name, file in concept_map.get("files", {}).items()
+            ),
         ],
     )
+
+
+def _concept_maps(cfg: PretrainConfig, ctx: StageContext[PretrainConfig]) -> dict[str, Any]:
+    """The concept maps (paper Figure 6) of the base and the trained concept encoder; an extra output."""
+    if not cfg.concept_map:
+        return {"skipped": "pretrain.concept_map is false"}
+    from nuner_core.pretraining.concept_map import MapSettings, concept_maps
+
+    ctx.progress.update(0, None, "drawing the concept maps")
+    settings = MapSettings(max_concepts=cfg.concept_map_size, labels=cfg.concept_map_labels, seed=cfg.seed, max_length=cfg.max_concept_length)
+    encoders = {"base": cfg.concept_model or cfg.base_model, "trained": str(ctx.out_dir / CONCEPT_ENCODER)}
+    device = "cuda" if cfg.device in ("auto", "cuda") and _cuda() else "cpu"
+    return concept_maps(ctx.inputs["dataset"].dir / "concepts.parquet", encoders, ctx.out_dir, settings, device)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _round(x: float | None) -> float | None:

@@ -1,0 +1,301 @@
+"""The experiment file: a sweep of pipeline overrides, what to report, and the figure.
+
+An experiment file is YAML::
+
+    name: concept-diversity                 # names the artifact's reports; letters, digits, - and _
+    description: Paper §5.2 / Figure 9 ...  # free text, shown in summary.md
+    profile: demo                           # base profile: a shipped name or a YAML path (relative to this file)
+    overrides:                              # fixed overrides, dotted keys as `nuner run --set`
+      pretrain.controls: []
+    sweep:                                  # swept keys, each with its list of values
+      dataset.top_concepts: [4, 16, 64, 256, null]
+    mode: grid                              # grid: the product of the swept keys; zip: the i-th values together
+    report: {protocol: frozen, k: 8, benchmarks: null, encoder: nuner}
+    figure: {x: dataset.top_concepts, y: f1, log_x: true}
+    max_parallel: null                      # points at once; null: 1 without a GPU, else the GPU count
+
+Every error names the key it is about (``sweep.dataset.top_conceps: not a key of the
+pipeline config``), and ``validate`` loads the pipeline config of every point, so a
+sweep whose third value is ill-typed fails before the first point runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from nuner_core.basemodel import StrictModel
+from nuner_core.config import ConfigError, PipelineConfig, load_config
+
+
+class ExperimentError(ValueError):
+    """An experiment file is invalid; the message names the file and the key."""
+
+
+class ReportSpec(StrictModel):
+    protocol: Literal["frozen", "finetune"] = "frozen"  # which evaluation protocol's scores to collate
+    k: int = Field(default=8, ge=1)  # the few-shot k of the figure and table (the paper's ablations: 8)
+    benchmarks: tuple[str, ...] | None = None  # benchmark names to report; None: every evaluated one
+    encoder: str = "nuner"  # the pre-trained encoder plotted against its base (a pretrain run name)
+
+
+class FigureSpec(StrictModel):
+    x: str | None = None  # the swept key on the x axis; None: the first swept key
+    y: Literal["f1", "gain"] = "f1"  # f1: F1 (%) of the encoder; gain: F1 minus its base's F1 (paired by sampling)
+    log_x: bool = False  # logarithmic x axis (numeric values only)
+    title: str | None = None  # figure title; None: the experiment's name
+
+
+class ExperimentSpec(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # names the reports and the figure file
+    description: str = ""  # what the experiment shows and how it departs from the paper
+    profile: str = "demo"  # base profile: shipped name or YAML path (a relative path is relative to the file)
+    overrides: dict[str, Any] = Field(default_factory=dict)  # fixed dotted overrides of every point
+    sweep: dict[str, list[Any]]  # swept dotted key -> its values (null where the setting means "all")
+    mode: Literal["grid", "zip"] = "grid"  # grid: product of the swept keys; zip: their i-th values together
+    report: ReportSpec = Field(default_factory=ReportSpec)  # what the table and figure show
+    figure: FigureSpec = Field(default_factory=FigureSpec)  # the figure's axes
+    max_parallel: int | None = Field(default=None, ge=1)  # points at once; None: 1 without a GPU, else the GPU count
+
+    @field_validator("sweep")
+    @classmethod
+    def _non_empty(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not sweep:
+            raise ValueError("sweep names no key: give at least one dotted key with a list of values")
+        return sweep
+
+    @property
+    def x_key(self) -> str:
+        return self.figure.x or next(iter(self.sweep))
+
+
+@dataclass(frozen=True)
+class Point:
+    """One pipeline run of an experiment: its swept values and the overrides they make."""
+
+    index: int
+    values: dict[str, Any]  # swept key -> value
+    overrides: dict[str, Any] = field(default_factory=dict)  # fixed overrides plus the swept values
+
+    @property
+    def label(self) -> str:
+        """``top_concepts=16`` (the last part of each swept key), ``all`` for null."""
+        return ", ".join(f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in self.values.items())
+
+
+def format_value(value: Any) -> str:
+    if value is None:
+        return "all"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}".replace(",", "_") if abs(value) >= 10_000 else str(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment: the spec, where it came from, its content hash and its points."""
+
+    spec: ExperimentSpec
+    source: str  # the file it was read from ("<inline>" for a mapping)
+    profile: str  # the base profile as the pipeline takes it (a relative path made absolute)
+    content_hash: str  # of the normalised spec: the experiment artifact's key includes it
+    points: tuple[Point, ...]
+
+
+# ---------------------------------------------------------------- loading and validation
+
+
+def load_experiment(source: str | Path | Mapping[str, Any]) -> Experiment:
+    """Read, validate and expand an experiment file (or an already parsed mapping)."""
+    if isinstance(source, Mapping):
+        raw, where, base_dir = dict(source), "<inline>", Path.cwd()
+    else:
+        path = Path(source)
+        where, base_dir = str(path), path.resolve().parent
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ExperimentError(f"experiment file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ExperimentError(f"experiment file {path}: cannot be read ({exc})") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ExperimentError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+        if not isinstance(raw, dict):
+            raise ExperimentError(f"{path}: an experiment file is a mapping (name, profile, sweep, ...)")
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ExperimentError(f"{where}: invalid experiment:\n  " + "\n  ".join(_explain(e) for e in exc.errors())) from None
+    return validate(spec, where, base_dir)
+
+
+def _explain(err: Any) -> str:
+    loc = list(err["loc"])
+    key = ".".join(str(p) for p in loc)
+    # A swept key's values are a list under the key: name the dotted key as it is written.
+    if loc and loc[0] == "sweep" and len(loc) >= 2:
+        key = f"sweep.{loc[1]}" + (f"[{loc[2]}]" if len(loc) > 2 else "")
+    if err["type"] == "extra_forbidden":
+        known = {
+            (): ExperimentSpec, ("report",): ReportSpec, ("figure",): FigureSpec,
+        }.get(tuple(loc[:-1]))  # fmt: skip
+        hint = f"; known keys: {', '.join(known.model_fields)}" if known else ""
+        return f"{key}: unknown key{hint}"
+    if err["type"] == "missing":
+        return f"{key}: required"
+    return f"{key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def resolve_profile(profile: str, base_dir: Path) -> str:
+    """A shipped profile name stays a name; a YAML path is made absolute (relative to the file)."""
+    candidate = Path(profile)
+    if candidate.suffix in {".yaml", ".yml"} and not candidate.is_absolute():
+        return str((base_dir / candidate).resolve())
+    return profile
+
+
+def validate(spec: ExperimentSpec, source: str = "<inline>", base_dir: Path | None = None) -> Experiment:
+    """Check the spec against the pipeline config and expand its points."""
+    where = source
+    problems: list[str] = []
+    for key, values in spec.sweep.items():
+        if not values:
+            problems.append(f"sweep.{key}: empty list of values")
+        if not is_config_key(key):
+            problems.append(f"sweep.{key}: not a key of the pipeline config ({_near(key)})")
+        elif key in spec.overrides:
+            problems.append(f"sweep.{key}: also a fixed override; set it in one place")
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
+            problems.append(f"sweep.{key}: a value is listed twice")
+    for key in spec.overrides:
+        if not is_config_key(key):
+            problems.append(f"overrides.{key}: not a key of the pipeline config ({_near(key)})")
+    if spec.mode == "zip" and len({len(v) for v in spec.sweep.values()}) > 1:
+        lengths = ", ".join(f"{k}: {len(v)}" for k, v in spec.sweep.items())
+        problems.append(f"mode: zip needs value lists of one length ({lengths})")
+    if spec.figure.x is not None and spec.figure.x not in spec.sweep:
+        problems.append(f"figure.x: {spec.figure.x!r} is not a swept key (swept: {', '.join(spec.sweep)})")
+    if problems:
+        raise ExperimentError(f"{where}: invalid experiment:\n  " + "\n  ".join(problems))
+
+    profile = resolve_profile(spec.profile, base_dir or Path.cwd())
+    points = expand(spec)
+    for point in points:  # every point's pipeline config must load, and must report what is asked
+        try:
+            config = load_config(profile, point.overrides, overrides_source=f"point {point.index} ({point.label}):")
+        except ConfigError as exc:
+            problems.append(f"profile {spec.profile!r} with point {point.index} ({point.label}): {exc}")
+            continue
+        problems += _check_report(spec, config, point)
+        if len(problems) > 5:
+            break
+    if problems:
+        raise ExperimentError(f"{where}: invalid experiment:\n  " + "\n  ".join(problems))
+    return Experiment(spec, source, profile, content_hash(spec), tuple(points))
+
+
+def _check_report(spec: ExperimentSpec, config: Any, point: Point) -> list[str]:
+    evaluate = config.evaluate
+    protocol = getattr(evaluate, spec.report.protocol)
+    where = f"point {point.index} ({point.label})"
+    out = []
+    if not protocol.enabled:
+        out.append(f"report.protocol: {spec.report.protocol!r} is not enabled for {where}; set evaluate.{spec.report.protocol}.enabled: true")
+    if spec.report.k not in protocol.ks:
+        out.append(f"report.k: {spec.report.k} is not among evaluate.{spec.report.protocol}.ks {list(protocol.ks)} of {where}")
+    names = [_benchmark_name(b) for b in evaluate.benchmarks]
+    for name in spec.report.benchmarks or ():
+        if name not in names:
+            out.append(f"report.benchmarks: {name!r} is not among the evaluated benchmarks {names} of {where}")
+    if not evaluate.use_pretrain:
+        out.append(f"evaluate.use_pretrain is false for {where}: the experiment compares the pre-trained encoder with its base")
+    return out
+
+
+def _benchmark_name(item: Any) -> str:
+    from nuner_core.evaluation.benchmarks import resolve_spec
+    from nuner_core.stage_api import StageError
+
+    try:
+        return resolve_spec(item).name
+    except StageError:  # the evaluate stage reports an unknown benchmark itself
+        return str(item)
+
+
+def expand(spec: ExperimentSpec) -> list[Point]:
+    """The points: the product of the swept values (grid) or their i-th values together (zip)."""
+    keys = list(spec.sweep)
+    if spec.mode == "zip":
+        combos = list(zip(*(spec.sweep[k] for k in keys)))
+    else:
+        combos = list(itertools.product(*(spec.sweep[k] for k in keys)))
+    points = []
+    for index, combo in enumerate(combos):
+        values = dict(zip(keys, combo))
+        points.append(Point(index, values, {**spec.overrides, **values}))
+    return points
+
+
+def content_hash(spec: ExperimentSpec) -> str:
+    """Hash of what the experiment asks for (``max_parallel`` aside: it changes how, not what)."""
+    payload = spec.model_dump(mode="json", exclude={"max_parallel"})
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- dotted keys of the pipeline config
+
+
+def is_config_key(dotted: str) -> bool:
+    """Whether ``dotted`` names a field of the pipeline config (walking nested config models).
+
+    Below a field that is not a config model (a mapping, a list, a union of specs) any
+    deeper path is accepted here and checked when the point's config is loaded.
+    """
+    model: type[BaseModel] | None = PipelineConfig
+    for part in dotted.split("."):
+        if model is None:
+            return True
+        fields = model.model_fields
+        if part not in fields:
+            return False
+        model = _model_of(fields[part].annotation)
+    return True
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is not None:  # Optional[Model] -> Model; other generics: not walked
+        models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        others = [a for a in get_args(annotation) if a is not type(None) and a not in models]
+        if len(models) == 1 and not others:
+            return models[0]
+    return None
+
+
+def _near(dotted: str) -> str:
+    """What exists where the path goes wrong: ``dataset has: source, path, ...``."""
+    model: type[BaseModel] | None = PipelineConfig
+    walked: list[str] = []
+    for part in dotted.split("."):
+        if model is None or part not in model.model_fields:
+            break
+        walked.append(part)
+        model = _model_of(model.model_fields[part].annotation)
+    if model is None:
+        return "unknown key"
+    names = [n for n in model.model_fields if n != "profile"]
+    return f"{'.'.join(walked) or 'the config'} has: {', '.join(names)}"
