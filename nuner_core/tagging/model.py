@@ -179,7 +179,9 @@ class ZeroShotTagger:
                 f"{path or 'model'}: text encoder width {model.text_encoder.config.hidden_size} differs from the "
                 f"concept encoder's {model.concept_encoder.config.hidden_size}"
             )
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+        if device == "auto":  # the GPU when there is one
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.concept_tokenizer = concept_tokenizer
