@@ -25,8 +25,11 @@ ONNX_OPSET = 17
 
 
 def save_model_dir(model, tokenizer, out: Path, settings: dict[str, Any], card: str) -> Path:
+    from nuner_core.finetuning.model import quiet_transformers
+
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    with quiet_transformers():
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
     (out / "README.md").write_text(card)
@@ -140,19 +143,18 @@ def model_card(
         "```python",
         "from transformers import pipeline",
         "",
-        'tagger = pipeline("token-classification", model="path/to/this/model", aggregation_strategy="simple")',
+        'tagger = pipeline("token-classification", model="path/to/this/model", aggregation_strategy="first")',
         'tagger("your text here")',
         "```",
         "",
-        "or, with the NuNER pipeline installed (the words the model was trained on, long texts in overlapping windows):",
+        "`first` reads each word's first sub-token, where the model learned its labels; `simple` runs as well but reads",
+        "every sub-token, so on words of several sub-tokens it can cut an entity inside a word. transformers' words are",
+        "whitespace-separated; the NuNER pipeline's `nuner predict` also splits punctuation off (the words the model was",
+        "trained on) and covers long texts in overlapping windows:",
         "",
         "```bash",
         "nuner predict --model path/to/this/model texts.jsonl > entities.jsonl",
         "```",
-        "",
-        "The model learned its labels at each word's first sub-token; `transformers`' `simple` aggregation reads every",
-        "sub-token, so on words of several sub-tokens the two can differ slightly. `aggregation_strategy=\"first\"` reads",
-        "first sub-tokens too, with whitespace-separated words.",
         "",
     ]
     return "\n".join(lines)

@@ -8,8 +8,9 @@ does not own (see ``words.owners``) are labelled -100 and ignored by the loss.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,17 +34,29 @@ def load_tokenizer(location: str):
     return tokenizer
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No per-load progress bars and no "newly initialised weights" warnings (the head is new by design)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def build_model(location: str, labels: Sequence[str], seed: int, dropout: float | None = None):
     """Encoder weights from ``location`` plus a fresh classifier head (initialised from ``seed``)."""
     from transformers import AutoModelForTokenClassification
-    from transformers.utils import logging as hf_logging
 
     torch.manual_seed(seed)
     extra = {} if dropout is None else {"classifier_dropout": dropout}
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # "some weights are newly initialised": the head, as intended
-    hf_logging.disable_progress_bar()  # one bar per load, for every run and seed
-    try:
+    with quiet_transformers():
         return AutoModelForTokenClassification.from_pretrained(
             location,
             num_labels=len(labels),
@@ -51,10 +64,6 @@ def build_model(location: str, labels: Sequence[str], seed: int, dropout: float 
             label2id={label: i for i, label in enumerate(labels)},
             **extra,
         )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -69,13 +69,14 @@ class Tagger:
         from transformers import AutoModelForTokenClassification
 
         from nuner_core.finetuning.export import SETTINGS_FILE
-        from nuner_core.finetuning.model import load_tokenizer, pick_device
+        from nuner_core.finetuning.model import load_tokenizer, pick_device, quiet_transformers
 
         path = Path(model_dir)
         if not (path / "config.json").is_file():
             raise StageError(f"{path} is not a model directory (no config.json)")
         self.tokenizer = load_tokenizer(str(path))
-        self.model = AutoModelForTokenClassification.from_pretrained(path).to(pick_device(device)).eval()
+        with quiet_transformers():
+            self.model = AutoModelForTokenClassification.from_pretrained(path).to(pick_device(device)).eval()
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         bad = [label for label in self.labels if label != "O" and label[:2] not in ("B-", "I-")]
         if bad:

@@ -191,7 +191,7 @@ def train_run(
                 ckpt.save_atomic(model.state_dict(), best_dir / f"step_{step:08d}.pt")
             else:
                 state["bad_epochs"] += 1
-                state["stopped_early"] = cfg.patience is not None and state["bad_epochs"] >= cfg.patience
+                state["stopped_early"] = cfg.patience is not None and state["bad_epochs"] >= cfg.patience and step < total_steps
         done = step == total_steps or state["stopped_early"]
         if step != resumed_at and step > 0 and (epoch_end or done or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
             save(step)

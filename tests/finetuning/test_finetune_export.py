@@ -57,6 +57,13 @@ def test_transformers_pipeline_gives_the_same_entities_as_predict(trained):
         assert [float(e["score"]) for e in theirs] == pytest.approx([e["score"] for e in mine], abs=1e-4)
         assert all(text[e["start"] : e["end"]] == e["text"] for e in mine)
     assert ("Mary Smith", "person") in {(e["text"], e["label"]) for e in ours[1]}
+    # "first" reads first sub-tokens, as the model was trained: the same entities on words of several sub-tokens too
+    # (transformers' words are whitespace-separated: these texts have no punctuation attached to a word)
+    spaced = ["Hyderabadi Alice flew to Paris on Monday", "On Friday Mary Smith visited Tokenization with Bob"]
+    first = pipeline("token-classification", model=str(trained["dir"]), aggregation_strategy="first", device="cpu")
+    for text, mine in zip(spaced, Tagger(trained["dir"], device="cpu").tag(spaced)):
+        assert [(e["start"], e["end"], e["entity_group"]) for e in first(text)] == [(e["start"], e["end"], e["label"]) for e in mine], text
+        assert mine
 
 
 def test_onnx_export_matches_pytorch_logits(trained, tmp_path):

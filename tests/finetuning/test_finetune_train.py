@@ -47,6 +47,7 @@ def test_resume_after_a_kill_gives_the_same_weights_and_history(tmp_path, toy_fi
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "killed" / "checkpoints")] == ["step_00000009.pt"]
     resumed = train_run(cfg, spec, data, tmp_path / "killed")
     assert resumed["resumed_from_step"] == 9 and straight["resumed_from_step"] is None
+    assert straight["steps"] == 28 and not straight["stopped_early"]  # all epochs: patience (5) never ran out
     first = ckpt.load(tmp_path / "straight" / straight["weights"])
     second = ckpt.load(tmp_path / "killed" / resumed["weights"])
     assert first.keys() == second.keys()
