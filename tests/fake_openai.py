@@ -85,6 +85,7 @@ class RequestRecord:
     fault: str  # the fault kind applied
     answered: bool = False  # a complete 200 answer with content was written
     target: str = ""  # the request line's target: path and query
+    sent: float | None = None  # time.monotonic() once a complete answer was written to the socket
     auth: str = ""  # the Authorization header as received (tests look at its scheme; the key is the test's own)
 
 
@@ -325,6 +326,7 @@ class FakeOpenAIServer:
                 }
             await self._send(writer, 200, json.dumps(result).encode(), (("content-type", "application/json"),))
             record.answered = fault.kind in ("ok", "slow") and not _gone(reader, writer)
+            record.sent = time.monotonic()
             return True
         except ConnectionError:
             return False

@@ -71,6 +71,7 @@ class AnnotationResult:
     missing: int = 0
     shards: int = 0
     limiter_wait_s: float = 0.0
+    joined: str | None = None  # the other run this one met on the same sentences (and joined), if any
 
     @property
     def failed(self) -> int:
@@ -98,6 +99,8 @@ class AnnotationResult:
             shards=self.shards,
             rate_limit_wait_s=round(self.limiter_wait_s, 3),
         )
+        if self.joined:
+            out["joined_run"] = self.joined
         if self.import_stats is not None:
             out["import"] = self.import_stats.as_dict()
         return out
@@ -504,6 +507,7 @@ class _Annotation:
             missing=len(self.missing),
             shards=self.writer.shards,
             limiter_wait_s=self.limiter.waited_s if self.limiter else 0.0,
+            joined=self.joined.describe() if self.joined else None,
         )
 
     def _write_missing(self) -> Path:

@@ -41,6 +41,7 @@ def test_two_runs_at_once_pay_once_and_the_second_says_it_joins(server, sentence
     assert result.stats.from_other_run >= 1  # waited for sentences the first run was asking for
     assert 0 < result.stats.answered < total  # and asked for others itself: it joined
     assert "This run joins it" in caplog.text and f"pid {first.pid}" in caplog.text
+    assert f"pid {first.pid}" in result.summary()["joined_run"]  # in the manifest and the UI table too
 
 
 def test_a_silent_runs_lease_is_taken_over_when_it_expires(server, sentences, annotate, tmp_path):
