@@ -83,7 +83,7 @@ def project(vectors: np.ndarray, settings: MapSettings) -> tuple[np.ndarray, np.
     import umap
 
     neighbours = max(2, min(settings.n_neighbors, len(vectors) - 1))
-    common = dict(n_neighbors=neighbours, metric="cosine", random_state=settings.seed, init="random" if len(vectors) < 50 else "spectral")
+    common = dict(n_neighbors=neighbours, metric="cosine", random_state=settings.seed, n_jobs=1, init="random" if len(vectors) < 50 else "spectral")
     xy = umap.UMAP(n_components=2, min_dist=0.1, **common).fit_transform(vectors)
     xyz = umap.UMAP(n_components=3, min_dist=0.1, **common).fit_transform(vectors)
     lo, hi = xyz.min(0), xyz.max(0)
@@ -168,3 +168,40 @@ def _wrap(title: str, width: int = 95) -> str:
             line = f"{line} {word}".strip()
     lines.append(line)
     return "\n".join(lines)
+
+
+def maps_for_artifact(pretrain_dir: Path, out_dir: Path, settings: MapSettings, device: str = "cpu") -> dict[str, Any]:
+    """The maps of an existing pretrain artifact (its dataset artifact found beside it in the store)."""
+    import json
+
+    manifest = json.loads((pretrain_dir / "manifest.json").read_text())
+    dataset_key = (manifest.get("upstream") or {}).get("dataset")
+    if not dataset_key:
+        raise ValueError(f"{pretrain_dir}/manifest.json names no upstream dataset artifact")
+    dataset_dir = pretrain_dir.parent.parent / "dataset" / dataset_key
+    config = manifest.get("config") or {}
+    base = config.get("concept_model") or manifest.get("base_model") or config.get("base_model")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    encoders = {"base": base, "trained": str(pretrain_dir / "concept_encoder")}
+    return concept_maps(dataset_dir / "concepts.parquet", encoders, out_dir, settings, device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nuner_core.pretraining.concept_map <pretrain artifact> --out DIR``: maps of an existing artifact."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pretrain_artifact", type=Path, help="a pretrain artifact directory (<root>/pretrain/<key>)")
+    parser.add_argument("--out", type=Path, required=True, help="where the PNGs and concept_map.parquet go")
+    parser.add_argument("--max-concepts", type=int, default=MapSettings.max_concepts)
+    parser.add_argument("--labels", type=int, default=MapSettings.labels)
+    parser.add_argument("--seed", type=int, default=MapSettings.seed)
+    args = parser.parse_args(argv)
+    settings = MapSettings(max_concepts=args.max_concepts, labels=args.labels, seed=args.seed)
+    print(json.dumps(maps_for_artifact(args.pretrain_artifact, args.out, settings), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
