@@ -38,11 +38,13 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["NUNER_DEBUG"] = "1"
     from prefect.exceptions import FailedRun
 
+    from nuner_core.artifacts import ArtifactError
+
     from flows.pipeline import nuner
 
     try:
         summary = nuner(profile=args.profile, overrides=overrides, stages=stages)
-    except (StageError, ConfigError, FailedRun) as exc:
+    except (StageError, ConfigError, ArtifactError, FailedRun) as exc:
         print(f"nuner: {exc}", file=sys.stderr)
         return 1
     width = max(map(len, summary), default=0)

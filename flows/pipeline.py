@@ -10,7 +10,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from nuner_core.artifacts import ArtifactRef, ArtifactStore
+from nuner_core.artifacts import ArtifactError, ArtifactRef, ArtifactStore
 from nuner_core.config import ConfigError, load_config
 from nuner_core.pipeline import plan
 from nuner_core.registry import STAGE_NAMES
@@ -56,7 +56,7 @@ def nuner(
     try:
         config = load_config(profile, overrides, overrides_source="flow parameter overrides")
         steps = plan(config, stages, store)
-    except (ConfigError, StageError) as exc:  # the user's to fix: one message, no traceback
+    except (ConfigError, StageError, ArtifactError) as exc:  # the user's to fix: one message, no traceback
         if debug():
             raise
         logger.error("%s", exc)
@@ -66,7 +66,7 @@ def nuner(
     for step in steps:
         task = STAGE_TASKS[step.stage].with_options(
             result_storage=store.root / ".prefect-results",
-            refresh_cache=not store.exists(step.stage, step.key),
+            refresh_cache=not store.is_final(step.stage, step.key),
         )
         state = task(step, built, str(store.root), return_state=True)
         if state.is_failed():  # a StageError, already logged by the task: the run ends here, with its message

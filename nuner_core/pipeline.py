@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel
 
-from nuner_core.artifacts import ArtifactRef, ArtifactStore, artifact_key
+from nuner_core.artifacts import INCOMPLETE, ArtifactRef, ArtifactStore, artifact_key
 from nuner_core.config import PipelineConfig
 from nuner_core.registry import STAGE_NAMES, STAGES, spec
 from nuner_core.stage_api import (
@@ -76,8 +76,8 @@ def plan(config: PipelineConfig, stages: Iterable[str] | None, store: ArtifactSt
     """Keys and inputs for the requested stages, in pipeline order."""
     for name in stages or ():
         spec(name)  # unknown names fail here, before anything runs
-    # "All stages" means the last stage and everything it needs under this config.
-    wanted = set(stages) if stages else set(chain_to([STAGE_NAMES[-1]], config))
+    # "All stages" means every target stage this config asks for, and everything they read.
+    wanted = set(stages) if stages else set(chain_to([s.name for s in STAGES if s.in_full_run(s.config_of(config))], config))
     needed = set(chain_to(wanted, config))
 
     # 1. config keys (and each fingerprint, once)
@@ -124,7 +124,7 @@ def _key(s: StageSpec[Any], config: PipelineConfig, fingerprint: object, upstrea
 
 def _from_store(stage: str, config_key: str, store: ArtifactStore) -> ArtifactRef | None:
     """The artifact the current config would build, if present; else the latest one."""
-    ref = store.lookup(stage, config_key)
+    ref = store.lookup(stage, config_key, verify=True)
     if ref is not None:
         return ref
     ref = store.latest(stage)
@@ -159,12 +159,16 @@ def run_stage(
     store: ArtifactStore,
     progress: Progress | None = None,
 ) -> ArtifactRef:
-    """Build one stage's artifact (or return it when it already exists).
+    """Build one stage's artifact (or return it when it already exists and is final).
 
-    ``built`` maps upstream stage names to artifacts made earlier in this run.
+    ``built`` maps upstream stage names to artifacts made earlier in this run. An existing
+    artifact is checked byte for byte first (a damaged one is moved aside and rebuilt); one
+    published incomplete (annotation with failed sentences) is built again, which redoes only
+    what is missing. Inputs are verified before the stage reads them, and a read error in
+    one becomes a message naming the file and the stage to rerun.
     """
-    existing = store.lookup(step.stage, step.key)
-    if existing is not None:
+    existing = store.lookup(step.stage, step.key, verify=True)
+    if existing is not None and existing.incomplete is None:
         return existing
     s = step.spec
     stage_cfg = step.stage_config
@@ -192,7 +196,8 @@ def run_stage(
             progress=progress or LogProgress(step.stage),
             key=step.key,
         )
-        result = s.run(ctx)
+        with store.reading(inputs):
+            result = s.run(ctx)
         manifest.update(
             rows=result.rows,
             dropped=result.dropped,
@@ -201,6 +206,9 @@ def run_stage(
             reports=[r.as_dict() for r in result.reports],
             **result.extra,
         )
+        unfinished = {name: ref.key for name, ref in inputs.items() if ref.incomplete}
+        if unfinished and not manifest.get(INCOMPLETE):  # built on partial input: not final either
+            manifest[INCOMPLETE] = {"inputs": unfinished, "why": "an input artifact was incomplete when this was built"}
     shutil.rmtree(ctx.work_dir, ignore_errors=True)  # resumable scratch is not needed once published
     ref = store.lookup(step.stage, step.key)
     if ref is None:

@@ -8,6 +8,7 @@ A stage is a module (``nuner_core/<package>/stage.py``) that the registry
     def fingerprint(config: MyConfig) -> object          # optional: input identity beyond the config
     def describe(config: MyConfig, inputs: Inputs) -> str  # optional: a title such as "annotate · 1,662 sentences"
     def upstream(config: MyConfig) -> tuple[str, ...]    # optional: the upstream stages this config reads
+    def in_full_run(config: MyConfig) -> bool            # optional, for a target: built by a run of all stages?
 
 Each of these is a ``Protocol`` below, and ``StageSpec`` checks a module against them when the
 registry is imported, so a misspelt hook fails at import, not in the middle of a run.
@@ -137,7 +138,14 @@ class ChoosesUpstream(Protocol):
     def upstream(self, config: Any, /) -> tuple[str, ...]: ...
 
 
-_HOOK_ARITY = {"run": 1, "fingerprint": 1, "describe": 2, "upstream": 1}
+@runtime_checkable
+class ConditionalTarget(Protocol):
+    """A target stage that a run of all stages builds only when configured (fine-tuning, tagging)."""
+
+    def in_full_run(self, config: Any, /) -> bool: ...
+
+
+_HOOK_ARITY = {"run": 1, "fingerprint": 1, "describe": 2, "upstream": 1, "in_full_run": 1}
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,7 @@ class StageSpec(Generic[C]):
     config: type[C]
     upstream: tuple[str, ...] = ()  # required inputs (a module's upstream(config) may narrow them)
     optional_upstream: tuple[str, ...] = ()  # read when present (evaluate <- pretrain)
+    target: bool = False  # an end product: a run of all stages builds every target and what it reads
 
     def __post_init__(self) -> None:
         check_stage_module(self.name, self.module)
@@ -175,6 +184,12 @@ class StageSpec(Generic[C]):
 
     def required_for(self, config: C) -> tuple[str, ...]:
         return tuple(u for u in self.inputs_for(config) if u not in self.optional_upstream)
+
+    def in_full_run(self, config: C) -> bool:
+        """Whether a run of all stages builds this stage (and so everything it reads)."""
+        if not self.target:
+            return False
+        return self.module.in_full_run(config) if isinstance(self.module, ConditionalTarget) else True
 
     def fingerprint(self, config: C) -> object:
         return self.module.fingerprint(config) if isinstance(self.module, Fingerprints) else None

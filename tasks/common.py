@@ -23,7 +23,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.runtime import task_run
 from prefect.states import Failed, State
 
-from nuner_core.artifacts import ArtifactRef, ArtifactStore
+from nuner_core.artifacts import ArtifactError, ArtifactRef, ArtifactStore
 from nuner_core.pipeline import PlannedStage, run_stage, title as stage_title
 from nuner_core.progress_bar import BarProgress, TeeProgress
 from nuner_core.stage_api import LogProgress, StageError
@@ -104,7 +104,8 @@ def _fmt(value: Any) -> str:
 def execute(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) -> ArtifactRef | State:
     """The body of every stage task: build (or reuse) the artifact, then show its reports.
 
-    A ``StageError`` (bad input, a budget stop: something the user fixes) ends the task in a
+    A ``StageError`` or ``ArtifactError`` (bad input, a budget stop, a damaged input artifact:
+    something the user fixes or a rerun repairs) ends the task in a
     Failed state whose message is the error, logged once, without a traceback; anything else
     is a bug and raises with its traceback. ``NUNER_DEBUG=1`` (``nuner run --debug``) raises always.
     """
@@ -114,7 +115,7 @@ def execute(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) 
         progress = TeeProgress(progress, BarProgress(step.stage))
     try:
         ref = run_stage(step, built, store, progress)
-    except StageError as exc:
+    except (StageError, ArtifactError) as exc:
         if debug():
             raise
         get_run_logger().error("%s", exc)

@@ -38,7 +38,16 @@ def test_importing_every_module_does_not_load_prefect():
 # Modules of one stage package that another stage package may import: each a named, typed
 # contract (what an artifact holds), not a reach into another stage's internals.
 CONTRACTS = {
-    "nuner_core.pretraining.outputs": "what a pretrain artifact holds (evaluation reads its encoders)",
+    "nuner_core.pretraining.outputs": "what a pretrain artifact holds (evaluation, fine-tuning and tagging read its encoders)",
+    "nuner_core.pretraining.model": "how a token is scored against a concept (the zero-shot tagger reproduces it)",
+    "nuner_core.pretraining.data": "a dataset artifact's sentences and spans, as pre-training reads them (calibration)",
+    "nuner_core.evaluation.conll": "labelled NER data: CoNLL/BIO sentences with IOB2 tags",
+    "nuner_core.evaluation.metrics": "the NER metrics (token macro-F1, strict entity micro-F1)",
+    "nuner_core.evaluation.benchmarks": "the benchmark registry and loader",
+    "nuner_core.evaluation.sampling": "k~2k support sets",
+    "nuner_core.evaluation.frozen": "word labels of a benchmark (word_labels)",
+    "nuner_core.tagging": "the zero-shot tagger's public API (ZeroShotTagger, calibration, model card)",
+    "nuner_core.tagging.documents": "the documents in and JSON lines out of tagging (shared with nuner predict)",
 }
 # Modules that assemble the stages: a stage package importing them would import itself back.
 ASSEMBLY = {"nuner_core.config", "nuner_core.registry", "nuner_core.pipeline"}

@@ -31,11 +31,11 @@ import numpy as np
 from nuner_core.evaluation.conll import Sentence
 from nuner_core.evaluation.frozen import word_labels
 from nuner_core.evaluation.metrics import TypeScore, entity_micro_f1, token_macro_f1
-from nuner_core.tagging.decode import THRESHOLDS, assign, check_threshold, iob2
+from nuner_core.tagging import THRESHOLDS, assign, check_threshold, iob2
 
 if TYPE_CHECKING:
     from nuner_core.stage_api import Progress
-    from nuner_core.tagging.model import ZeroShotTagger
+    from nuner_core.tagging import ZeroShotTagger
 
 PROTOCOL = "zero_shot"
 METRICS = ("token_macro_f1", "entity_micro_f1")

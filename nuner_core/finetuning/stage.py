@@ -38,6 +38,11 @@ _MODEL_FILE_SUFFIXES = {".json", ".txt", ".model", ".safetensors", ".bin"}
 # ---------------------------------------------------------------- planning hooks (no torch)
 
 
+def in_full_run(config: FinetuneConfig) -> bool:
+    """A run of all stages fine-tunes only when labelled data is configured."""
+    return config.data is not None
+
+
 def upstream(config: FinetuneConfig) -> tuple[str, ...]:
     """The pretrain artifact is read only when the NuNER encoder comes from it."""
     return ("pretrain",) if config.encoder is None else ()

@@ -36,7 +36,7 @@ from nuner_core.finetuning.data import FinetuneData
 from nuner_core.finetuning.model import (
     EncodeCounts, Window, WordPredictions, build_model, collate, encode_windows, load_tokenizer, pick_device, predict_words, token_loss,
 )  # fmt: skip
-from nuner_core.pretraining import checkpoint as ckpt
+from nuner_core import checkpoint as ckpt
 from nuner_core.stage_api import LogProgress, Progress, StageError
 
 log = logging.getLogger(__name__)

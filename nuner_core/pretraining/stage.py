@@ -3,7 +3,9 @@
 Artifact layout::
 
     text_encoder/ concept_encoder/   save_pretrained models + tokenizers (load with AutoModel)
-    dual_encoder.json                similarity, temperature, learned logit bias, pooling
+    dual_encoder.json                similarity, temperature, learned logit bias, pooling, max concept
+                                     length, the zero-shot threshold (calibrated on the validation split)
+    README.md                        the model card: the run directory is a zero-shot tagger (nuner tag)
     metrics.jsonl                    one row per logged step (train) and per evaluation (val)
     checkpoints/step_XXXXXXXX.pt     the final full training state (hard link to the work dir)
     loss_curve.png
@@ -32,7 +34,7 @@ from nuner_core.stage_api import (
     StageResult,
 )
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: each run directory is a zero-shot model (calibrated threshold, model card)
 INPUT_FILE = "annotated.parquet"
 
 
@@ -71,6 +73,7 @@ def run(ctx: StageContext[PretrainConfig]) -> StageResult:
     from nuner_core.pretraining.launch import run_training
     from nuner_core.pretraining.plots import loss_curve
     from nuner_core.pretraining.train import METRICS
+    from nuner_core.pretraining.zero_shot_model import finish_zero_shot_model
 
     cfg = ctx.config
     if "dataset" not in ctx.inputs:
@@ -78,6 +81,7 @@ def run(ctx: StageContext[PretrainConfig]) -> StageResult:
     data_path = ctx.inputs["dataset"].dir / INPUT_FILE
     runs = [(run_name(c), c, run_dir(c)) for c in (None, *cfg.controls)]
     summaries: dict[str, dict[str, Any]] = {}
+    zero_shot: dict[str, dict[str, Any]] = {}  # run name -> its calibrated tagging threshold and F1
     histories: dict[str, list[dict[str, Any]]] = {}
     for index, (name, control, rel) in enumerate(runs):
         out = ctx.out_dir / rel if rel else ctx.out_dir
@@ -87,6 +91,7 @@ def run(ctx: StageContext[PretrainConfig]) -> StageResult:
         shutil.copyfile(work / METRICS, out / METRICS)
         histories[name] = [json.loads(line) for line in (out / METRICS).read_text().splitlines() if line.strip()]
         _link_final_checkpoint(work / "checkpoints", out / "checkpoints")
+        zero_shot[name] = finish_zero_shot_model(out, data_path, summaries[name], cfg.base_model, ctx.inputs["dataset"].key)
 
     loss_curve(histories, ctx.out_dir / "loss_curve.png")
     concept_map = _concept_maps(cfg, ctx)
@@ -118,6 +123,8 @@ def run(ctx: StageContext[PretrainConfig]) -> StageResult:
     for name, s in summaries.items():
         if name != MAIN_RUN:
             headline[f"{name}_final_val_loss"] = s["final_val_loss"]
+    headline["zero_shot_threshold"] = zero_shot[MAIN_RUN]["threshold"]
+    headline["zero_shot_validation_f1"] = zero_shot[MAIN_RUN]["f1"]
     return StageResult(
         rows={"train_sentences": main["sentences"]["train"], "validation_sentences": main["sentences"]["validation"], "concepts": main["concepts"]},
         dropped=main["dropped"],
@@ -127,6 +134,7 @@ def run(ctx: StageContext[PretrainConfig]) -> StageResult:
             "encoders": encoder_dirs(cfg.controls),
             "counts": main["counts"],
             "runs": summaries,
+            "zero_shot": zero_shot,
             "concept_map": concept_map,
         },
         reports=[
@@ -165,7 +173,7 @@ def _round(x: float | None) -> float | None:
 
 def _link_final_checkpoint(src_dir: Path, dst_dir: Path) -> None:
     """Put the final training state into the artifact without copying gigabytes (hard link)."""
-    from nuner_core.pretraining import checkpoint as ckpt
+    from nuner_core import checkpoint as ckpt
 
     latest = ckpt.latest_checkpoint(src_dir)
     if latest is None:

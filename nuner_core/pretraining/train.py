@@ -28,7 +28,7 @@ import psutil
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nuner_core.pretraining import checkpoint as ckpt
+from nuner_core import checkpoint as ckpt
 from nuner_core.pretraining import distributed
 from nuner_core.pretraining.config import PretrainConfig
 from nuner_core.pretraining.controls import destroy
@@ -358,7 +358,8 @@ def train(
             tok.save_pretrained(out_dir / name)
         (out_dir / DUAL_ENCODER_FILE).write_text(
             json.dumps(
-                {"similarity": cfg.similarity, "temperature": cfg.temperature, "logit_bias": raw_model.logit_bias.item(), "pooling": "mean"},
+                {"similarity": cfg.similarity, "temperature": cfg.temperature, "logit_bias": raw_model.logit_bias.item(), "pooling": "mean",
+                 "max_concept_length": cfg.max_concept_length},
                 indent=2,
             )
         )

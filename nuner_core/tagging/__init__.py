@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "calibrate": ("THRESHOLDS", "Calibration", "CurvePoint", "calibrate_threshold"),
-    "decode": ("Entity",),
+    "decode": ("Entity", "assign", "check_threshold", "iob2"),
     "documents": ("Document", "DocumentError", "TagSummary", "iter_documents", "parse_labels", "read_documents",
                   "read_label_file", "tag_documents"),
-    "export": ("ModelCard", "export_model", "render_model_card"),
+    "export": ("CARD_FILE", "ModelCard", "export_model", "render_model_card"),
     "model": ("TagStats", "ZeroShotTagger"),
     "settings": ("DEFAULT_THRESHOLD", "DualEncoderSettings", "LabelError", "ModelDirectoryError", "check_model_dir",
                  "model_identity", "write_threshold"),
@@ -49,11 +49,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
     from nuner_core.tagging.calibrate import THRESHOLDS, Calibration, CurvePoint, calibrate_threshold  # noqa: F401
-    from nuner_core.tagging.decode import Entity  # noqa: F401
+    from nuner_core.tagging.decode import Entity, assign, check_threshold, iob2  # noqa: F401
     from nuner_core.tagging.documents import (  # noqa: F401
         Document, DocumentError, TagSummary, iter_documents, parse_labels, read_documents, read_label_file, tag_documents,
     )
-    from nuner_core.tagging.export import ModelCard, export_model, render_model_card  # noqa: F401
+    from nuner_core.tagging.export import CARD_FILE, ModelCard, export_model, render_model_card  # noqa: F401
     from nuner_core.tagging.model import TagStats, ZeroShotTagger  # noqa: F401
     from nuner_core.tagging.settings import (  # noqa: F401
         DEFAULT_THRESHOLD, DualEncoderSettings, LabelError, ModelDirectoryError, check_model_dir, model_identity,

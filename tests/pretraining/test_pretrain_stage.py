@@ -76,4 +76,11 @@ def test_stage_products_manifest_controls_and_resume(store, tiny_model_dir):
     rows = [json.loads(line) for line in (ref.dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 11))
     assert json.loads((ref.dir / "dual_encoder.json").read_text())["similarity"] == "cosine"
+    # every run directory is a zero-shot tagger: threshold calibrated on the validation split, a model card
+    for name, run_dir in (("nuner", ref.dir), ("control-shuffle_concepts", ref.dir / "controls" / "shuffle_concepts")):
+        settings = json.loads((run_dir / "dual_encoder.json").read_text())
+        assert settings["threshold"] == manifest["zero_shot"][name]["threshold"]
+        assert 0 < settings["threshold"] < 1 and settings["max_concept_length"] == 16
+        assert manifest["zero_shot"][name]["validation_sentences"] == 3
+        assert "nuner tag" in (run_dir / "README.md").read_text() or "ZeroShotTagger" in (run_dir / "README.md").read_text()
     assert run_stage(step, {}, store).path == ref.path  # cached: not trained again

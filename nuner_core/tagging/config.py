@@ -1,0 +1,28 @@
+"""Tag stage config: zero-shot tagging of the user's files with a two-encoder model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from nuner_core.basemodel import StrictModel
+
+
+class TagConfig(StrictModel):
+    model: str | None = None  # a zero-shot model directory; None: the pretrain artifact's main run (control-<name>: that control)
+    labels: tuple[str, ...] = ()  # label names, e.g. [person, dish, price]; any strings, thousands work
+    inputs: tuple[str, ...] = ()  # files to tag: plain text (a document per line) or JSON lines; ${assets} and $ENV expanded
+    format: Literal["auto", "jsonl", "text"] = "auto"  # auto: .jsonl/.json/.ndjson (optionally .gz) are JSON lines
+    text_field: str = "text"  # the JSON lines field holding the text
+    threshold: float | None = Field(default=None, ge=0, le=1)  # None: the model's calibrated threshold
+    batch_size: int = Field(default=1024, ge=1, json_schema_extra={"in_key": False})  # documents per tagging batch
+    device: str = Field(default="auto", json_schema_extra={"in_key": False})  # auto: cuda when available, else cpu
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
+        if value and not cleaned:
+            raise ValueError("labels are all empty")
+        return cleaned

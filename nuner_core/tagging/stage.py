@@ -1,0 +1,102 @@
+"""Tag stage: the user's files tagged zero-shot with the kept two-encoder model, for any label names.
+
+Input: a zero-shot model (``tag.model``, else the pretrain artifact's main run) and the files
+of ``tag.inputs``. Output: ``entities.jsonl`` (one line per document: ``id``, ``file``,
+``text``, ``entities`` with ``start``, ``end``, ``text``, ``label``, ``score``) and the
+counts per label. The key covers the model's weights, the labels, the threshold and the
+input files' contents: the same request is never tagged twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nuner_core.hashing import file_sha256
+from nuner_core.paths import expand_path
+from nuner_core.stage_api import Inputs, Report, StageContext, StageError, StageResult
+from nuner_core.tagging.config import TagConfig
+
+CODE_VERSION = "1"
+OUTPUT = "entities.jsonl"
+
+
+def in_full_run(config: TagConfig) -> bool:
+    """A run of all stages tags only when there is something to tag."""
+    return bool(config.inputs and config.labels)
+
+
+def upstream(config: TagConfig) -> tuple[str, ...]:
+    return () if config.model and not config.model.startswith("control-") else ("pretrain",)
+
+
+def fingerprint(config: TagConfig) -> object:
+    """The input files by content and, for a model given by path, its weights. Never raises (run reports)."""
+    from nuner_core.tagging.settings import model_identity
+
+    files = []
+    for item in config.inputs:
+        path = Path(expand_path(item))
+        files.append([path.name, file_sha256(path)] if path.is_file() else f"missing:{item}")
+    model = None
+    if config.model and not config.model.startswith("control-"):
+        try:
+            model = model_identity(config.model)
+        except StageError:
+            model = f"unresolved:{config.model}"
+    return {"inputs": files, "model": model}
+
+
+def describe(config: TagConfig, inputs: Inputs) -> str:
+    threshold = f"threshold {config.threshold}" if config.threshold is not None else "calibrated threshold"
+    return f"tag · {len(config.labels)} label(s) · {len(config.inputs)} file(s) · {threshold}"
+
+
+def model_dir(config: TagConfig, inputs: Inputs) -> Path:
+    """The model directory this config tags with."""
+    if config.model and not config.model.startswith("control-"):
+        return Path(expand_path(config.model))
+    from nuner_core.pretraining.outputs import MAIN_RUN, read_outputs
+
+    pretrain = inputs.get("pretrain")
+    if pretrain is None:
+        raise StageError("tag: no model: set tag.model to a zero-shot model directory, or run the pretrain stage first")
+    outputs = read_outputs(pretrain.dir)
+    run = config.model or MAIN_RUN
+    if run not in outputs.dual_encoders:
+        raise StageError(f"tag: the pretrain artifact {pretrain.key} has no two-encoder model {run!r}; "
+                         f"it has {sorted(outputs.dual_encoders)}")
+    return outputs.dual_encoders[run]
+
+
+def run(ctx: StageContext[TagConfig]) -> StageResult:
+    from nuner_core.tagging.documents import iter_documents, tag_documents
+    from nuner_core.tagging.model import ZeroShotTagger
+    from nuner_core.tagging.settings import check_model_dir
+
+    cfg = ctx.config
+    if not cfg.labels:
+        raise StageError("tag: no labels: set tag.labels, e.g. --set 'tag.labels=[person, dish, price]'")
+    if not cfg.inputs:
+        raise StageError("tag: no input files: set tag.inputs to plain-text or JSON-lines files")
+    model = model_dir(cfg, ctx.inputs)
+    check_model_dir(model)
+    files = [Path(expand_path(item)) for item in cfg.inputs]
+    for file in files:
+        if not file.is_file():
+            raise StageError(f"tag: input file {file} does not exist")
+    tagger = ZeroShotTagger.from_pretrained(model, device=cfg.device)
+    total = sum(1 for file in files for _ in iter_documents(file, cfg.format, cfg.text_field))
+    documents = (
+        doc for file in files for doc in iter_documents(file, cfg.format, cfg.text_field)
+    )
+    summary = tag_documents(tagger, documents, cfg.labels, cfg.threshold, ctx.out_dir / OUTPUT, ctx.progress,
+                            batch_size=cfg.batch_size, total=total)
+    table = [{"label": label, "entities": n} for label, n in summary.per_label.items()]
+    return StageResult(
+        rows={"documents": summary.documents, "entities": summary.entities},
+        headline={"documents": summary.documents, "entities": summary.entities, "words": summary.words,
+                  "threshold": summary.threshold, "documents_per_s": round(summary.documents / max(summary.seconds, 1e-9), 1)},
+        extra={"model": str(model), "threshold_source": "given" if cfg.threshold is not None else tagger.threshold_source,
+               "per_label": summary.per_label, "inputs": [str(f) for f in files]},
+        reports=[Report("table", "tag-counts", "Zero-shot tagging: entities per label", table)],
+    )
