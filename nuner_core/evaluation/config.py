@@ -75,6 +75,12 @@ class FinetuneConfig(StrictModel):
     dropout: float = Field(default=0.1, ge=0, lt=1)  # dropout before each head layer
 
 
+class ZeroShotConfig(StrictModel):
+    enabled: bool = True  # tag each benchmark from its type names with every two-encoder model of the pretrain artifact (k = 0)
+    threshold: float | None = Field(default=None, ge=0, le=1)  # None: each model's threshold, calibrated on the pre-training validation split
+    labels: dict[str, dict[str, str]] = {}  # benchmark -> {entity type: label name}; default: the type in words (Restaurant_Name -> restaurant name)
+
+
 class EvaluateConfig(StrictModel):
     use_pretrain: bool = True  # evaluate every encoder of the pretrain artifact (when there is one) and its base
     encoders: tuple[EncoderSpec, ...] = (
@@ -89,6 +95,7 @@ class EvaluateConfig(StrictModel):
     sampling: SamplingConfig = SamplingConfig()
     frozen: FrozenConfig = FrozenConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    zero_shot: ZeroShotConfig = ZeroShotConfig()
     batch_tokens: int = Field(default=4096, ge=64, json_schema_extra={"in_key": False})  # padded sub-tokens per encoding batch
     num_threads: int | None = Field(default=None, ge=1, json_schema_extra={"in_key": False})  # torch CPU threads; None: torch's default
     device: str = Field(default="auto", json_schema_extra={"in_key": False})  # encoders run on: auto (cuda when available), cpu, cuda, cuda:1

@@ -41,8 +41,8 @@ def grids(config: EvaluateConfig) -> dict[str, Grid]:
         out["frozen"] = [(k, s) for k in config.frozen.ks for s in range(config.frozen.seeds)]
     if config.finetune.enabled:
         out["finetune"] = [(k, s) for k in config.finetune.ks for s in range(config.finetune.seeds)]
-    if not out:
-        raise StageError("evaluate: both protocols are disabled (frozen.enabled and finetune.enabled are false)")
+    if not out and not config.zero_shot.enabled:
+        raise StageError("evaluate: every protocol is disabled (frozen.enabled, finetune.enabled and zero_shot.enabled are false)")
     return out
 
 
@@ -169,3 +169,58 @@ def result_row(r: dict[str, Any], protocol: str, ref: EncoderRef, encoder_id: st
         "test_sentences": len(bench.test.sentences),
         "fit_s": r["fit_s"],
     }
+
+
+@dataclass
+class ZeroShotScores:
+    rows: list[dict[str, Any]] = field(default_factory=list)  # protocols zero_shot (token) and zero_shot_entity, k = 0
+    thresholds: list[dict[str, Any]] = field(default_factory=list)  # per model x data set: the fixed threshold, the upper bounds
+    curves: list[dict[str, Any]] = field(default_factory=list)  # per model x data set x threshold: both F1s (the plot)
+    seconds: float = 0.0
+
+
+def score_zero_shot(config: EvaluateConfig, models: dict[str, Path], benches: list[Benchmark], device: str,
+                    progress: Progress) -> ZeroShotScores:
+    """Every two-encoder model (name -> directory) on every benchmark's test set, from the type names alone.
+
+    The threshold is fixed before any benchmark is read (the model's calibrated one, or
+    ``zero_shot.threshold``); the best threshold on each test set is kept only as a labelled
+    upper bound.
+    """
+    from nuner_core.evaluation.zero_shot import evaluate_zero_shot
+    from nuner_core.tagging import ZeroShotTagger, model_identity
+
+    out = ZeroShotScores()
+    started = time.perf_counter()
+    done = 0
+    for name, path in models.items():
+        tagger = ZeroShotTagger.from_pretrained(path, device=device)
+        identity_ = model_identity(path)
+        for bench in benches:
+            t0 = time.perf_counter()
+            result = evaluate_zero_shot(tagger, bench.test.sentences, bench.types,
+                                        mapping=config.zero_shot.labels.get(bench.name), threshold=config.zero_shot.threshold)
+            seconds = time.perf_counter() - t0
+            for protocol, metric, value, per_type in (
+                ("zero_shot", "token_macro_f1", result.score.token_macro_f1, result.score.token_scores),
+                ("zero_shot_entity", "entity_micro_f1", result.score.entity_micro_f1, result.score.entity_scores),
+            ):
+                out.rows.append({
+                    "encoder": name, "encoder_ref": str(path), "encoder_id": identity_, "is_base": False,
+                    "dataset": bench.name, "protocol": protocol, "k": 0, "seed": 0, "metric": metric, "value": value,
+                    "per_type": [asdict(s) for s in per_type], "support_sentences": 0, "support_mentions": 0,
+                    "shortfall": [], "test_sentences": len(bench.test.sentences), "fit_s": seconds,
+                })
+            out.thresholds.append({
+                "model": name, "dataset": bench.name, "threshold": result.threshold, "source": result.threshold_source,
+                "token_macro_f1": result.score.token_macro_f1, "entity_micro_f1": result.score.entity_micro_f1,
+                "best_token_macro_f1": result.best_token.token_macro_f1, "best_token_threshold": result.best_token.threshold,
+                "best_entity_micro_f1": result.best_entity.entity_micro_f1, "best_entity_threshold": result.best_entity.threshold,
+                "labels": result.labels,
+            })
+            out.curves += [{"model": name, "dataset": bench.name, "threshold": p.threshold,
+                            "token_macro_f1": p.token_macro_f1, "entity_micro_f1": p.entity_micro_f1} for p in result.curve]
+            done += 1
+            progress.update(done, len(models) * len(benches), f"zero-shot {name} on {bench.name}")
+    out.seconds = time.perf_counter() - started
+    return out

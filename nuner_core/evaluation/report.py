@@ -23,7 +23,19 @@ PAPER_TABLE3 = {
 PROTOCOL_TITLES = {
     "frozen": "frozen encoder + linear softmax probe, token-level macro-F1 over entity types (%)",
     "finetune": "fine-tuned encoder + two-layer head, entity-level micro-F1, strict IOB2 (%)",
+    "zero_shot": "zero-shot two-encoder tagger from the type names, token-level macro-F1 (%)",
+    "zero_shot_entity": "zero-shot two-encoder tagger from the type names, entity-level micro-F1, exact span and type (%)",
 }
+ZERO_SHOT = "zero_shot"  # the frozen protocol's metric at k = 0: shown as the k = 0 column of the frozen table and plot
+
+
+def protocol_rows(results: pl.DataFrame, protocol: str) -> pl.DataFrame:
+    """The rows of one protocol; the frozen protocol's include the zero-shot rows as its k = 0 point."""
+    rows = results.filter(pl.col("protocol") == protocol)
+    if protocol == "frozen":
+        zero = results.filter(pl.col("protocol") == ZERO_SHOT).with_columns(protocol=pl.lit("frozen"))
+        rows = pl.concat([zero, rows]) if zero.height else rows
+    return rows
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -33,7 +45,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def scores_by_seed(results: pl.DataFrame, protocol: str) -> dict[tuple[str, str, int], dict[int, float]]:
     """(encoder, data set or 'average', k) -> {seed: F1 in %}; the average is taken per seed over the data sets."""
     table: dict[tuple[str, str, int], dict[int, float]] = defaultdict(dict)
-    rows = results.filter(pl.col("protocol") == protocol)
+    rows = protocol_rows(results, protocol)
     for row in rows.iter_rows(named=True):
         table[(row["encoder"], row["dataset"], row["k"])][row["seed"]] = 100 * row["value"]
     datasets = rows["dataset"].unique(maintain_order=True).to_list()
@@ -54,6 +66,7 @@ def write_summary(
     benchmarks: Sequence[dict[str, Any]],
     shortfalls: Sequence[dict[str, Any]],
     notes: Sequence[str] = (),
+    zero_shot: Sequence[dict[str, Any]] = (),
 ) -> str:
     lines = ["# Few-shot NER evaluation", ""]
     lines += [f"- {note}" for note in notes]
@@ -67,8 +80,13 @@ def write_summary(
         if b["test_sentences"] < b["test_total"]:
             test += f" of {b['test_total']:,} (seeded subsample)"
         lines.append(f"| {b['name']} | {len(b['types'])} | {b['pool_sentences']:,} | {test} |")
-    for protocol in results["protocol"].unique(maintain_order=True).to_list():
+    protocols = results["protocol"].unique(maintain_order=True).to_list()
+    for protocol in protocols:
+        if protocol == ZERO_SHOT and "frozen" in protocols:
+            continue  # it is the frozen table's k = 0 column
         lines += ["", *protocol_section(results, protocol, base, [b["name"] for b in benchmarks])]
+    if zero_shot:
+        lines += ["", *zero_shot_section(zero_shot)]
     if shortfalls:
         lines += ["", "## Types that fell short of k", "",
                   "A type too rare in the pool to reach k keeps what was found; these support sets are smaller than asked.", "",
@@ -80,9 +98,27 @@ def write_summary(
     return text
 
 
+def zero_shot_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The fixed threshold's scores beside the best threshold on each test set (an upper bound, not a result)."""
+    out = ["## Zero-shot: the fixed threshold and the test-set upper bound", "",
+           "F1 (%) at the threshold fixed before any benchmark was read (source: `calibrated` on the pre-training "
+           "validation split, `given` in the config, or the `default`), and, labelled as an upper bound, the best "
+           "F1 over a grid of thresholds chosen on the test set itself. The gap shows how well the scores are "
+           "calibrated; only the first two columns are results.", "",
+           "| model | data set | threshold (source) | token macro-F1 | entity micro-F1 | upper bound: token (at) | upper bound: entity (at) |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(f"| {r['model']} | {r['dataset']} | {r['threshold']:.3g} ({r['source']}) | {100 * r['token_macro_f1']:.1f} | "
+                   f"{100 * r['entity_micro_f1']:.1f} | {100 * r['best_token_macro_f1']:.1f} ({r['best_token_threshold']:.3g}) | "
+                   f"{100 * r['best_entity_micro_f1']:.1f} ({r['best_entity_threshold']:.3g}) |")
+    labels = {r["dataset"]: r["labels"] for r in rows}
+    out += ["", "Label names: " + "; ".join(f"{d}: " + ", ".join(f"{t} → \"{n}\"" for t, n in m.items()) for d, m in labels.items())]
+    return out
+
+
 def protocol_section(results: pl.DataFrame, protocol: str, base: str, datasets: Sequence[str]) -> list[str]:
     table = scores_by_seed(results, protocol)
-    rows = results.filter(pl.col("protocol") == protocol)
+    rows = protocol_rows(results, protocol)
     datasets = [d for d in datasets if d in set(rows["dataset"])]  # fine-tuning may run on a subset
     ks = sorted(rows["k"].unique().to_list())
     encoders = rows["encoder"].unique(maintain_order=True).to_list()
@@ -129,7 +165,7 @@ def plot_f1_vs_k(path: Path, results: pl.DataFrame, protocol: str, base: str, da
     import matplotlib.pyplot as plt
 
     table = scores_by_seed(results, protocol)
-    rows = results.filter(pl.col("protocol") == protocol)
+    rows = protocol_rows(results, protocol)
     ks = sorted(rows["k"].unique().to_list())
     encoders = rows["encoder"].unique(maintain_order=True).to_list()
     panels = [d for d in datasets if d in set(rows["dataset"])] + [AVERAGE]
@@ -148,7 +184,10 @@ def plot_f1_vs_k(path: Path, results: pl.DataFrame, protocol: str, base: str, da
                               label=f"{encoder} (base)" if encoder == base != "base" else encoder)
             ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                             color=line.get_color(), alpha=0.18)
-        ax.set_xscale("log", base=2)
+        if 0 in ks:  # the zero-shot point: linear around 0, log beyond
+            ax.set_xscale("symlog", base=2, linthresh=1)
+        else:
+            ax.set_xscale("log", base=2)
         ax.set_xticks(ks)
         ax.set_xticklabels([str(k) for k in ks])
         ax.set_title(dataset if dataset != AVERAGE else "average over data sets", fontsize=10)
@@ -161,5 +200,47 @@ def plot_f1_vs_k(path: Path, results: pl.DataFrame, protocol: str, base: str, da
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
     fig.suptitle(f"{protocol}: {PROTOCOL_TITLES.get(protocol, protocol)}", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_f1_vs_threshold(path: Path, curves: Sequence[dict[str, Any]], fixed: Sequence[dict[str, Any]]) -> None:
+    """Zero-shot token macro-F1 (solid) and entity micro-F1 (dashed) against the threshold, one panel per
+    data set, one colour per model; a dotted vertical line at each model's fixed threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pl.DataFrame(list(curves))
+    datasets = frame["dataset"].unique(maintain_order=True).to_list()
+    models = frame["model"].unique(maintain_order=True).to_list()
+    columns = min(3, len(datasets))
+    n_rows = (len(datasets) + columns - 1) // columns
+    fig, axes = plt.subplots(n_rows, columns, figsize=(4.2 * columns, 3.4 * n_rows), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, dataset in zip(axes.flat, datasets):
+        for i, model in enumerate(models):
+            part = frame.filter((pl.col("dataset") == dataset) & (pl.col("model") == model)).sort("threshold")
+            if not part.height:
+                continue
+            colour = colours[i % len(colours)]
+            x = part["threshold"].to_list()
+            ax.plot(x, [100 * v for v in part["token_macro_f1"]], color=colour, label=f"{model} token")
+            ax.plot(x, [100 * v for v in part["entity_micro_f1"]], color=colour, linestyle="--", label=f"{model} entity")
+            for r in fixed:
+                if r["dataset"] == dataset and r["model"] == model:
+                    ax.axvline(r["threshold"], color=colour, linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_title(dataset, fontsize=10)
+        ax.set_xlabel("threshold on p(word is the label)")
+        ax.set_ylabel("F1 (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
+    fig.suptitle("Zero-shot F1 vs threshold on the test sets (dotted: the threshold fixed beforehand)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)

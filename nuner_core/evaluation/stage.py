@@ -14,13 +14,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import polars as pl
+
 from nuner_core.evaluation.benchmarks import resolve_spec, spec_fingerprint
 from nuner_core.evaluation.config import EvaluateConfig
 from nuner_core.evaluation.encoders import EncoderRef, encoders_for_run, identity, resolve_device
-from nuner_core.evaluation.harness import grids, load_benchmarks, score_encoders, unique_encoders
-from nuner_core.evaluation.report import plot_f1_vs_k, write_summary
+from nuner_core.evaluation.harness import grids, load_benchmarks, score_encoders, score_zero_shot, unique_encoders
+from nuner_core.evaluation.report import plot_f1_vs_k, plot_f1_vs_threshold, write_summary
 from nuner_core.evaluation.results import headline, results_frame, shortfalls, write_support_sets
 from nuner_core.paths import expand_path
+from nuner_core.pretraining.outputs import read_outputs
 from nuner_core.stage_api import Inputs, Report, StageContext, StageError, StageResult
 
 CODE_VERSION = "1"
@@ -57,6 +60,8 @@ def describe(config: EvaluateConfig, inputs: Inputs) -> str:
         grids.append(f"frozen {len(config.frozen.ks)} k x {config.frozen.seeds}")
     if config.finetune.enabled:
         grids.append(f"finetune {len(config.finetune.ks)} k x {config.finetune.seeds}")
+    if config.zero_shot.enabled and config.use_pretrain and "pretrain" in inputs:
+        grids.append("zero-shot")
     return f"evaluate · {who} · {len(config.benchmarks)} benchmark(s) · {', '.join(grids) or 'no protocol'}"
 
 
@@ -84,8 +89,13 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
     device = resolve_device(config.device)
 
     scores = score_encoders(config, encoders, base, benches, supports, plan, cache, device, ctx.progress)
+    duals = read_outputs(pretrain.dir).dual_encoders if pretrain is not None and config.use_pretrain else {}
+    zero = score_zero_shot(config, duals, benches, device, ctx.progress) if config.zero_shot.enabled and duals else None
+    if not scores.rows and zero is None:
+        raise StageError("evaluate: nothing to score: the only protocol enabled is zero_shot, and there is no pretrain "
+                         "artifact with a two-encoder model")
 
-    results = results_frame(scores.rows)
+    results = results_frame(scores.rows + (zero.rows if zero else []))
     results.write_parquet(ctx.out_dir / "results.parquet")
     support_rows = write_support_sets(ctx.out_dir / "support_sets.parquet", benches, supports, sampled)
     short = shortfalls(benches, supports, sampled)
@@ -108,12 +118,21 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
     ]
     if merged:
         notes.append("Merged duplicates (same weights): " + ", ".join(f"{a} -> {b}" for a, b in merged.items()) + ".")
-    summary = write_summary(ctx.out_dir / "summary.md", results, base, encoder_info, bench_info, short, notes)
+    if zero is not None:
+        pl.DataFrame(zero.curves).write_parquet(ctx.out_dir / "zero_shot_thresholds.parquet")
+        notes.append(f"Zero-shot (k = 0): {len(duals)} two-encoder model(s) tag each test set from its type names "
+                     f"in {zero.seconds:.0f} s; the threshold is fixed before any benchmark is read.")
+    summary = write_summary(ctx.out_dir / "summary.md", results, base, encoder_info, bench_info, short, notes,
+                            zero.thresholds if zero else ())
     reports = [Report("markdown", "evaluate-results", "Few-shot NER: mean ± std per data set and k", summary)]
     for protocol in plan:
         name = "f1_vs_k.png" if protocol == "frozen" or "frozen" not in plan else f"f1_vs_k_{protocol}.png"
         plot_f1_vs_k(ctx.out_dir / name, results, protocol, base, [b.name for b in benches])
         reports.append(Report("image", f"evaluate-f1-vs-k-{protocol}", f"F1 vs k ({protocol})", name))
+    if zero is not None:
+        plot_f1_vs_threshold(ctx.out_dir / "f1_vs_threshold.png", zero.curves, zero.thresholds)
+        reports.append(Report("image", "evaluate-zero-shot-threshold", "Zero-shot F1 vs threshold (test sets)",
+                              "f1_vs_threshold.png"))
 
     return StageResult(
         rows={"results": results.height, "support_sets": support_rows},
@@ -133,7 +152,8 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
                 "device": device,
                 "support_sets_from_cache": support_hits,
                 "timings": {"wall_s": round(wall, 2), "encode_s": round(stats.seconds, 2), "probe_s": round(timings.fit_s, 2),
-                            "finetune_s": round(scores.finetune_s, 2)},
+                            "finetune_s": round(scores.finetune_s, 2), "zero_shot_s": round(zero.seconds, 2) if zero else 0.0},
+                "zero_shot": zero.thresholds if zero else [],
                 "encoding": asdict(stats),
             }
         },

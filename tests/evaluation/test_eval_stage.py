@@ -160,3 +160,52 @@ def test_results_parquet_is_json_friendly(store, tiny_encoders, tiny_benchmark):
     results = pl.read_parquet(Path(ref.path) / "results.parquet")
     assert results["shortfall"][0].len() > 0
     assert "fell short" in (ref.dir / "summary.md").read_text()
+
+
+def _dual(out: Path, text: str, concept: str, threshold: float | None) -> None:
+    shutil.copytree(text, out / "text_encoder")
+    shutil.copytree(concept, out / "concept_encoder")
+    settings = {"similarity": "cosine", "temperature": 5.0, "logit_bias": -1.0, "pooling": "mean"}
+    if threshold is not None:
+        settings["threshold"] = threshold
+    (out / "dual_encoder.json").write_text(json.dumps(settings))
+
+
+def test_zero_shot_protocol_scores_every_dual_encoder_at_k0(store, tiny_encoders, tiny_benchmark):
+    """Each two-encoder model of the pretrain artifact (controls too) tags the test set from the type names:
+    token macro-F1 as the frozen table's k = 0 column, entity micro-F1 beside it, the stored threshold used,
+    the test-set optimum reported only as an upper bound."""
+    manifest = {"stage": "pretrain", "key": "zs", "base_model": tiny_encoders["a"],
+                "encoders": {"nuner": "text_encoder", "control-shuffle": "controls/shuffle/text_encoder"}}
+    with store.publish("pretrain", "zspretrain", manifest) as out:
+        _dual(out, tiny_encoders["b"], tiny_encoders["c"], threshold=0.3)
+        _dual(out / "controls" / "shuffle", tiny_encoders["c"], tiny_encoders["b"], threshold=None)
+    pretrain = store.lookup("pretrain", "zspretrain")
+    config = load_config("demo", overrides(tiny_benchmark, [], **{"evaluate.frozen.ks": [1], "evaluate.frozen.seeds": 1,
+                                                                 "evaluate.zero_shot.labels": {"tiny": {"Hours": "opening hours"}}}))
+    ref, manifest = evaluate(store, config, inputs={"pretrain": pretrain})
+    results = pl.read_parquet(ref.dir / "results.parquet")
+    zero = results.filter(pl.col("protocol").str.starts_with("zero_shot"))
+    assert sorted(zip(zero["encoder"], zero["protocol"], zero["metric"])) == [
+        ("control-shuffle", "zero_shot", "token_macro_f1"), ("control-shuffle", "zero_shot_entity", "entity_micro_f1"),
+        ("nuner", "zero_shot", "token_macro_f1"), ("nuner", "zero_shot_entity", "entity_micro_f1")]
+    assert set(zero["k"]) == {0} and zero["value"].is_between(0, 1).all()
+    fixed = {r["model"]: r for r in manifest["evaluate"]["zero_shot"]}
+    assert fixed["nuner"]["threshold"] == 0.3 and fixed["nuner"]["source"] == "calibrated"
+    assert fixed["control-shuffle"]["source"] == "default"
+    assert fixed["nuner"]["labels"]["Hours"] == "opening hours" and fixed["nuner"]["labels"]["Restaurant_Name"] == "restaurant name"
+    assert fixed["nuner"]["best_token_macro_f1"] >= fixed["nuner"]["token_macro_f1"]  # the optimum over a grid including 0.3
+    summary = (ref.dir / "summary.md").read_text()
+    assert "| k=0 | k=1 |" in summary  # the frozen table starts at the zero-shot point
+    assert "upper bound" in summary and "zero_shot_entity" in summary
+    assert (ref.dir / "f1_vs_threshold.png").stat().st_size > 1000
+    curve = pl.read_parquet(ref.dir / "zero_shot_thresholds.parquet")
+    assert curve.height == 2 * len(curve["threshold"].unique())
+
+
+def test_zero_shot_off_or_without_a_concept_encoder_adds_nothing(store, tiny_encoders, tiny_benchmark):
+    config = load_config("demo", overrides(tiny_benchmark, [{"name": "a", "model": tiny_encoders["a"]}],
+                                           **{"evaluate.frozen.ks": [1], "evaluate.frozen.seeds": 1, "evaluate.use_pretrain": False}))
+    ref, manifest = evaluate(store, config)
+    assert set(pl.read_parquet(ref.dir / "results.parquet")["protocol"]) == {"frozen"}
+    assert manifest["evaluate"]["zero_shot"] == [] and not (ref.dir / "f1_vs_threshold.png").exists()
