@@ -217,11 +217,12 @@ def write_summary(path: Path, experiment: Experiment, outcomes: Sequence[PointOu
     ]
     metric = "token macro-F1 (%)" if report.protocol == "frozen" else "entity micro-F1 (%)"
     lines += [f"## {metric} at k = {report.k}: mean ± std over samplings", ""]
-    header = ["point", *(k.rsplit(".", 1)[-1] for k in spec.sweep), *scores.benchmarks, AVERAGE, "base (average)", "gain vs base"]
+    columns = ["label"] if spec.labels else [k.rsplit(".", 1)[-1] for k in spec.sweep]
+    header = ["point", *columns, *scores.benchmarks, AVERAGE, "base (average)", "gain vs base"]
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for outcome in outcomes:
         p = outcome.point
-        cells = [str(p.index), *(format_value(p.values[k]) for k in spec.sweep)]
+        cells = [str(p.index), *([p.label] if spec.labels else [format_value(p.values[k]) for k in spec.sweep])]
         avg = scores.cells.get((p.index, AVERAGE))
         if avg is None:
             why = "failed" if outcome.status == "failed" else scores.problems.get(p.index, "no scores")
@@ -233,7 +234,7 @@ def write_summary(path: Path, experiment: Experiment, outcomes: Sequence[PointOu
     bases = {scores.base_names.get(o.point.index) for o in ok} - {None}
     first = next((o for o in ok if (o.point.index, AVERAGE) in scores.cells), None)
     if first is not None and len(bases) == 1:
-        row = ["base", *([""] * len(spec.sweep))]
+        row = ["base", *([""] * len(columns))]
         for b in scores.benchmarks:
             c = scores.cells[(first.point.index, b)]
             row.append(_pm(c.base_mean, c.base_std))
@@ -328,6 +329,8 @@ def plot(path: Path, experiment: Experiment, scores: Scores) -> bool:
     gain = spec.figure.y == "gain"
     for ax, (title, points) in zip(axes[0], panels.items()):
         xs_all, labels, numeric = x_positions([p.values[xkey] for p in points], spec.figure.log_x)
+        if spec.labels and (spec.mode == "zip" or len(spec.sweep) == 1):
+            labels = [p.label for p in points]
         for name in series:
             xs, ys, es, bs = [], [], [], []
             for x, p in zip(xs_all, points):

@@ -60,6 +60,7 @@ class ExperimentSpec(StrictModel):
     overrides: dict[str, Any] = Field(default_factory=dict)  # fixed dotted overrides of every point
     sweep: dict[str, list[Any]]  # swept dotted key -> its values (null where the setting means "all")
     mode: Literal["grid", "zip"] = "grid"  # grid: product of the swept keys; zip: their i-th values together
+    labels: list[str] | None = None  # the points' names in point order (table, figure); None: from the swept values
     report: ReportSpec = Field(default_factory=ReportSpec)  # what the table and figure show
     figure: FigureSpec = Field(default_factory=FigureSpec)  # the figure's axes
     max_parallel: int | None = Field(default=None, ge=1)  # points at once; None: 1 without a GPU, else the GPU count
@@ -83,10 +84,13 @@ class Point:
     index: int
     values: dict[str, Any]  # swept key -> value
     overrides: dict[str, Any] = field(default_factory=dict)  # fixed overrides plus the swept values
+    name: str | None = None  # the file's label for it
 
     @property
     def label(self) -> str:
-        """``top_concepts=16`` (the last part of each swept key), ``all`` for null."""
+        """The file's label, else ``top_concepts=16`` (the last part of each swept key), ``all`` for null."""
+        if self.name:
+            return self.name
         return ", ".join(f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in self.values.items())
 
 
@@ -95,8 +99,12 @@ def format_value(value: Any) -> str:
         return "all"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, int) and abs(value) >= 1000:  # 1500 -> 1.5k, 80000 -> 80k, 1000000 -> 1M: the paper's labels
+        for unit, size in (("M", 1_000_000), ("k", 1000)):
+            if abs(value) >= size and value % (size // 10) == 0:
+                return f"{value / size:g}{unit}"
     if isinstance(value, int):
-        return f"{value:,}".replace(",", "_") if abs(value) >= 10_000 else str(value)
+        return str(value)
     if isinstance(value, (list, dict)):
         return json.dumps(value, sort_keys=True)
     return str(value)
@@ -186,6 +194,9 @@ def validate(spec: ExperimentSpec, source: str = "<inline>", base_dir: Path | No
     if spec.mode == "zip" and len({len(v) for v in spec.sweep.values()}) > 1:
         lengths = ", ".join(f"{k}: {len(v)}" for k, v in spec.sweep.items())
         problems.append(f"mode: zip needs value lists of one length ({lengths})")
+    n_points = len(next(iter(spec.sweep.values()))) if spec.mode == "zip" else _product(len(v) for v in spec.sweep.values())
+    if spec.labels is not None and len(spec.labels) != n_points:
+        problems.append(f"labels: {len(spec.labels)} labels for {n_points} points")
     if spec.figure.x is not None and spec.figure.x not in spec.sweep:
         problems.append(f"figure.x: {spec.figure.x!r} is not a swept key (swept: {', '.join(spec.sweep)})")
     if problems:
@@ -245,13 +256,21 @@ def expand(spec: ExperimentSpec) -> list[Point]:
     points = []
     for index, combo in enumerate(combos):
         values = dict(zip(keys, combo))
-        points.append(Point(index, values, {**spec.overrides, **values}))
+        name = spec.labels[index] if spec.labels and index < len(spec.labels) else None
+        points.append(Point(index, values, {**spec.overrides, **values}, name))
     return points
+
+
+def _product(sizes: Any) -> int:
+    n = 1
+    for size in sizes:
+        n *= size
+    return n
 
 
 def content_hash(spec: ExperimentSpec) -> str:
     """Hash of what the experiment asks for (``max_parallel`` aside: it changes how, not what)."""
-    payload = spec.model_dump(mode="json", exclude={"max_parallel"})
+    payload = spec.model_dump(mode="json", exclude={"max_parallel"}, exclude_defaults=True)  # a new optional field changes no hash
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
