@@ -81,7 +81,9 @@ def run_point(title: str, profile: str, overrides: dict[str, Any], stages: list[
     return {"ok": ok, "message": message, "seconds": time.time() - started, "flow_run": run_id}
 
 
-@flow(name="experiment", flow_run_name=_run_name, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=MAX_THREADS))
+# Named "nuner" like the pipeline flow, so that its deployment is `nuner/experiment` beside
+# `nuner/full-pipeline`; its runs are told apart by their names (`experiment · <name> · N points`).
+@flow(name="nuner", flow_run_name=_run_name, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=MAX_THREADS))
 def experiment(file: str, max_parallel: int | None = None, deployment: str | None = None) -> dict[str, Any] | State:
     """Run an experiment file: every point's pipeline, shared stages once, then the collated artifact.
 
