@@ -121,6 +121,84 @@ def _cache_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tag(args: argparse.Namespace) -> int:
+    """Zero-shot tagging with a two-encoder model, straight from the library (no Prefect)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from nuner_core.progress_bar import BarProgress
+    from nuner_core.stage_api import StageError
+    from nuner_core.tagging import check_model_dir, iter_documents, parse_labels, read_label_file
+
+    try:  # everything checkable without loading a model, first
+        labels = read_label_file(args.labels_file) if args.labels_file else parse_labels(args.labels or "")
+        check_model_dir(args.model)
+        files = [Path(f) for f in args.files]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise StageError(f"no such input file: {', '.join(missing)}")
+    except StageError as exc:
+        print(f"nuner tag: {exc}", file=sys.stderr)
+        return 2
+    from nuner_core.tagging import ZeroShotTagger, tag_documents
+
+    try:
+        tagger = ZeroShotTagger.from_pretrained(args.model, device=args.device)
+        total = sum(1 for f in files for _ in iter_documents(f, args.format, args.text_field))
+        documents = (d for f in files for d in iter_documents(f, args.format, args.text_field))
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(args.output) if args.output != "-" else Path(tmp) / "entities.jsonl"
+            summary = tag_documents(tagger, documents, labels, args.threshold, out, BarProgress("tag"), total=total)
+            if args.output == "-":
+                with out.open(encoding="utf-8") as fh:
+                    shutil.copyfileobj(fh, sys.stdout)
+    except StageError as exc:
+        print(f"nuner tag: {exc}", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{label} {n:,}" for label, n in summary.per_label.items())
+    print(f"nuner tag: {summary.documents:,} documents, {summary.entities:,} entities ({counts}) at threshold "
+          f"{summary.threshold:g} in {summary.seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Tag text with a fine-tuned token classifier (the finetune stage's model/)."""
+    from pathlib import Path
+
+    from nuner_core.finetuning.predict import predict_files
+    from nuner_core.stage_api import StageError
+
+    missing = [f for f in args.files if not Path(f).is_file()]
+    model_config = Path(args.model) / "config.json"
+    if missing or not model_config.is_file():
+        problem = f"no such input file: {', '.join(missing)}" if missing else f"{args.model} is not a model directory (no config.json)"
+        print(f"nuner predict: {problem}", file=sys.stderr)
+        return 2
+    try:
+        counts = predict_files(args.model, args.files, sys.stdout if args.output == "-" else args.output,
+                               device=args.device, batch_size=args.batch_size)
+    except StageError as exc:
+        print(f"nuner predict: {exc}", file=sys.stderr)
+        return 1
+    print(f"nuner predict: {json.dumps(counts)}", file=sys.stderr)
+    return 0
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    """A self-contained zero-shot model directory (both encoders, settings, model card) from a pretrain run."""
+    from nuner_core.stage_api import StageError
+    from nuner_core.tagging import export_model
+
+    try:
+        dest = export_model(args.source, args.dest, threshold=args.threshold, overwrite=args.overwrite)
+    except (StageError, FileExistsError, ValueError) as exc:
+        print(f"nuner export-model: {exc}", file=sys.stderr)
+        return 1
+    print(dest)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nuner", description="Build task-specific NER foundation models (NuNER).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +225,33 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--deployment", help="run each point as a run of this deployment (e.g. nuner/full-pipeline) on its workers")
     exp.add_argument("--debug", action="store_true", help="tracebacks for expected errors too")
     exp.set_defaults(func=_experiment)
+
+    tag = sub.add_parser("tag", help="zero-shot NER: tag text with any label names, using a two-encoder model")
+    tag.add_argument("files", nargs="+", metavar="FILE", help="plain text (a document per line) or JSON lines (.jsonl, .gz too)")
+    tag.add_argument("--model", required=True, help="a pretrain artifact (or its controls/<name>), or an exported model")
+    tag.add_argument("--labels", help='comma-separated label names, e.g. "person, dish, price"')
+    tag.add_argument("--labels-file", help="a file with one label name per line (thousands work)")
+    tag.add_argument("--threshold", type=float, help="p(word is the label) needed; default: the model's calibrated one")
+    tag.add_argument("--output", "-o", default="-", help="JSON lines out (default: standard output)")
+    tag.add_argument("--format", choices=["auto", "jsonl", "text"], default="auto", help="input format (auto: by the file name)")
+    tag.add_argument("--text-field", default="text", help="the JSON lines field holding the text")
+    tag.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1")
+    tag.set_defaults(func=_tag)
+
+    predict = sub.add_parser("predict", help="tag text with a fine-tuned token classifier (the finetune stage's model/)")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="plain text (a document per line) or JSON lines")
+    predict.add_argument("--model", required=True, help="a finetune artifact's model/ (or base_model/) directory")
+    predict.add_argument("--output", "-o", default="-", help="JSON lines out (default: standard output)")
+    predict.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1")
+    predict.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    predict.set_defaults(func=_predict)
+
+    export = sub.add_parser("export-model", help="copy a zero-shot model (both encoders, settings, model card) to hand on")
+    export.add_argument("source", help="a pretrain artifact or one of its controls/<name> directories")
+    export.add_argument("dest", help="the new model directory")
+    export.add_argument("--threshold", type=float, help="store this threshold instead of the calibrated one")
+    export.add_argument("--overwrite", action="store_true", help="replace dest if it exists")
+    export.set_defaults(func=_export_model)
 
     cache = sub.add_parser("cache", help="the LLM response cache")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
