@@ -47,6 +47,7 @@ CI_OVERRIDES: dict[str, Any] = {
     "pretrain.batch_size": 8,
     "pretrain.max_length": 32,
     "pretrain.controls": [],
+    "pretrain.concept_map": False,  # UMAP's first compile costs a minute; tests/pretraining/test_concept_map.py draws it
     "evaluate.benchmarks": ["mit_restaurant"],
     "evaluate.max_test_sentences": 50,
     "evaluate.frozen.ks": [1],
