@@ -13,7 +13,6 @@ from prefect.states import Failed, State
 from nuner_core.artifacts import ArtifactError, ArtifactRef, ArtifactStore
 from nuner_core.config import ConfigError, load_config
 from nuner_core.pipeline import plan
-from nuner_core.registry import STAGE_NAMES
 from nuner_core.stage_api import StageError
 from tasks.common import debug
 from tasks.stages import STAGE_TASKS
@@ -28,7 +27,7 @@ def _run_name() -> str:
     profile = params.get("profile") or "demo"
     overrides = params.get("overrides") or {}
     stages = params.get("stages")
-    parts = ["nuner", Path(str(profile)).stem, ", ".join(stages) if stages else f"all {len(STAGE_NAMES)} stages"]
+    parts = ["nuner", Path(str(profile)).stem, ", ".join(stages) if stages else "all stages"]
     if not stages or set(stages) - {"evaluate"}:  # the corpus size is the work size up to pre-training
         try:
             sentences = load_config(profile, overrides).corpus.num_sentences

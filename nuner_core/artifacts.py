@@ -294,6 +294,7 @@ class ArtifactStore:
         final = self.path_for(stage, key)
         tmp = final.with_name(f".tmp-{key}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_orphans(final.parent)
         tmp.mkdir(parents=True)
         try:
             yield tmp
@@ -356,6 +357,27 @@ def _input_file_in(exc: BaseException, inputs: Mapping[str, ArtifactRef]) -> tup
             if str(ref.dir / rel) in blob:
                 return ref, rel
     return None
+
+
+def _remove_orphans(stage_dir: Path) -> None:
+    """Remove ``.tmp-<key>-<pid>`` directories left by killed runs: those whose process is gone."""
+    if not stage_dir.is_dir():
+        return
+    for path in stage_dir.glob(".tmp-*-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and path.is_dir() and not _alive(int(pid)):
+            log.info("removing %s, left by a run that was killed (process %s is gone)", path, pid)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:

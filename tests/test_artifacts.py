@@ -157,3 +157,20 @@ def test_publish_keeps_a_final_artifact_and_replaces_an_incomplete_or_damaged_on
     _damage_same_size(first.dir / "a.txt")
     assert _publish(store, content="fresh").dir.joinpath("a.txt").read_text() == "fresh"
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["k1", "k2"]  # nothing left over
+
+
+def test_publish_removes_what_killed_runs_left_behind(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    store = ArtifactStore(tmp_path)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    orphan = tmp_path / "corpus" / f".tmp-oldkey-{gone}"
+    orphan.mkdir(parents=True)
+    (orphan / "half.parquet").write_bytes(b"x" * 10)
+    alive = tmp_path / "corpus" / f".tmp-otherkey-{os.getppid()}"  # a live process's work in progress: kept
+    alive.mkdir()
+    with store.publish("corpus", "newkey", {}) as out:
+        (out / "a.txt").write_text("a")
+    assert not orphan.exists() and alive.exists()

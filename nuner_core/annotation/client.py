@@ -27,6 +27,7 @@ to the client and nowhere else; credentials in ``base_url`` reach the client onl
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
@@ -134,6 +135,10 @@ class LLMClient:
         self._answers = 0
         self._stack = AsyncExitStack()
         self._client: openai.AsyncOpenAI | None = None
+        # Until the endpoint has accepted one request, requests go one at a time: a wrong key,
+        # model or base_url then costs one request, not max_in_flight of them.
+        self._accepted = asyncio.Event()
+        self._first = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> "LLMClient":
@@ -225,9 +230,12 @@ class LLMClient:
         assert self._client is not None, "use LLMClient inside `async with`"
         self.stats.requests += 1
         try:
-            response = await self._client.chat.completions.create(
-                model=self.config.model, messages=list(messages), **self.sampling  # type: ignore[arg-type]
-            )
+            if self._accepted.is_set():
+                response = await self._send(messages)
+            else:
+                async with self._first:
+                    response = await self._send(messages)
+                    self._accepted.set()
             answer = self._read(response)
         except openai.APITimeoutError:  # (a subclass of APIConnectionError: first)
             return Failure("timeout", f"no answer within {self.config.request_timeout_s:g} s", retry=True, transport=True)
@@ -243,6 +251,12 @@ class LLMClient:
             return Failure("malformed", self.redact(str(exc))[:200], retry=True, transport=True)
         self._account(answer, est_prompt, est_total)
         return self._validate(answer)
+
+    async def _send(self, messages: Sequence[Mapping[str, str]]) -> Any:
+        assert self._client is not None, "use LLMClient inside `async with`"
+        return await self._client.chat.completions.create(
+            model=self.config.model, messages=list(messages), **self.sampling  # type: ignore[arg-type]
+        )
 
     def _read(self, response: Any) -> Answer:
         try:
