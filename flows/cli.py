@@ -36,6 +36,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if args.debug:
         os.environ["NUNER_DEBUG"] = "1"
+    overrides = _hide_url_credentials(overrides)
     from prefect.exceptions import FailedRun
 
     from nuner_core.artifacts import ArtifactError
@@ -53,6 +54,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def _hide_url_credentials(overrides: dict) -> dict:
+    """Flow parameters are stored in Prefect's database: a credentialed annotate.base_url goes there
+    redacted, and the URL itself reaches the flow (in this process) through the environment."""
+    from nuner_core.annotation.config import ENDPOINT_ENV
+    from nuner_core.annotation.endpoint import redact_url
+
+    url = overrides.get("annotate.base_url")
+    if isinstance(url, str) and redact_url(url) != url:
+        os.environ[ENDPOINT_ENV] = url
+        return {**overrides, "annotate.base_url": redact_url(url)}
+    return overrides
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -87,6 +101,7 @@ def _experiment(args: argparse.Namespace) -> int:
         return 2
     if args.debug:
         os.environ["NUNER_DEBUG"] = "1"
+    overrides = _hide_url_credentials(overrides)
     from flows.experiment import experiment
 
     state = experiment(file=args.file, max_parallel=args.max_parallel, deployment=args.deployment, return_state=True)

@@ -12,6 +12,8 @@ client only (see ``endpoint.py``).
 
 from __future__ import annotations
 
+import os
+
 from typing import Literal
 
 from pydantic import Field, PrivateAttr, model_validator
@@ -21,6 +23,8 @@ from nuner_core.basemodel import StrictModel
 
 RUN_ONLY = {"in_key": False}
 
+
+ENDPOINT_ENV = "NUNER_ANNOTATE_BASE_URL"  # the base_url with its credentials, for a config rebuilt from a redacted copy
 
 class ModelPrice(StrictModel):
     input_per_mtok: float = Field(ge=0)  # USD per million prompt tokens
@@ -97,9 +101,17 @@ class AnnotateConfig(StrictModel):
         return self
 
     def endpoint(self) -> str | None:
-        """The endpoint URL as configured, credentials included: for the HTTP client, never for display."""
+        """The endpoint URL as configured, credentials included: for the HTTP client, never for display.
+
+        A config rebuilt from a redacted copy (a flow run's parameters) finds the URL in
+        ``$NUNER_ANNOTATE_BASE_URL`` when that redacts to the same text: ``nuner run`` puts it
+        there, so the credentials reach the client but never the Prefect database.
+        """
         if self._endpoint is not None and redact_url(self._endpoint) == self.base_url:
             return self._endpoint
+        secret = os.environ.get(ENDPOINT_ENV)
+        if secret and self.base_url is not None and redact_url(secret) == self.base_url:
+            return secret
         return self.base_url  # no credentials (or a copy made with another base_url)
 
     @model_validator(mode="after")

@@ -95,3 +95,19 @@ def test_a_saved_config_has_lost_its_credentials_and_says_so(server, sentences, 
     with pytest.raises(StageError, match=r"holds \*\*\* where a credential was"):
         annotate(AnnotateConfig.model_validate_json(saved), sentences(2))
     assert srv.request_count == 0
+
+
+def test_nuner_run_passes_url_credentials_to_the_flow_outside_its_parameters(monkeypatch):
+    """Flow parameters land in Prefect's database: the CLI redacts them and hands the URL over in the environment."""
+    from flows.cli import _hide_url_credentials
+    from nuner_core.annotation.config import ENDPOINT_ENV
+
+    monkeypatch.delenv(ENDPOINT_ENV, raising=False)
+    url = "http://user:hunter2-secret@127.0.0.1:9/v1?api-key=abcdef123"
+    params = _hide_url_credentials({"annotate.base_url": url, "corpus.seed": 1})
+    assert "hunter2" not in str(params) and "abcdef123" not in str(params) and params["corpus.seed"] == 1
+    rebuilt = AnnotateConfig(base_url=params["annotate.base_url"])  # what the flow builds from its parameters
+    assert rebuilt.endpoint() == url
+    monkeypatch.setenv(ENDPOINT_ENV, "http://other:pw@10.0.0.1/v1")  # a URL for another endpoint is never used
+    assert "hunter2" not in (AnnotateConfig(base_url=params["annotate.base_url"]).endpoint() or "")
+    assert _hide_url_credentials({"annotate.base_url": "http://127.0.0.1:9/v1"}) == {"annotate.base_url": "http://127.0.0.1:9/v1"}
