@@ -122,3 +122,21 @@ def test_predict_reports_a_bad_input_line(trained, tmp_path):
     with pytest.raises(Exception, match=r"bad\.jsonl:2"):
         predict_files(trained["dir"], [bad], tmp_path / "out.jsonl", device="cpu")
     assert not (tmp_path / "out.jsonl").exists() and not list(tmp_path.glob(".*partial"))
+
+
+def test_nuner_predict_command_line(trained, tmp_path):
+    """`nuner predict --model DIR FILE` writes the same JSON lines as predict_files; bad input is one line, exit 2."""
+    import subprocess
+    import sys
+
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(TEXTS) + "\n")
+    run = subprocess.run([sys.executable, "-m", "flows.cli", "predict", "--model", str(trained["dir"]), "--device", "cpu", str(docs)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    expected = io.StringIO()
+    predict_files(trained["dir"], [docs], expected, device="cpu")
+    assert run.stdout == expected.getvalue() and len(run.stdout.splitlines()) == len(TEXTS)
+    bad = subprocess.run([sys.executable, "-m", "flows.cli", "predict", "--model", str(tmp_path), str(docs)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "not a model directory" in bad.stderr and "Traceback" not in bad.stderr
