@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from nuner_core.finetuning.config import BenchmarkData, FilesData, FinetuneConfig
 from nuner_core.hashing import file_sha256
 from nuner_core.models import resolve_model
 from nuner_core.paths import expand_path
-from nuner_core.stage_api import Progress, Report, StageContext, StageError, StageResult
+from nuner_core.stage_api import Inputs, Progress, Report, StageContext, StageError, StageResult
 
 CODE_VERSION = "1"
 NUNER, BASE = "nuner", "base"
@@ -54,7 +54,7 @@ def fingerprint(config: FinetuneConfig) -> object:
     return {"data": _data_fingerprint(config.data), "encoders": encoders}
 
 
-def describe(config: FinetuneConfig, inputs: Mapping[str, Any]) -> str:
+def describe(config: FinetuneConfig, inputs: Inputs) -> str:
     """Task-run title, e.g. ``finetune · pretrain encoder vs base · mit_restaurant k=16 · 3 seeds · 20 epochs``."""
     start = "pretrain encoder" if config.encoder is None else config.encoder
     versus = f"{start} vs base" if config.compare_base else start
@@ -102,11 +102,7 @@ def _model_identity(reference: str) -> str:
 # ---------------------------------------------------------------- run
 
 
-def _artifact_dir(ref: Any) -> Path:
-    return ref.dir if hasattr(ref, "dir") else Path(ref)
-
-
-def resolve_encoders(config: FinetuneConfig, inputs: Mapping[str, Any]) -> dict[str, str]:
+def resolve_encoders(config: FinetuneConfig, inputs: Inputs) -> dict[str, str]:
     """Encoder name (``nuner``, ``base``) -> its reference (a directory, pypi:<package> or hub id)."""
     if config.encoder is None:
         from nuner_core.pretraining.outputs import MAIN_RUN, read_outputs
@@ -116,7 +112,7 @@ def resolve_encoders(config: FinetuneConfig, inputs: Mapping[str, Any]) -> dict[
                 "finetune starts from the pretrain artifact's NuNER encoder (finetune.encoder is not set) and none was given: "
                 "run the pretrain stage first, or set finetune.encoder (and finetune.base)"
             )
-        outputs = read_outputs(_artifact_dir(inputs["pretrain"]))
+        outputs = read_outputs(inputs["pretrain"].dir)
         if MAIN_RUN not in outputs.text_encoders:
             raise StageError(f"the pretrain artifact {outputs.key} has no {MAIN_RUN!r} text encoder: {sorted(outputs.text_encoders)}")
         encoders = {NUNER: str(outputs.text_encoders[MAIN_RUN])}
