@@ -52,5 +52,6 @@ def finish_zero_shot_model(
             "so compare them with the threshold, not with 0.5."
         ),
     )
-    (run_dir / CARD_FILE).write_text(render_model_card(card, settings, run_dir.name), encoding="utf-8")
+    # The usage example names no path: the directory is built under a temporary name and is meant to be moved.
+    (run_dir / CARD_FILE).write_text(render_model_card(card, settings), encoding="utf-8")
     return headline
