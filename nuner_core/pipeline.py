@@ -14,7 +14,6 @@ Planning happens before anything runs, in one direction:
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -107,7 +106,7 @@ def plan(config: PipelineConfig, stages: Iterable[str] | None, store: ArtifactSt
                 if up not in s.required_for(stage_cfg):
                     continue
                 raise MissingInput(
-                    f"stage {s.name!r} needs a {up!r} artifact and none exists under {store.root}; "
+                    f"stage {s.name!r} needs a {up!r} artifact and none exists in {store.location}; "
                     f"run the {up!r} stage first (add it to stages) or set NUNER_DATA_DIR"
                 )
             inputs[up] = ref
@@ -123,11 +122,15 @@ def _key(s: StageSpec[Any], config: PipelineConfig, fingerprint: object, upstrea
 
 
 def _from_store(stage: str, config_key: str, store: ArtifactStore) -> ArtifactRef | None:
-    """The artifact the current config would build, if present; else the latest one."""
-    ref = store.lookup(stage, config_key, verify=True)
+    """The artifact the current config would build, if present; else the latest one.
+
+    Found, not fetched: on object storage the files are downloaded only when a stage that
+    reads them runs (``run_stage``), so a run whose stages are all ``Cached`` downloads nothing.
+    """
+    ref = store.lookup(stage, config_key, verify=True, fetch=False)
     if ref is not None:
         return ref
-    ref = store.latest(stage)
+    ref = store.latest(stage, fetch=False)
     if ref is not None:
         log.info("using the latest %s artifact %s (none matches the current config)", stage, ref.key)
     return ref
@@ -166,13 +169,18 @@ def run_stage(
     published incomplete (annotation with failed sentences) is built again, which redoes only
     what is missing. Inputs are verified before the stage reads them, and a read error in
     one becomes a message naming the file and the stage to rerun.
+
+    With the store on object storage the stage still works on local files: its inputs are
+    fetched first (downloaded once per machine), its resumable work is pulled from the store
+    and pushed back at checkpoints (``store.working``), and its artifact is uploaded when
+    published.
     """
-    existing = store.lookup(step.stage, step.key, verify=True)
+    existing = store.lookup(step.stage, step.key, verify=True, fetch=False)
     if existing is not None and existing.incomplete is None:
         return existing
     s = step.spec
     stage_cfg = step.stage_config
-    inputs = stage_inputs(step, built)
+    inputs = {name: store.fetch(ref) for name, ref in stage_inputs(step, built).items()}
     missing = [up for up in s.required_for(stage_cfg) if up not in inputs]
     if missing:
         raise MissingInput(f"stage {step.stage!r} is missing its input(s) {missing}")
@@ -186,12 +194,12 @@ def run_stage(
         "code_version": s.code_version,
     }
     started = time.time()
-    with store.publish(step.stage, step.key, manifest) as out_dir:
+    with store.publish(step.stage, step.key, manifest) as out_dir, store.working(step.stage, step.key) as work_dir:
         ctx = StageContext(
             config=stage_cfg,
             inputs=inputs,
             out_dir=out_dir,
-            work_dir=store.work_dir(step.stage, step.key),
+            work_dir=work_dir,
             cache_dir=store.cache_dir,
             progress=progress or LogProgress(step.stage),
             key=step.key,
@@ -209,7 +217,7 @@ def run_stage(
         unfinished = {name: ref.key for name, ref in inputs.items() if ref.incomplete}
         if unfinished and not manifest.get(INCOMPLETE):  # built on partial input: not final either
             manifest[INCOMPLETE] = {"inputs": unfinished, "why": "an input artifact was incomplete when this was built"}
-    shutil.rmtree(ctx.work_dir, ignore_errors=True)  # resumable scratch is not needed once published
+    store.finish_work(step.stage, step.key, final=not manifest.get(INCOMPLETE))  # resumable scratch: not needed once final
     ref = store.lookup(step.stage, step.key)
     if ref is None:
         raise StageError(f"stage {step.stage!r}: its artifact {step.key} vanished right after it was published")
