@@ -14,7 +14,7 @@ from nuner_core.artifacts import ArtifactError, ArtifactRef, ArtifactStore
 from nuner_core.config import ConfigError, load_config
 from nuner_core.pipeline import plan
 from nuner_core.stage_api import StageError
-from tasks.common import debug
+from tasks.common import debug, result_storage
 from tasks.stages import STAGE_TASKS
 
 
@@ -51,8 +51,8 @@ def nuner(
     fails with a ``StageError`` ends the run in a Failed state carrying its message.
     """
     logger = get_run_logger()
-    store = ArtifactStore()
     try:
+        store = ArtifactStore()  # $NUNER_DATA_DIR: a directory or an object-store URL
         config = load_config(profile, overrides, overrides_source="flow parameter overrides")
         steps = plan(config, stages, store)
     except (ConfigError, StageError, ArtifactError) as exc:  # the user's to fix: one message, no traceback
@@ -63,17 +63,19 @@ def nuner(
     built: dict[str, ArtifactRef] = {}
     summary: dict[str, dict[str, str]] = {}
     for step in steps:
-        task = STAGE_TASKS[step.stage].with_options(
-            result_storage=store.root / ".prefect-results",
-            refresh_cache=not store.is_final(step.stage, step.key),
-        )
-        state = task(step, built, str(store.root), return_state=True)
+        try:
+            final = store.is_final(step.stage, step.key)
+        except ArtifactError as exc:  # the store cannot be reached: one message
+            logger.error("%s", exc)
+            return Failed(message=str(exc))
+        task = STAGE_TASKS[step.stage].with_options(result_storage=result_storage(store), refresh_cache=not final)
+        state = task(step, built, store.location, return_state=True)
         if state.is_failed():  # a StageError, already logged by the task: the run ends here, with its message
             return Failed(message=state.message)
-        ref: ArtifactRef = state.result()
+        ref = store.here(state.result())  # a Cached record may have been written by another machine
         built[step.stage] = ref
-        summary[step.stage] = {"state": state.name, "key": ref.key, "path": ref.path}
-        logger.info("%s: %s -> %s", step.stage, state.name, ref.path)
+        summary[step.stage] = {"state": state.name, "key": ref.key, "path": ref.location}
+        logger.info("%s: %s -> %s", step.stage, state.name, ref.location)
     rows = [{"stage": stage, **info} for stage, info in summary.items()]
     create_table_artifact(rows, key="nuner-run", description="Each stage of this run: Completed or Cached, and its artifact")
     return summary

@@ -376,6 +376,11 @@ class ArtifactStore:
         """``ref`` with its files in a local directory (a local store's artifacts are there already)."""
         return ref
 
+    def here(self, ref: ArtifactRef) -> ArtifactRef:
+        """``ref`` as this machine names it, without any I/O (a Prefect cache record may come from another
+        machine, whose local copy lives elsewhere). A local store's references are the same everywhere."""
+        return ref
+
     @contextmanager
     def working(self, stage: str, key: str) -> Iterator[Path]:
         """The stage's resumable work directory, for the duration of its run.
@@ -557,6 +562,13 @@ class RemoteArtifactStore(ArtifactStore):
             return self._fetch(ref, manifest, recheck=verify)
         except CorruptArtifact:
             return None  # moved aside on the store by _fetch, which said why
+
+    def here(self, ref: ArtifactRef) -> ArtifactRef:
+        """The local path of a content id is known without asking the store: ``<root>/<stage>/<key>/<content id>``."""
+        if ref.url is None:
+            return ref
+        cid = Path(ref.path).name
+        return ArtifactRef(stage=ref.stage, key=ref.key, path=str(self.local_dir(ref.stage, ref.key, cid)), url=self.url_for(ref.stage, ref.key))
 
     def fetch(self, ref: ArtifactRef) -> ArtifactRef:
         """``ref`` with a complete local copy of its files (downloaded now unless this machine has it)."""

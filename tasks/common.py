@@ -20,6 +20,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import CachePolicy
+from prefect.filesystems import RemoteFileSystem, WritableFileSystem
 from prefect.runtime import task_run
 from prefect.states import Failed, State
 
@@ -44,6 +45,26 @@ class ArtifactCache(CachePolicy):
         step: PlannedStage = inputs["step"]
         root_hash = hashlib.sha256(str(inputs["store_root"]).encode()).hexdigest()[:8]
         return f"nuner-{step.stage}-{step.key}-{root_hash}"
+
+
+_RESULT_STORAGE: dict[str, RemoteFileSystem] = {}
+
+
+def result_storage(store: ArtifactStore) -> Path | WritableFileSystem:
+    """Where Prefect keeps the stage tasks' cache records: ``.prefect-results`` in the artifact store itself.
+
+    So the records go where the artifacts go: a fresh worker with an empty disk sees the
+    stages another worker finished as ``Cached``, and a wiped Prefect database loses no work.
+    On object storage it is a ``RemoteFileSystem`` block that is never saved: it holds the
+    URL only (credentials come from the backend's environment on each worker), so nothing
+    secret reaches the Prefect database. Listings are not cached: another worker writes there.
+    """
+    if not store.remote:
+        return store.root / ".prefect-results"
+    url = f"{store.location}/.prefect-results"
+    if url not in _RESULT_STORAGE:  # one block per URL and process: it keeps its fsspec file system
+        _RESULT_STORAGE[url] = RemoteFileSystem(basepath=url, settings={"use_listings_cache": False})
+    return _RESULT_STORAGE[url]
 
 
 def stage_run_name() -> str:
@@ -72,7 +93,7 @@ def publish_reports(ref: ArtifactRef) -> None:
     headline = manifest.get("headline") or {}
     rows = manifest.get("rows") or {}
     dropped = manifest.get("dropped") or {}
-    lines = [f"### {manifest.get('title', stage)}", "", f"artifact `{ref.path}`", "", "| figure | value |", "| --- | --- |"]
+    lines = [f"### {manifest.get('title', stage)}", "", f"artifact `{ref.location}`", "", "| figure | value |", "| --- | --- |"]
     for name, value in {**rows, **headline}.items():
         lines.append(f"| {name} | {_fmt(value)} |")
     for reason, count in dropped.items():
@@ -102,6 +123,7 @@ def _fmt(value: Any) -> str:
 
 
 def execute(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) -> ArtifactRef | State:
+    # store_root: the store's location (a directory or an object-store URL), also part of the cache key
     """The body of every stage task: build (or reuse) the artifact, then show its reports.
 
     A ``StageError`` or ``ArtifactError`` (bad input, a budget stop, a damaged input artifact:
@@ -109,7 +131,7 @@ def execute(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) 
     Failed state whose message is the error, logged once, without a traceback; anything else
     is a bug and raises with its traceback. ``NUNER_DEBUG=1`` (``nuner run --debug``) raises always.
     """
-    store = ArtifactStore(Path(store_root))
+    store = ArtifactStore(store_root)  # a directory, or an object-store URL (the same store as the flow's)
     progress = PrefectProgress(step.stage)
     if sys.stderr.isatty():  # `nuner run` on a terminal also gets a progress bar
         progress = TeeProgress(progress, BarProgress(step.stage))
