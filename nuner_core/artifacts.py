@@ -492,6 +492,14 @@ class RemoteArtifactStore(ArtifactStore):
         self.root = self.local / "remote" / _slug(self.url)
         self.stats = {"uploaded_files": 0, "uploaded_bytes": 0, "downloaded_files": 0, "downloaded_bytes": 0}
         self._syncs: dict[tuple[str, str], DirectorySync] = {}
+        self._checked = False
+
+    def _ready(self) -> None:
+        """Once per instance, before its first use: the bucket exists and can be listed (else one clear
+        StoreError), so that a wrong bucket or missing credentials never read as "no artifact yet"."""
+        if not self._checked:
+            self.objects.check()
+            self._checked = True
 
     @property
     def location(self) -> str:
@@ -510,6 +518,7 @@ class RemoteArtifactStore(ArtifactStore):
 
     # ---------------------------------------------------------------- finding
     def _read_manifest(self, stage: str, key: str) -> dict[str, Any] | None:
+        self._ready()
         raw = self.objects.read_bytes(f"{stage}/{key}/{MANIFEST}")
         if raw is None:
             return None
@@ -682,6 +691,7 @@ class RemoteArtifactStore(ArtifactStore):
             return False
 
     def latest(self, stage: str, *, fetch: bool = True) -> ArtifactRef | None:
+        self._ready()
         keys = [k for k in self.objects.list_dirs(stage) if not k.startswith(".")]
         raws = self.objects.read_many(f"{stage}/{k}/{MANIFEST}" for k in keys)
         candidates: list[tuple[float, str, dict[str, Any]]] = []
@@ -767,6 +777,7 @@ class RemoteArtifactStore(ArtifactStore):
     @contextmanager
     def working(self, stage: str, key: str) -> Iterator[Path]:
         """The work directory, pulled from the store first, pushed at checkpoints and when the stage fails."""
+        self._ready()
         path = self.work_dir(stage, key)
         sync = self._work_sync(stage, key)
         sync.pull()

@@ -42,3 +42,56 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# ---------------------------------------------------------------- a local S3 API (the store on object storage)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free 127.0.0.1 port, one per session (a subprocess: a real HTTP S3 API)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(_SESSION_TMP / "moto.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"moto's S3 server did not start; see {_SESSION_TMP / 'moto.log'}")
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+S3_ENV = {  # moto accepts any credentials; these are the only ones the tests ever use
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "moto-test-secret-never-logged",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch) -> str:
+    """A fresh bucket on the local S3 server, the AWS_* variables pointing at it; returns ``s3://<bucket>/store``."""
+    import uuid
+
+    import fsspec
+
+    for name, value in {**S3_ENV, "AWS_ENDPOINT_URL": s3_server}.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"nuner-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3", use_listings_cache=False).mkdir(bucket)
+    return f"s3://{bucket}/store"
