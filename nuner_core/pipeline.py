@@ -39,12 +39,27 @@ def key_config(config: BaseModel) -> dict[str, Any]:
 
     Fields declared with ``json_schema_extra={"in_key": False}`` (rate limits, progress
     intervals, device placement...) change how a stage runs, not what it produces.
+    Nested models count too (the evaluation's LLMs carry the annotate stage's endpoint,
+    limits and budget fields): their run-only fields are left out at any depth.
     """
-    dumped = config.model_dump(mode="json")
-    for name, info in type(config).model_fields.items():
-        extra = info.json_schema_extra
-        if isinstance(extra, dict) and extra.get("in_key") is False:
-            dumped.pop(name, None)
+    return _keyed(config, config.model_dump(mode="json"))
+
+
+def _keyed(value: Any, dumped: Any) -> Any:
+    """``dumped`` (the JSON dump of ``value``) without the run-only fields of any model inside it."""
+    if isinstance(value, BaseModel) and isinstance(dumped, dict):
+        out = {}
+        for name, item in dumped.items():
+            info = type(value).model_fields.get(name)
+            extra = info.json_schema_extra if info is not None else None
+            if isinstance(extra, dict) and extra.get("in_key") is False:
+                continue
+            out[name] = _keyed(getattr(value, name, None), item)
+        return out
+    if isinstance(value, (list, tuple)) and isinstance(dumped, list) and len(value) == len(dumped):
+        return [_keyed(v, d) for v, d in zip(value, dumped)]
+    if isinstance(value, dict) and isinstance(dumped, dict):
+        return {k: _keyed(value.get(k), d) for k, d in dumped.items()}
     return dumped
 
 

@@ -13,7 +13,9 @@ through the real ``openai`` client. It can inject, per request:
 
 Faults come from a per-sentence script (the n-th request for a sentence gets the n-th
 fault of its list), from ``fault_for(index, sentence)``, or at random with fixed
-probabilities (seeded). Every request is logged with its arrival time and outcome.
+probabilities (seeded). Every request is logged with its arrival time and outcome (and
+its messages). The answer is ``answer(sentence)``, or ``answer_request(messages)`` when
+given (a tagger answering from gold labels reads the whole prompt).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 INPUT_MARKER = "Input: "
@@ -87,6 +89,7 @@ class RequestRecord:
     target: str = ""  # the request line's target: path and query
     sent: float | None = None  # time.monotonic() once a complete answer was written to the socket
     auth: str = ""  # the Authorization header as received (tests look at its scheme; the key is the test's own)
+    messages: list = field(default_factory=list)  # the request's chat messages, as sent
 
 
 def default_answer(sentence: str) -> str:
@@ -115,6 +118,7 @@ class FakeOpenAIServer:
         models: tuple[str, ...] | None = None,
         hold_after: int | None = None,
         usage: bool = True,
+        answer_request: Callable[[list], str] | None = None,
     ):
         self.latency_s = latency_s
         self.answer = answer
@@ -126,6 +130,7 @@ class FakeOpenAIServer:
         self.models = models
         self.hold_after = hold_after  # answer this many requests normally, hold every later one
         self.usage = usage
+        self.answer_request = answer_request
         self.log: list[RequestRecord] = []
         self.port = 0
         self._lock = threading.Lock()
@@ -275,7 +280,8 @@ class FakeOpenAIServer:
         model = str(payload.get("model", ""))
         index, fault = self._choose(sentence)
         target = request_line.split(" ")[1] if request_line.count(" ") >= 2 else ""
-        record = RequestRecord(arrived, index, sentence, model, fault.kind, target=target, auth=headers.get("authorization", ""))
+        record = RequestRecord(arrived, index, sentence, model, fault.kind, target=target, auth=headers.get("authorization", ""),
+                               messages=list(messages))
         with self._lock:
             self.log.append(record)
         try:
@@ -305,7 +311,12 @@ class FakeOpenAIServer:
             if fault.kind == "malformed":
                 await self._send(writer, 200, b'{"id": "chatcmpl-x", "choices": [{"message": ', (("content-type", "application/json"),))
                 return True
-            content = "" if fault.kind == "empty" else self.answer(sentence)
+            if fault.kind == "empty":
+                content = ""
+            elif self.answer_request is not None:
+                content = self.answer_request(list(messages))
+            else:
+                content = self.answer(sentence)
             finish = "length" if fault.kind == "truncated" else "stop"
             if fault.kind == "truncated":
                 content = content[: max(1, len(content) // 2)]

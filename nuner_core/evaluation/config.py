@@ -1,4 +1,4 @@
-"""Evaluate stage config: which encoders, which benchmarks, which protocols and grids."""
+"""Evaluate stage config: which encoders and LLMs, which benchmarks, which protocols and grids."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
+from nuner_core.annotation.config import AnnotateConfig, OnInvalid
 from nuner_core.basemodel import StrictModel
 
 
@@ -43,6 +44,7 @@ class EncoderSpec(StrictModel):
 
 
 class SamplingConfig(StrictModel):
+    method: Literal["k2k", "kw"] = "k2k"  # what k counts per entity type: k2k mentions (k~2k, Ding et al. 2021), kw words (k_w~2k_w, NuNER section 6)
     seed: int = 0  # base seed; each (k, sampling index) draws from its own stream derived from it
     max_attempts: int | None = Field(default=None, ge=1)  # sentences examined per support set; None: the whole pool
 
@@ -81,6 +83,51 @@ class ZeroShotConfig(StrictModel):
     labels: dict[str, dict[str, str]] = {}  # benchmark -> {entity type: label name}; default: the type in words (Restaurant_Name -> restaurant name)
 
 
+# Annotation settings that mean nothing to an in-context tagger: refused rather than silently ignored.
+_ANNOTATION_ONLY = ("prompt_template", "import_responses", "allow_partial", "max_failed_share", "shard_size")
+
+
+class LLMSpec(AnnotateConfig):
+    """An LLM tagging each test sentence in context (paper section 6), reached like the annotate stage's LLM.
+
+    Every field of ``AnnotateConfig`` that says *where and how* (``base_url``, ``api_key_env``,
+    limits, retries, ``max_cost`` / ``max_requests``, ``prices``, ``offline``, ``cache_dir``)
+    and *what is asked* (``model``, ``temperature``, ``max_tokens``, ``top_p``) applies as
+    documented there; the prompt is the evaluation's own (``evaluation/llm.py``). Defaults
+    that differ from annotation's are redefined below.
+    """
+
+    name: str  # short name used in results, tables and plots (unique among encoders and LLMs)
+    model: str  # model name sent to the endpoint (gpt-4o-mini, Qwen/Qwen2.5-7B-Instruct, llama3.1:8b, ...)
+    max_tokens: int = Field(default=256, ge=1)  # completion length cap: an NER answer is a few lines
+    on_empty: OnInvalid = "accept"  # an empty answer is scored as "no entity" (and counted)
+    on_truncated: OnInvalid = "accept"  # an answer cut at max_tokens is parsed as far as it goes (and counted)
+
+    @model_validator(mode="after")
+    def _no_annotation_only_fields(self) -> "LLMSpec":
+        given = sorted(set(_ANNOTATION_ONLY) & self.model_fields_set)
+        if given:
+            raise ValueError(f"evaluate.llms[{self.name}]: {', '.join(given)} is an annotate setting with no meaning for "
+                             f"an in-context tagger (the prompt is the evaluation's own); remove it")
+        return self
+
+    @model_validator(mode="after")
+    def _budget_needs_price(self) -> "LLMSpec":  # replaces AnnotateConfig's: the message names this LLM's fields
+        if self.max_cost is not None and not self.offline and self.model not in self.prices:
+            raise ValueError(
+                f"evaluate.llms[{self.name}]: max_cost is set but prices has no entry for model {self.model!r}; add "
+                f"prices: {{{self.model}: {{input_per_mtok: ..., output_per_mtok: ...}}}} to this LLM"
+            )
+        return self
+
+
+class LLMProtocolConfig(StrictModel):
+    ks: tuple[int, ...] | None = (4, 16)  # k of the support sets shown as examples; None: the frozen protocol's ks
+    seeds: int = Field(default=1, ge=1)  # the first `seeds` support sets of each k (shared with the other protocols)
+    benchmarks: tuple[str, ...] | None = None  # restrict to these benchmark names; None: all
+    max_test_sentences: int | None = Field(default=None, ge=1)  # tag a seeded subsample of each (already subsampled) test set; None: all of it
+
+
 class EvaluateConfig(StrictModel):
     use_pretrain: bool = True  # evaluate every encoder of the pretrain artifact (when there is one) and its base
     encoders: tuple[EncoderSpec, ...] = (
@@ -96,6 +143,8 @@ class EvaluateConfig(StrictModel):
     frozen: FrozenConfig = FrozenConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     zero_shot: ZeroShotConfig = ZeroShotConfig()
+    llms: tuple[LLMSpec, ...] = ()  # LLMs tagging each test sentence with a support set as worked examples (section 6); () : none
+    llm: LLMProtocolConfig = LLMProtocolConfig()  # the LLMs' grid: which k, samplings, benchmarks and test sentences
     batch_tokens: int = Field(default=4096, ge=64, json_schema_extra={"in_key": False})  # padded sub-tokens per encoding batch
     num_threads: int | None = Field(default=None, ge=1, json_schema_extra={"in_key": False})  # torch CPU threads; None: torch's default
     device: str = Field(default="auto", json_schema_extra={"in_key": False})  # encoders run on: auto (cuda when available), cpu, cuda, cuda:1
@@ -106,16 +155,23 @@ class EvaluateConfig(StrictModel):
         names = [e.name for e in self.encoders]
         if len(set(names)) != len(names):
             raise ValueError(f"encoder names must be unique, got {names}")
+        llm_names = [m.name for m in self.llms]
+        if len(set(llm_names)) != len(llm_names) or set(llm_names) & set(names):
+            raise ValueError(f"LLM names must be unique and differ from the encoders', got llms {llm_names}, encoders {names}")
         bench_names = [b if isinstance(b, str) else b.name for b in self.benchmarks]
         if len(set(bench_names)) != len(bench_names):
             raise ValueError(f"benchmark names must be unique, got {bench_names}")
         if not bench_names:
             raise ValueError("benchmarks must name at least one benchmark")
-        for protocol in (self.frozen, self.finetune):
-            if any(k < 1 for k in protocol.ks):
+        for protocol in (self.frozen, self.finetune, self.llm):
+            if any(k < 1 for k in protocol.ks or ()):
                 raise ValueError(f"every k must be >= 1, got {protocol.ks}")
         if self.finetune.enabled and self.finetune.benchmarks is not None:
             unknown = sorted(set(self.finetune.benchmarks) - set(bench_names))
             if unknown:
                 raise ValueError(f"finetune.benchmarks {unknown} are not among benchmarks {bench_names}")
+        if self.llms and self.llm.benchmarks is not None:
+            unknown = sorted(set(self.llm.benchmarks) - set(bench_names))
+            if unknown:
+                raise ValueError(f"llm.benchmarks {unknown} are not among benchmarks {bench_names}")
         return self

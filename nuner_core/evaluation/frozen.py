@@ -39,8 +39,14 @@ def run_grid(
     test_features: Sequence[np.ndarray],
     config: FrozenConfig,
     timings: ProbeTimings | None = None,
+    predictions: dict[tuple[int, int], np.ndarray] | None = None,
+    keep: set[tuple[int, int]] | frozenset = frozenset(),
 ) -> list[dict[str, Any]]:
-    """One result row per (k, seed): fit the probe on the support set, score it on the test set."""
+    """One result row per (k, seed): fit the probe on the support set, score it on the test set.
+
+    The word predictions of the cells in ``keep`` are put into ``predictions`` (the LLM
+    comparison scores the encoders again on exactly the sentences an LLM answered).
+    """
     timings = timings if timings is not None else ProbeTimings()
     x_test = np.concatenate(test_features)  # (M, D)
     y_test = word_labels(bench.test.sentences, bench.types)  # (M,)
@@ -56,6 +62,8 @@ def run_grid(
         else:  # nothing could be sampled at all: everything is None
             pred = np.zeros_like(y_test)
         value, per_type = token_macro_f1(y_test, pred, bench.types)
+        if predictions is not None and (k, seed) in keep:
+            predictions[(k, seed)] = pred
         elapsed = time.perf_counter() - started
         timings.fits += 1
         timings.fit_s += elapsed

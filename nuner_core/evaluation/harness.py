@@ -1,9 +1,10 @@
-"""The evaluation loop: every encoder on the same support sets of the same benchmarks.
+"""The evaluation loop: every encoder (and LLM) on the same support sets of the same benchmarks.
 
 ``load_benchmarks`` samples the support sets once; ``score_encoders`` runs each protocol of
 the grid for each encoder × benchmark and returns one row per (encoder, data set, protocol,
 k, sampling). Features are read from the shared cache, and an encoder is loaded only when a
 feature is missing, so a rerun that adds a benchmark or an encoder computes only what is new.
+The LLMs' protocol lives in ``llm.py``; it reads the same support sets.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from nuner_core.evaluation.features import (
     cached_features,
     encode_words,
 )
+from nuner_core.evaluation.conll import mentions
 from nuner_core.evaluation.sampling import SupportSet, support_sets
 from nuner_core.stage_api import Progress, StageError
 
@@ -35,14 +37,17 @@ Supports = dict[str, dict[tuple[int, int], SupportSet]]  # benchmark name -> (k,
 
 
 def grids(config: EvaluateConfig) -> dict[str, Grid]:
-    """Per enabled protocol, its (k, sampling) cells."""
+    """Per enabled protocol, its (k, sampling) cells (``llm``: when LLMs are configured)."""
     out = {}
     if config.frozen.enabled:
         out["frozen"] = [(k, s) for k in config.frozen.ks for s in range(config.frozen.seeds)]
     if config.finetune.enabled:
         out["finetune"] = [(k, s) for k in config.finetune.ks for s in range(config.finetune.seeds)]
+    if config.llms:
+        out["llm"] = [(k, s) for k in (config.llm.ks or config.frozen.ks) for s in range(config.llm.seeds)]
     if not out and not config.zero_shot.enabled:
-        raise StageError("evaluate: every protocol is disabled (frozen.enabled, finetune.enabled and zero_shot.enabled are false)")
+        raise StageError("evaluate: every protocol is disabled (frozen.enabled, finetune.enabled and zero_shot.enabled "
+                         "are false, and evaluate.llms is empty)")
     return out
 
 
@@ -56,7 +61,7 @@ def load_benchmarks(config: EvaluateConfig, sampled: Grid, cache: Path) -> tuple
         benches.append(bench)
         supports[bench.name], found = support_sets(
             bench.pool.sentences, bench.pool.fingerprint, bench.types, sampled,
-            config.sampling.seed, config.sampling.max_attempts, cache,
+            config.sampling.seed, config.sampling.max_attempts, cache, config.sampling.method,
         )
         hits += found
     return benches, supports, hits
@@ -103,6 +108,11 @@ class Scores:
     encoding: EncodeStats = field(default_factory=EncodeStats)
     probes: frozen_protocol.ProbeTimings = field(default_factory=frozen_protocol.ProbeTimings)
     finetune_s: float = 0.0
+    # Per (encoder, data set): its encoding and probe work, for the time per test sentence (the LLM comparison).
+    encoding_by: dict[tuple[str, str], EncodeStats] = field(default_factory=dict)
+    probes_by: dict[tuple[str, str], frozen_protocol.ProbeTimings] = field(default_factory=dict)
+    # (encoder, data set, k, seed) -> the frozen probe's word predictions on the test set, for the cells LLMs answer.
+    predictions: dict[tuple[str, str, int, int], Any] = field(default_factory=dict)
 
 
 def score_encoders(
@@ -120,6 +130,8 @@ def score_encoders(
     scores = Scores()
     layers = config.frozen.layer_indices
     selected = set(config.finetune.benchmarks or [b.name for b in benches])
+    llm_cells = set(plan.get("llm", ()))
+    llm_benches = set(config.llm.benchmarks or [b.name for b in benches])
     total = len(encoders) * len(benches)
     done = 0
     for ref, encoder_id in encoders:
@@ -127,14 +139,22 @@ def score_encoders(
         for bench in benches:
             found = supports[bench.name]
             if "frozen" in plan:
+                mine = scores.encoding_by[(ref.name, bench.name)] = EncodeStats()
+                probes = scores.probes_by[(ref.name, bench.name)] = frozen_protocol.ProbeTimings()
                 needed = sorted({i for cell in plan["frozen"] for i in found[cell].indices})
                 pool = cached_features(FeatureCache(cache, encoder_id, bench.pool.fingerprint, layers, config.max_length),
-                                       [s.tokens for s in bench.pool.sentences], needed, encode, scores.encoding)
+                                       [s.tokens for s in bench.pool.sentences], needed, encode, mine)
                 test_ids = range(len(bench.test.sentences))
                 test_map = cached_features(FeatureCache(cache, encoder_id, bench.test.fingerprint, layers, config.max_length),
-                                           [s.tokens for s in bench.test.sentences], test_ids, encode, scores.encoding)
+                                           [s.tokens for s in bench.test.sentences], test_ids, encode, mine)
+                kept: dict[tuple[int, int], Any] = {}
                 new = frozen_protocol.run_grid(bench, found, plan["frozen"], pool, [test_map[i] for i in test_ids],
-                                               config.frozen, scores.probes)
+                                               config.frozen, probes, kept, llm_cells if bench.name in llm_benches else set())
+                scores.predictions.update({(ref.name, bench.name, k, s): p for (k, s), p in kept.items()})
+                scores.encoding.add(mine)
+                scores.probes.fits += probes.fits
+                scores.probes.fit_s += probes.fit_s
+                scores.probes.per_fit += probes.per_fit
                 scores.rows += [result_row(r, "frozen", ref, encoder_id, base, bench, found) for r in new]
             if "finetune" in plan and bench.name in selected:
                 t0 = time.perf_counter()
@@ -164,7 +184,7 @@ def result_row(r: dict[str, Any], protocol: str, ref: EncoderRef, encoder_id: st
         "value": r["value"],
         "per_type": [asdict(s) for s in r["per_type"]],
         "support_sentences": len(support.indices),
-        "support_mentions": sum(support.counts.values()),
+        "support_mentions": sum(len(mentions(bench.pool.sentences[i].tags)) for i in support.indices),
         "shortfall": [{"type": t, "found": n} for t, n in support.shortfall.items()],
         "test_sentences": len(bench.test.sentences),
         "fit_s": r["fit_s"],

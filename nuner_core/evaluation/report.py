@@ -25,6 +25,8 @@ PROTOCOL_TITLES = {
     "finetune": "fine-tuned encoder + two-layer head, entity-level micro-F1, strict IOB2 (%)",
     "zero_shot": "zero-shot two-encoder tagger from the type names, token-level macro-F1 (%)",
     "zero_shot_entity": "zero-shot two-encoder tagger from the type names, entity-level micro-F1, exact span and type (%)",
+    "llm": "LLM in context, the support set as worked examples, token-level macro-F1 over entity types (%)",
+    "llm_entity": "LLM in context, the support set as worked examples, entity-level micro-F1, strict IOB2 (%)",
 }
 ZERO_SHOT = "zero_shot"  # the frozen protocol's metric at k = 0: shown as the k = 0 column of the frozen table and plot
 
@@ -67,7 +69,9 @@ def write_summary(
     shortfalls: Sequence[dict[str, Any]],
     notes: Sequence[str] = (),
     zero_shot: Sequence[dict[str, Any]] = (),
+    sections: Sequence[Sequence[str]] = (),
 ) -> str:
+    """``summary.md``; ``sections`` are further sections (lines each) placed after the protocol tables."""
     lines = ["# Few-shot NER evaluation", ""]
     lines += [f"- {note}" for note in notes]
     lines += ["", "## Encoders", "", "| encoder | reference | origin | identity |", "| --- | --- | --- | --- |"]
@@ -85,6 +89,8 @@ def write_summary(
         if protocol == ZERO_SHOT and "frozen" in protocols:
             continue  # it is the frozen table's k = 0 column
         lines += ["", *protocol_section(results, protocol, base, [b["name"] for b in benchmarks])]
+    for section in sections:
+        lines += ["", *section]
     if zero_shot:
         lines += ["", *zero_shot_section(zero_shot)]
     if shortfalls:
@@ -125,9 +131,10 @@ def protocol_section(results: pl.DataFrame, protocol: str, base: str, datasets: 
     seeds = rows["seed"].n_unique()
     header = "| data set | encoder | " + " | ".join(f"k={k}" for k in ks) + " |"
     rule = "| --- | --- | " + " | ".join("---" for _ in ks) + " |"
+    paired = (f"; in brackets the difference to the base encoder `{base}` (same support sets, so the difference is "
+              "paired)") if base in encoders else ""
     out = [f"## {protocol}: {PROTOCOL_TITLES.get(protocol, protocol)}", "",
-           f"Mean ± std over {seeds} samplings per k; in brackets the difference to the base encoder `{base}` "
-           "(same support sets, so the difference is paired).", "", header, rule]
+           f"Mean ± std over {seeds} samplings per k{paired}.", "", header, rule]
     for dataset in [*datasets, AVERAGE]:
         for encoder in encoders:
             cells = []
@@ -157,7 +164,8 @@ def protocol_section(results: pl.DataFrame, protocol: str, base: str, datasets: 
     return out
 
 
-def plot_f1_vs_k(path: Path, results: pl.DataFrame, protocol: str, base: str, datasets: Sequence[str]) -> None:
+def plot_f1_vs_k(path: Path, results: pl.DataFrame, protocol: str, base: str, datasets: Sequence[str],
+                 k_label: str = "k (examples per entity type)") -> None:
     """One panel per data set plus the average; one line per encoder (mean) with its spread (± std) shaded."""
     import matplotlib
 
@@ -191,7 +199,7 @@ def plot_f1_vs_k(path: Path, results: pl.DataFrame, protocol: str, base: str, da
         ax.set_xticks(ks)
         ax.set_xticklabels([str(k) for k in ks])
         ax.set_title(dataset if dataset != AVERAGE else "average over data sets", fontsize=10)
-        ax.set_xlabel("k (examples per entity type)")
+        ax.set_xlabel(k_label)
         ax.set_ylabel("F1 (%)")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
@@ -244,3 +252,76 @@ def plot_f1_vs_threshold(path: Path, curves: Sequence[dict[str, Any]], fixed: Se
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _f1(cell: tuple[float, float] | None) -> str:
+    return "–" if cell is None else f"{cell[0]:.1f} ± {cell[1]:.1f}"
+
+
+def _per_1k(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    if unit == "usd":
+        return f"${value:,.4f}" if value >= 0.01 or value == 0 else f"${value:.6f}"
+    return f"{value:,.1f} s" if value >= 1 else f"{value:.3f} s"
+
+
+def llm_section(comparison: Sequence[dict[str, Any]], llms: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]],
+                k_unit: str) -> list[str]:
+    """The paper's section 6 trade-off: F1 beside cost and time per 1,000 test sentences; then each LLM's accounting."""
+    out = ["## LLM in context vs the encoders: F1, cost and time per 1,000 test sentences", "",
+           f"Each LLM tags every test sentence with the support set of the same sampling shown as worked examples (k = "
+           f"{k_unit} per entity type; the types listed by name); the encoders' frozen probe is trained on that same "
+           "support set. Mean ± std over the LLM's samplings, on the test sentences the LLM answered (the encoders are "
+           "scored again on exactly those). Entity micro-F1 for an encoder is its fine-tuned score where that protocol "
+           "ran (†: on its whole test set). USD per 1,000 sentences: at the configured prices, from the tokens each "
+           "answer took (cached answers included: what tagging costs); the encoders run locally, no API cost. Seconds "
+           "per 1,000 sentences, measured: the LLM's wall time per sentence asked, at its concurrency; the encoders' "
+           "encoding on their device plus the probe's fit and predictions.", "",
+           "| data set | k | competitor | token macro-F1 | entity micro-F1 | test sentences scored | USD per 1k sentences | "
+           "seconds per 1k sentences |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    several = len({c["competitor"] for c in comparison if c["kind"] == "llm"}) > 1
+    for c in comparison:
+        if c["kind"] == "llm":
+            name = f"**{c['competitor']}** (LLM)"
+            cost = _per_1k(c["usd_per_1k"], "usd") if c["usd_per_1k"] is not None else (
+                f"– (no price; {c['tokens_per_sentence']:,.0f} tokens per sentence)")
+        else:
+            name = f"{c['competitor']} (encoder" + (f", on {c['vs']}'s sentences" if several else "") + ")"
+            cost = "local"
+        entity = _f1(c["entity"]) + (" †" if c.get("entity_full_test") else "")
+        when = c.get("time_measured")
+        seconds = _per_1k(c["s_per_1k"], "s") + (f" ({c['device']})" if c.get("device") else "") + (
+            " (earlier run)" if when == "an earlier run" else "")
+        scored = f"{c['scored']:,}" + (f" of {c['asked']:,}" if c["scored"] < c["asked"] else "")
+        out.append(f"| {c['dataset']} | {c['k']} | {name} | {_f1(c['token'])} | {entity} | {scored} | {cost} | {seconds} |")
+    out += ["", "| LLM | model at endpoint | requests this run | answers from the cache | spent this run | tokens this run | "
+            "not scored | stopped by |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for m in llms:
+        run = m["run"]
+        missing: dict[str, int] = {}
+        for c in cells:
+            if c["llm"] == m["name"]:
+                for reason, n in c["not_scored"].items():
+                    missing[reason] = missing.get(reason, 0) + n
+        not_scored = ", ".join(f"{r}: {n:,}" for r, n in sorted(missing.items())) or "0"
+        out.append(f"| {m['name']} | `{m['model']}` at `{m['endpoint']}` | {run['requests']:,} ({run['retries']:,} retries) | "
+                   f"{run['cache_hits'] + run['shared_in_flight'] + run['from_other_run']:,} | ${run['cost_usd']:,.6f} | "
+                   f"{run['prompt_tokens'] + run['completion_tokens']:,} | {not_scored} | {m['stopped'] or '–'} |")
+    for m in llms:
+        p = m["parse"]
+        out += ["", f"Answers of {m['name']} (prompt `{m['prompt_version']}`): {p['answers']:,} parsed: "
+                f"{p['none']:,} NONE, {p['empty']:,} empty and {p['unparsable']:,} unparsable (scored as no entity), "
+                f"{p['truncated']:,} truncated; {p['lines']:,} lines, {p['bad_lines']:,} without `mention <> type`; "
+                f"{p['mentions']:,} mentions placed ({p['repeated']:,} further occurrences tagged, "
+                f"{p['case_insensitive']:,} found ignoring case, {p['spacing']:,} ignoring spaces); dropped: "
+                f"{p['not_in_sentence']:,} not in the sentence, {p['unknown_type']:,} of an unknown type "
+                f"({p['type_normalised']:,} types matched ignoring case and separators), {p['overlapping']:,} overlapping, "
+                f"{p['duplicates']:,} duplicates, {p['conflicts']:,} listed again with another type. Every answer is in "
+                "`llm_answers.parquet`."]
+    unscored = sum(c["test_sentences"] - c["scored"] for c in cells)
+    if unscored:
+        out += ["", f"**Incomplete**: {unscored:,} test sentence(s) have no answer (see 'not scored'); the scores above are "
+                "on the answered ones. The artifact is marked incomplete: the next run of the stage asks for exactly "
+                "these (the others come from the response cache)."]
+    return out

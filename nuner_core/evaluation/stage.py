@@ -5,6 +5,13 @@ scores), ``support_sets.parquet`` (the sampled sentences every encoder saw), ``s
 and ``f1_vs_k.png`` (``f1_vs_k_finetune.png`` too when that protocol ran). Features and
 support sets live in a cache shared across runs (``<data root>/cache/evaluate`` unless
 configured), so a rerun with a new benchmark or encoder computes only what is new.
+
+With ``evaluate.llms``, each LLM tags the test sentences in context (``llm.py``) through
+the annotate stage's client and response cache (``<data root>/cache/llm-responses``):
+``llm_answers.parquet`` holds every answer, the summary sets F1 beside cost and time per
+1,000 test sentences (``compare.py``), and an LLM run the budget stopped (or with failed
+requests) is published *incomplete*: its answered sentences scored, the next run of the
+stage asking only for the rest.
 """
 
 from __future__ import annotations
@@ -16,12 +23,17 @@ from pathlib import Path
 
 import polars as pl
 
+from nuner_core.artifacts import INCOMPLETE
 from nuner_core.evaluation.benchmarks import resolve_spec, spec_fingerprint
+from nuner_core.evaluation.compare import comparison, encoder_speed
 from nuner_core.evaluation.config import EvaluateConfig
 from nuner_core.evaluation.encoders import EncoderRef, encoders_for_run, identity, resolve_device
 from nuner_core.evaluation.harness import grids, load_benchmarks, score_encoders, score_zero_shot, unique_encoders
-from nuner_core.evaluation.report import plot_f1_vs_k, plot_f1_vs_threshold, write_summary
+from nuner_core.evaluation.llm import score_llms
+from nuner_core.evaluation.report import llm_section, plot_f1_vs_k, plot_f1_vs_threshold, write_summary
 from nuner_core.evaluation.results import headline, results_frame, shortfalls, write_support_sets
+from nuner_core.evaluation.sampling import UNITS
+from nuner_core.evaluation.timing import TimingStore
 from nuner_core.paths import expand_path
 from nuner_core.pretraining.outputs import read_outputs
 from nuner_core.stage_api import Inputs, Report, StageContext, StageError, StageResult
@@ -55,6 +67,8 @@ def upstream(config: EvaluateConfig) -> tuple[str, ...]:
 
 def describe(config: EvaluateConfig, inputs: Inputs) -> str:
     who = ("pretrain encoders + " if config.use_pretrain and "pretrain" in inputs else "") + f"{len(config.encoders)} configured encoder(s)"
+    if config.llms:
+        who += f" + {len(config.llms)} LLM(s)"
     grids = []
     if config.frozen.enabled:
         grids.append(f"frozen {len(config.frozen.ks)} k x {config.frozen.seeds}")
@@ -62,6 +76,8 @@ def describe(config: EvaluateConfig, inputs: Inputs) -> str:
         grids.append(f"finetune {len(config.finetune.ks)} k x {config.finetune.seeds}")
     if config.zero_shot.enabled and config.use_pretrain and "pretrain" in inputs:
         grids.append("zero-shot")
+    if config.llms:
+        grids.append(f"llm {len(config.llm.ks or config.frozen.ks)} k x {config.llm.seeds}")
     return f"evaluate · {who} · {len(config.benchmarks)} benchmark(s) · {', '.join(grids) or 'no protocol'}"
 
 
@@ -83,19 +99,27 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
     sampled = sorted({cell for grid in plan.values() for cell in grid})
     benches, supports, support_hits = load_benchmarks(config, sampled, cache)
     pretrain = ctx.inputs.get("pretrain")
-    refs, base = encoders_for_run(config, pretrain.dir if pretrain is not None else None)
-    encoders, merged = unique_encoders(refs)
-    base = merged.get(base, base)
+    encoders_wanted = bool(config.encoders) or (pretrain is not None and config.use_pretrain) or not config.llms
+    if encoders_wanted:
+        refs, base = encoders_for_run(config, pretrain.dir if pretrain is not None else None)
+        encoders, merged = unique_encoders(refs)
+        base = merged.get(base, base)
+    else:  # only LLMs are compared
+        encoders, merged, base = [], {}, config.llms[0].name
     device = resolve_device(config.device)
+    timings = TimingStore(cache)
 
     scores = score_encoders(config, encoders, base, benches, supports, plan, cache, device, ctx.progress)
     duals = read_outputs(pretrain.dir).dual_encoders if pretrain is not None and config.use_pretrain else {}
     zero = score_zero_shot(config, duals, benches, device, ctx.progress) if config.zero_shot.enabled and duals else None
-    if not scores.rows and zero is None:
-        raise StageError("evaluate: nothing to score: the only protocol enabled is zero_shot, and there is no pretrain "
-                         "artifact with a two-encoder model")
+    llm = (score_llms(config, benches, supports, plan["llm"], ctx.cache_dir / "llm-responses", timings, ctx.progress)
+           if config.llms else None)
+    if not scores.rows and zero is None and not (llm and llm.rows):
+        raise StageError("evaluate: nothing to score: no encoder protocol ran, there is no pretrain artifact with a "
+                         "two-encoder model for zero_shot, and no LLM answered any test sentence"
+                         + (f" ({llm.llms[0]['stopped']})" if llm and llm.llms and llm.llms[0]["stopped"] else ""))
 
-    results = results_frame(scores.rows + (zero.rows if zero else []))
+    results = results_frame(scores.rows + (zero.rows if zero else []) + (llm.rows if llm else []))
     results.write_parquet(ctx.out_dir / "results.parquet")
     support_rows = write_support_sets(ctx.out_dir / "support_sets.parquet", benches, supports, sampled)
     short = shortfalls(benches, supports, sampled)
@@ -106,14 +130,17 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
     ]
     bench_info = [b.describe() for b in benches]
     wall = time.perf_counter() - started
-    stats, timings = scores.encoding, scores.probes
+    stats, probe_timings = scores.encoding, scores.probes
+    method = ("greedy k~2k sampling (Ding et al. 2021): k entity mentions per type" if config.sampling.method == "k2k" else
+              "greedy k_w~2k_w sampling (NuNER section 6): k entity words per type")
     notes = [
         f"Grid: {', '.join(f'{p} k in {sorted({k for k, _ in g})} x {len({s for _, s in g})} samplings' for p, g in plan.items())}; "
-        f"support sets by greedy k~2k sampling (Ding et al. 2021), base seed {config.sampling.seed}, shared by all encoders.",
+        f"support sets by {method}, base seed {config.sampling.seed}, shared by all encoders"
+        + (" and LLMs." if config.llms else "."),
         f"Frozen features: first sub-token of each word, layers {list(config.frozen.layer_indices)} (hidden_states indices); "
         f"probe: L-BFGS, {config.frozen.max_iter} iterations, l2 {config.frozen.l2}.",
         f"Time: {wall:.0f} s in all; encoding {stats.seconds:.0f} s ({stats.sentences:,} sentences encoded, "
-        f"{stats.cached_sentences:,} read from the cache {cache}); probes {timings.fit_s:.1f} s for {timings.fits} fits"
+        f"{stats.cached_sentences:,} read from the cache {cache}); probes {probe_timings.fit_s:.1f} s for {probe_timings.fits} fits"
         + (f"; fine-tuning {scores.finetune_s:.0f} s" if "finetune" in plan else "") + ".",
     ]
     if merged:
@@ -122,20 +149,50 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
         pl.DataFrame(zero.curves).write_parquet(ctx.out_dir / "zero_shot_thresholds.parquet")
         notes.append(f"Zero-shot (k = 0): {len(duals)} two-encoder model(s) tag each test set from its type names "
                      f"in {zero.seconds:.0f} s; the threshold is fixed before any benchmark is read.")
+    sections = []
+    extra_llm: dict = {}
+    if llm is not None:
+        answers = pl.DataFrame(llm.answers, infer_schema_length=None) if llm.answers else pl.DataFrame()
+        answers.write_parquet(ctx.out_dir / "llm_answers.parquet")
+        speed = encoder_speed(scores, encoders, benches, device, timings)
+        compared = comparison(llm, scores, scores.rows + (llm.rows or []), benches, [r.name for r, _ in encoders], speed)
+        sections.append(llm_section(compared, llm.llms, llm.cells, UNITS[config.sampling.method]))
+        scored = sum(c["scored"] for c in llm.cells)
+        asked = sum(c["test_sentences"] for c in llm.cells)
+        notes.append(f"LLMs in context: {', '.join(m['name'] for m in llm.llms)}; {scored:,} of {asked:,} test sentences "
+                     f"(over every LLM, data set and sampling) answered and scored in {llm.seconds:.0f} s.")
+        extra_llm = {"llms": llm.llms, "llm_cells": llm.cells, "llm_comparison": compared, "encoder_speed":
+                     [{"encoder": e, "dataset": d, **v} for (e, d), v in speed.items()]}
     summary = write_summary(ctx.out_dir / "summary.md", results, base, encoder_info, bench_info, short, notes,
-                            zero.thresholds if zero else ())
+                            zero.thresholds if zero else (), sections)
     reports = [Report("markdown", "evaluate-results", "Few-shot NER: mean ± std per data set and k", summary)]
+    k_label = "k (examples per entity type)" if config.sampling.method == "k2k" else "k_w (entity words per type)"
     for protocol in plan:
+        if protocol == "llm" and not (llm and llm.rows):
+            continue
         name = "f1_vs_k.png" if protocol == "frozen" or "frozen" not in plan else f"f1_vs_k_{protocol}.png"
-        plot_f1_vs_k(ctx.out_dir / name, results, protocol, base, [b.name for b in benches])
+        plot_f1_vs_k(ctx.out_dir / name, results, protocol, base, [b.name for b in benches], k_label)
         reports.append(Report("image", f"evaluate-f1-vs-k-{protocol}", f"F1 vs k ({protocol})", name))
     if zero is not None:
         plot_f1_vs_threshold(ctx.out_dir / "f1_vs_threshold.png", zero.curves, zero.thresholds)
         reports.append(Report("image", "evaluate-zero-shot-threshold", "Zero-shot F1 vs threshold (test sets)",
                               "f1_vs_threshold.png"))
 
+    incomplete = {}
+    if llm is not None and llm.incomplete:
+        missing = sum(c["test_sentences"] - c["scored"] for c in llm.incomplete)
+        stopped = [f"{m['name']}: {m['stopped']}" for m in llm.llms if m["stopped"]]
+        incomplete = {INCOMPLETE: {
+            "llm_sentences_not_scored": missing,
+            "why": ("stopped by the budget (" + "; ".join(stopped) + ")" if stopped else
+                    "LLM requests failed or had no cached answer offline"),
+            "rerun": "the next run of the stage asks only for these; raise max_cost / max_requests if the budget stopped it",
+        }}
+        log.warning("evaluate: %s LLM test sentence(s) not scored; the artifact is published incomplete: the next run "
+                    "of the stage asks for exactly these", f"{missing:,}")
     return StageResult(
-        rows={"results": results.height, "support_sets": support_rows},
+        rows={"results": results.height, "support_sets": support_rows,
+              **({"llm_answers": len(llm.answers)} if llm is not None else {})},
         dropped={
             "words_truncated_zero_features": stats.words_truncated,
             "words_without_subtoken_zero_features": stats.words_without_subtoken,
@@ -151,11 +208,14 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
                 "cache_dir": str(cache),
                 "device": device,
                 "support_sets_from_cache": support_hits,
-                "timings": {"wall_s": round(wall, 2), "encode_s": round(stats.seconds, 2), "probe_s": round(timings.fit_s, 2),
-                            "finetune_s": round(scores.finetune_s, 2), "zero_shot_s": round(zero.seconds, 2) if zero else 0.0},
+                "timings": {"wall_s": round(wall, 2), "encode_s": round(stats.seconds, 2), "probe_s": round(probe_timings.fit_s, 2),
+                            "finetune_s": round(scores.finetune_s, 2), "zero_shot_s": round(zero.seconds, 2) if zero else 0.0,
+                            "llm_s": round(llm.seconds, 2) if llm else 0.0},
                 "zero_shot": zero.thresholds if zero else [],
                 "encoding": asdict(stats),
-            }
+                **extra_llm,
+            },
+            **incomplete,
         },
         reports=reports,
     )
