@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nuner_core.annotation.annotate import AnnotationResult, run_annotation
 from nuner_core.annotation.cache_import import resolve_cache_dir
+from nuner_core.annotation.cache_sync import ARTIFACT_FILE, SEGMENTS, AnswerJournal, save_answers
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
 from nuner_core.artifacts import INCOMPLETE
@@ -46,15 +47,16 @@ def describe(config: AnnotateConfig, inputs: Inputs) -> str:
 
 def run(ctx: StageContext[AnnotateConfig]) -> StageResult:
     config = ctx.config
-    result = run_annotation(
-        config,
-        ctx.inputs["corpus"].dir / SENTENCES,
-        ctx.out_dir,
-        cache_dir=resolve_cache_dir(config, ctx.cache_dir),
-        work_dir=ctx.work_dir,
-        progress=ctx.progress,
-    )
-    return stage_result(config, result)
+    cache_dir = resolve_cache_dir(config, ctx.cache_dir)
+    sentences = ctx.inputs["corpus"].dir / SENTENCES
+    # The answers so far also go to the work directory as segments (kept on the store when it is
+    # remote, so a run killed here resumes elsewhere without paying twice): see cache_sync.py.
+    with AnswerJournal(cache_dir, ctx.work_dir / SEGMENTS) as journal:
+        result = run_annotation(config, sentences, ctx.out_dir, cache_dir=cache_dir, work_dir=ctx.work_dir, progress=ctx.progress)
+    saved = save_answers(cache_dir, sentences, config, ctx.out_dir / ARTIFACT_FILE)  # importable on any worker
+    out = stage_result(config, result)
+    out.extra["response_cache"] = {"file": ARTIFACT_FILE, "answers": saved, "imported_from_work_dir": journal.imported.added}
+    return out
 
 
 def stage_result(config: AnnotateConfig, result: AnnotationResult) -> StageResult:
