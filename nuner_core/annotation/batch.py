@@ -26,6 +26,7 @@ caller can measure each batch's wall time, and a budget stop leaves whole early 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -33,7 +34,7 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from nuner_core.annotation.accounting import Budget, BudgetExhausted, RunStats
 from nuner_core.annotation.config import AnnotateConfig
@@ -191,13 +192,13 @@ class _Batches:
                 else:
                     asked += 1
                     await tasks.acquire()
-                    group.create_task(self._bounded(tasks, self._ask(out, job)))
+                    group.create_task(self._bounded(tasks, functools.partial(self._ask, out, job)))
         return [o if o is not None else Outcome(None, error="not_requested: never reached") for o in out], asked
 
     @staticmethod
-    async def _bounded(tasks: asyncio.Semaphore, work) -> None:
+    async def _bounded(tasks: asyncio.Semaphore, work: Callable[[], Awaitable[None]]) -> None:
         try:
-            await work
+            await work()  # the coroutine is made only now: a task cancelled before it starts leaves none un-awaited
         finally:
             tasks.release()
 

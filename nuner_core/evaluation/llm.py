@@ -190,9 +190,12 @@ def parse_answer(answer: str, tokens: Sequence[str], types: Sequence[str],
     by_key = {_type_key(t): t for t in types}
     listings: list[tuple[str, str]] = []  # (mention, type) in answer order
     found: dict[str, list[tuple[int, int]]] = {}  # mention -> its occurrences in the sentence
-    usable = 0
+    usable = none_lines = 0
     for raw in text.splitlines():
-        if not raw.strip() or _FENCE.match(raw) or _NONE_ANSWER.match(raw):
+        if _NONE_ANSWER.match(raw):
+            none_lines += 1
+            continue
+        if not raw.strip() or _FENCE.match(raw):
             continue
         stats.lines += 1
         line = _BULLET.sub("", raw).strip()
@@ -226,7 +229,10 @@ def parse_answer(answer: str, tokens: Sequence[str], types: Sequence[str],
             continue
         listings.append((mention, type_))
     if usable == 0:
-        stats.unparsable = 1
+        if stats.lines == 0 and none_lines:  # NONE, fenced or repeated
+            stats.none = 1
+        else:
+            stats.unparsable = 1
         return tuple(tags), stats
     # In answer order (the prompt asks for the sentence's order): each listing takes its mention's first free
     # occurrence at or after the previous listing's end, else its first free one anywhere.
@@ -257,6 +263,15 @@ def parse_answer(answer: str, tokens: Sequence[str], types: Sequence[str],
 
 
 # ---------------------------------------------------------------- the protocol
+
+
+def answers_schema() -> dict[str, Any]:
+    """``llm_answers.parquet``: one row per LLM, data set, cell and test sentence, with its parse counts."""
+    import polars as pl
+
+    return {"llm": pl.String, "dataset": pl.String, "k": pl.Int64, "seed": pl.Int64, "test_index": pl.Int64,
+            "text": pl.String, "answer": pl.String, "from_cache": pl.Boolean, "error": pl.String,
+            "predicted": pl.List(pl.String), **{name: pl.Int64 for name in ParseStats().as_dict()}}
 
 
 @dataclass
@@ -402,8 +417,8 @@ def _score_cell(spec: LLMSpec, identity: str, bench: Benchmark, support: Support
         "llm": spec.name, "dataset": bench.name, "k": support.k, "seed": support.seed, "test_sentences": len(subset),
         "test_total": len(bench.test.sentences), "scored": n, "not_scored": dict(sorted(missing.items())),
         "from_cache": from_cache, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "cost_usd": round(cost, 6) if price else None,
-        "usd_per_1k": round(1000 * cost / n, 6) if price and n else None,
+        "cost_usd": cost if price else None,
+        "usd_per_1k": 1000 * cost / n if price and n else None,
         "tokens_per_sentence": round((prompt_tokens + completion_tokens) / n, 1) if n else None,
         "parse": parse.as_dict(), "_parse": parse,
     }

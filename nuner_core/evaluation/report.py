@@ -313,11 +313,12 @@ def llm_section(comparison: Sequence[dict[str, Any]], llms: Sequence[dict[str, A
         out += ["", f"Answers of {m['name']} (prompt `{m['prompt_version']}`): {p['answers']:,} parsed: "
                 f"{p['none']:,} NONE, {p['empty']:,} empty and {p['unparsable']:,} unparsable (scored as no entity), "
                 f"{p['truncated']:,} truncated; {p['lines']:,} lines, {p['bad_lines']:,} without `mention <> type`; "
-                f"{p['mentions']:,} mentions placed ({p['repeated']:,} further occurrences tagged, "
-                f"{p['case_insensitive']:,} found ignoring case, {p['spacing']:,} ignoring spaces); dropped: "
+                f"{p['mentions']:,} mentions placed ({p['repeated']:,} more on a second occurrence of the same words, "
+                f"{p['case_insensitive']:,} found ignoring case, {p['spacing']:,} ignoring spaces; "
+                f"{p['occurrences_left']:,} further occurrences not listed, left untagged); dropped: "
                 f"{p['not_in_sentence']:,} not in the sentence, {p['unknown_type']:,} of an unknown type "
-                f"({p['type_normalised']:,} types matched ignoring case and separators), {p['overlapping']:,} overlapping, "
-                f"{p['duplicates']:,} duplicates, {p['conflicts']:,} listed again with another type. Every answer is in "
+                f"({p['type_normalised']:,} types matched ignoring case and separators), {p['overlapping']:,} overlapping "
+                f"a mention already placed, {p['extra_listings']:,} listed more often than they occur. Every answer is in "
                 "`llm_answers.parquet`."]
     unscored = sum(c["test_sentences"] - c["scored"] for c in cells)
     if unscored:

@@ -29,7 +29,7 @@ from nuner_core.evaluation.compare import comparison, encoder_speed
 from nuner_core.evaluation.config import EvaluateConfig
 from nuner_core.evaluation.encoders import EncoderRef, encoders_for_run, identity, resolve_device
 from nuner_core.evaluation.harness import grids, load_benchmarks, score_encoders, score_zero_shot, unique_encoders
-from nuner_core.evaluation.llm import score_llms
+from nuner_core.evaluation.llm import answers_schema, score_llms
 from nuner_core.evaluation.report import llm_section, plot_f1_vs_k, plot_f1_vs_threshold, write_summary
 from nuner_core.evaluation.results import headline, results_frame, shortfalls, write_support_sets
 from nuner_core.evaluation.sampling import UNITS
@@ -152,8 +152,7 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
     sections = []
     extra_llm: dict = {}
     if llm is not None:
-        answers = pl.DataFrame(llm.answers, infer_schema_length=None) if llm.answers else pl.DataFrame()
-        answers.write_parquet(ctx.out_dir / "llm_answers.parquet")
+        pl.DataFrame(llm.answers, schema=answers_schema()).write_parquet(ctx.out_dir / "llm_answers.parquet")
         speed = encoder_speed(scores, encoders, benches, device, timings)
         compared = comparison(llm, scores, scores.rows + (llm.rows or []), benches, [r.name for r, _ in encoders], speed)
         sections.append(llm_section(compared, llm.llms, llm.cells, UNITS[config.sampling.method]))
