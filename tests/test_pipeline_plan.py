@@ -67,7 +67,7 @@ DEMO_KEYS = {
     "annotate": "fbf02e3c38f84945",
     "dataset": "d01d199a30a8a2a2",
     "pretrain": "be4c9d2f8c863bc0",
-    "evaluate": "8125ebb304cf243d",
+    "evaluate": "935bf9d190468305",  # issue 15: evaluate.sampling.method, evaluate.llms, evaluate.llm
 }
 
 
