@@ -76,6 +76,7 @@ def test_a_prompt_another_run_holds_is_waited_for_not_paid_twice(server, tmp_pat
 
 RUN = """
 import json, sys
+from pathlib import Path
 from nuner_core.annotation.batch import complete_batches
 from nuner_core.annotation.config import AnnotateConfig
 config = AnnotateConfig.model_validate_json(sys.argv[1])
