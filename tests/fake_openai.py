@@ -328,7 +328,7 @@ class FakeOpenAIServer:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
             }
             if self.usage:
-                prompt_tokens = max(1, len(prompt) // 4)
+                prompt_tokens = max(1, sum(len(str(m.get("content", ""))) for m in messages) // 4)  # 4 characters a token
                 completion_tokens = max(0, len(content) // 4)
                 result["usage"] = {
                     "prompt_tokens": prompt_tokens,

@@ -97,10 +97,10 @@ def store(tmp_path) -> ArtifactStore:
 
 
 def fake_cost(record, respond: Callable[[list], str]) -> float:
-    """What the fake server reports for a request (its usage rule: characters of the last message / 4), at PRICE."""
-    prompt = str(record.messages[-1]["content"])
+    """What the fake server reports for a request (its usage rule: characters of the messages / 4), at PRICE."""
+    prompt = sum(len(m["content"]) for m in record.messages)
     content = respond(record.messages)
-    return (max(1, len(prompt) // 4) * PRICE["input_per_mtok"] + max(0, len(content) // 4) * PRICE["output_per_mtok"]) / 1e6
+    return (max(1, prompt // 4) * PRICE["input_per_mtok"] + max(0, len(content) // 4) * PRICE["output_per_mtok"]) / 1e6
 
 
 def test_gold_answers_score_as_the_metrics_say_and_a_rerun_costs_nothing(server, store, tiny_benchmark, tmp_path):
@@ -226,11 +226,11 @@ def test_every_kind_of_answer_is_parsed_counted_and_scored(server, store, tiny_b
 def test_a_budget_stops_cleanly_scores_what_is_done_and_the_rerun_asks_only_for_the_rest(server, store, tiny_benchmark, cap):
     sentences = test_sentences(tiny_benchmark)
     srv = server(answer_request=answering(sentences))
-    # max_cost: $100 per million prompt tokens; the fake server reports ~15 prompt tokens (its last message) while
-    # the client reserves its estimate of the whole prompt (~200 tokens): a request that does not fit waits for the
-    # others, and the run stops when the spend plus one worst case would pass the cap.
+    # max_cost: $10 per million prompt tokens, prompts of some 150-400 tokens (the support set's examples): a
+    # request that does not fit waits for the others, and the run stops when the spend plus one worst case would
+    # pass the cap.
     limits = {"max_requests": 25} if cap == "max_requests" else {
-        "max_cost": 0.04, "prices": {MODEL: {"input_per_mtok": 100.0, "output_per_mtok": 0.0}}, "max_tokens": 16}
+        "max_cost": 0.04, "prices": {MODEL: {"input_per_mtok": 10.0, "output_per_mtok": 0.0}}, "max_tokens": 16}
     config = load_config("demo", overrides(tiny_benchmark, [llm(srv.base_url, **limits)]))
     ref, manifest = evaluate(store, config)
 
