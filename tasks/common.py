@@ -55,15 +55,26 @@ def result_storage(store: ArtifactStore) -> Path | WritableFileSystem:
 
     So the records go where the artifacts go: a fresh worker with an empty disk sees the
     stages another worker finished as ``Cached``, and a wiped Prefect database loses no work.
-    On object storage it is a ``RemoteFileSystem`` block that is never saved: it holds the
-    URL only (credentials come from the backend's environment on each worker), so nothing
-    secret reaches the Prefect database. Listings are not cached: another worker writes there.
+    On object storage it is a ``RemoteFileSystem`` block, saved on the Prefect server under
+    ``nuner-results-<hash of the URL>`` (Prefect 3.8 takes a saved block or a local path, and a
+    record names the block it was written to, so any worker can read it back). The block holds
+    the URL and no credential: each worker's backend finds its own in its environment, so
+    nothing secret reaches the Prefect database. Listings are not cached: other workers write there.
     """
     if not store.remote:
         return store.root / ".prefect-results"
     url = f"{store.location}/.prefect-results"
-    if url not in _RESULT_STORAGE:  # one block per URL and process: it keeps its fsspec file system
-        _RESULT_STORAGE[url] = RemoteFileSystem(basepath=url, settings={"use_listings_cache": False})
+    if url not in _RESULT_STORAGE:  # one block per URL and process: loaded (or saved) once
+        name = "nuner-results-" + hashlib.sha256(url.encode()).hexdigest()[:12]
+        wanted = RemoteFileSystem(basepath=url, settings={"use_listings_cache": False})
+        try:
+            block = RemoteFileSystem.load(name)
+        except ValueError:  # not saved yet on this server
+            block = None
+        if block is None or block.basepath != wanted.basepath or block.settings != wanted.settings:
+            wanted.save(name, overwrite=True)
+            block = RemoteFileSystem.load(name)
+        _RESULT_STORAGE[url] = block
     return _RESULT_STORAGE[url]
 
 
