@@ -67,7 +67,7 @@ class Outcome:
 class BatchResult:
     outcomes: list[list[Outcome]]  # per batch, per prompt, in the order given
     stats: RunStats  # this run's requests, tokens, cost, retries, failures, cache hits
-    batch_s: list[float]  # wall seconds per batch
+    batch_s: list[float]  # wall seconds per batch (the client's one-off creation left out)
     requested: list[int]  # per batch: distinct prompts that were asked for (not cached, not shared)
     stopped: str | None = None  # the budget's reason, when it stopped the run
     joined: str | None = None  # another run met on the same prompts (and joined), if any
@@ -128,6 +128,7 @@ class _Batches:
         self.joined: Any = None
         self.client: Any = None
         self.limiter: Any = None
+        self.setup_s = 0.0  # seconds spent creating the client (imports, connection pool), once per run
         self.total = sum(len(b) for b in batches)
         self.done = 0
         self._last_progress = 0.0
@@ -151,10 +152,10 @@ class _Batches:
                 async with AsyncExitStack() as stack:
                     self.stack = stack
                     for prompts in self.batches:
-                        t0 = time.monotonic()
+                        t0, setup = time.monotonic(), self.setup_s
                         out, asked = await self._batch(prompts)
                         outcomes.append(out)
-                        batch_s.append(time.monotonic() - t0)
+                        batch_s.append(time.monotonic() - t0 - (self.setup_s - setup))  # the client's creation is not the batch's
                         requested.append(asked)
             except* FatalAPIError as group_error:
                 raise StageError(self._rename(str(group_error.exceptions[0]))) from None
@@ -291,6 +292,7 @@ class _Batches:
         from nuner_core.annotation.ratelimit import RateLimiter
 
         if self.client is None:
+            started = time.monotonic()
             api_key = None
             name = self.config.api_key_env
             if name:
@@ -306,6 +308,7 @@ class _Batches:
             client = LLMClient(self.config, api_key=api_key, limiter=self.limiter, budget=self.budget, stats=self.stats,
                                clock=self.clock, rng=self.rng)
             self.client = await self.stack.enter_async_context(client)
+            self.setup_s += time.monotonic() - started
             log.info("%s: requesting %s at %s", self.field, self.config.model, client.url)
         return self.client
 
