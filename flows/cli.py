@@ -101,7 +101,6 @@ def _experiment(args: argparse.Namespace) -> int:
         return 2
     if args.debug:
         os.environ["NUNER_DEBUG"] = "1"
-    overrides = _hide_url_credentials(overrides)
     from flows.experiment import experiment
 
     state = experiment(file=args.file, max_parallel=args.max_parallel, deployment=args.deployment, return_state=True)
