@@ -125,6 +125,13 @@ def _cache_import(args: argparse.Namespace) -> int:
     from nuner_core.config import ConfigError, load_config
     from nuner_core.stage_api import StageError
 
+    if args.artifact or (args.file and args.file.endswith(".parquet")):  # saved answers, keyed already
+        from flows.store import import_saved_answers
+
+        return import_saved_answers(args)
+    if not args.file:
+        print("nuner cache import: give a file, or --artifact KEY", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.profile, args.set).annotate
         stats = import_responses(args.file, model=args.model or config.model, config=config, overwrite=args.overwrite)
@@ -270,12 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="the LLM response cache")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
     imp = cache_sub.add_parser("import", help="load recorded {text, response} JSON lines into the response cache")
-    imp.add_argument("file", help="JSON lines with `text` and `response` fields")
+    imp.add_argument("file", nargs="?", help="JSON lines with `text` and `response` fields, or a response-cache.parquet")
     imp.add_argument("--model", help="the model name the answers are recorded for (default: the profile's annotate.model)")
     imp.add_argument("--profile", default="demo", help="profile whose prompt and sampling settings key the cache")
     imp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. annotate.temperature=0")
     imp.add_argument("--overwrite", action="store_true", help="replace answers already in the cache")
     imp.set_defaults(func=_cache_import)
+    imp.add_argument("--artifact", metavar="KEY", help="instead of a file: the answers saved with this annotate artifact (fetched from the store)")
+
+    from flows.store import add_parser as add_store_parser  # nuner store ls|du|gc: flows/store.py
+
+    add_store_parser(sub)
     return parser
 
 
