@@ -358,7 +358,8 @@ def plot(path: Path, experiment: Experiment, scores: Scores) -> bool:
         ax.minorticks_off()
         ax.set_xlabel(xkey)
         ax.set_ylabel(("gain over base, " if gain else "") + ("token macro-F1 (%)" if spec.report.protocol == "frozen" else "entity micro-F1 (%)"))
-        ax.set_title(title or spec.figure.title or spec.name, fontsize=10)
+        if title:  # one panel per combination of the other swept keys
+            ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     handles, names = axes[0][0].get_legend_handles_labels()
     if not gain:

@@ -111,3 +111,10 @@ def test_every_shipped_experiment_file_loads(path):
     assert exp.spec.description
     assert len(SHIPPED) >= 6
     expand(exp.spec)
+
+
+def test_the_command_line_rejects_a_bad_file_before_prefect_starts(tmp_path, capsys):
+    from flows.cli import main
+
+    assert main(["experiment", str(_write(tmp_path, BASE | {"sweep": {"dataset.top_concepts": []}}))]) == 2
+    assert "sweep.dataset.top_concepts: empty list of values" in capsys.readouterr().err
