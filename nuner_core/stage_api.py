@@ -211,4 +211,4 @@ def check_stage_module(name: str, module: ModuleType | StageModule) -> None:
             continue
         params = [p for p in inspect.signature(fn).parameters.values() if p.default is p.empty]
         if not callable(fn) or len(params) != arity:
-            raise TypeError(f"stage {name!r}: {module.__name__}.{hook} must take {arity} argument(s)")
+            raise TypeError(f"stage {name!r}: {getattr(module, '__name__', module)}.{hook} must take {arity} argument(s)")

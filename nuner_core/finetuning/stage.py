@@ -104,7 +104,8 @@ def _model_identity(reference: str) -> str:
 
 def resolve_encoders(config: FinetuneConfig, inputs: Inputs) -> dict[str, str]:
     """Encoder name (``nuner``, ``base``) -> its reference (a directory, pypi:<package> or hub id)."""
-    if config.encoder is None:
+    encoder = config.encoder
+    if encoder is None:
         from nuner_core.pretraining.outputs import MAIN_RUN, read_outputs
 
         if "pretrain" not in inputs:
@@ -115,13 +116,15 @@ def resolve_encoders(config: FinetuneConfig, inputs: Inputs) -> dict[str, str]:
         outputs = read_outputs(inputs["pretrain"].dir)
         if MAIN_RUN not in outputs.text_encoders:
             raise StageError(f"the pretrain artifact {outputs.key} has no {MAIN_RUN!r} text encoder: {sorted(outputs.text_encoders)}")
-        encoders = {NUNER: str(outputs.text_encoders[MAIN_RUN])}
+        encoders: dict[str, str] = {NUNER: str(outputs.text_encoders[MAIN_RUN])}
         base = config.base or outputs.base_model
     else:
-        encoders = {NUNER: config.encoder}
+        encoders = {NUNER: encoder}
         base = config.base
     if config.compare_base:
-        encoders[BASE] = base  # type: ignore[assignment]  # the config validator guarantees one
+        if base is None:  # the config validator requires finetune.base when finetune.encoder is set
+            raise StageError("finetune.compare_base needs finetune.base when finetune.encoder is set")
+        encoders[BASE] = base
     return encoders
 
 
