@@ -117,7 +117,7 @@ def resolve_encoders(config: FinetuneConfig, inputs: Inputs) -> dict[str, str]:
         if MAIN_RUN not in outputs.text_encoders:
             raise StageError(f"the pretrain artifact {outputs.key} has no {MAIN_RUN!r} text encoder: {sorted(outputs.text_encoders)}")
         encoders: dict[str, str] = {NUNER: str(outputs.text_encoders[MAIN_RUN])}
-        base = config.base or outputs.base_model
+        base: str | None = config.base or outputs.base_model
     else:
         encoders = {NUNER: encoder}
         base = config.base
