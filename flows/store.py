@@ -142,7 +142,7 @@ def _du(store: Any, items: list[Any], args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -182,6 +182,8 @@ def import_saved_answers(args: argparse.Namespace) -> int:
         cache_dir = resolve_cache_dir(load_config(args.profile, args.set).annotate, store.cache_dir)
         with ResponseCache(cache_dir) as cache:
             stats = import_segment(cache, path)
+        if args.overwrite:
+            print("nuner cache import: --overwrite does not apply to saved answers: they never replace a cached one", file=sys.stderr)
     except (ArtifactError, ConfigError, StageError) as exc:
         print(f"nuner cache import: {exc}", file=sys.stderr)
         return 1

@@ -297,15 +297,15 @@ def remove(store: ArtifactStore, items: Iterable[Item]) -> int:
                     store.objects.delete([rel])  # a single object (a record, a moved-aside manifest)
         else:
             for rel in sorted(item.paths):
-                path = store.root / rel
-                if item.kind == "artifact" and path.is_dir():
-                    doomed = path.with_name(f".gc-{path.name}-{os.getpid()}")
-                    path.rename(doomed)  # gone for readers at once; then removed
+                target = store.root / rel
+                if item.kind == "artifact" and target.is_dir():
+                    doomed = target.with_name(f".gc-{target.name}-{os.getpid()}")
+                    target.rename(doomed)  # gone for readers at once; then removed
                     shutil.rmtree(doomed, ignore_errors=True)
-                elif path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
+                elif target.is_dir():
+                    shutil.rmtree(target, ignore_errors=True)
                 else:
-                    path.unlink(missing_ok=True)
+                    target.unlink(missing_ok=True)
         freed += item.size
         log.info("removed %s %s (%d bytes)", item.kind, item.name, item.size)
     return freed

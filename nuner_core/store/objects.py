@@ -38,7 +38,7 @@ TRANSFER_BATCH = 16  # files moved at once by put/get (s3fs: each may use severa
 def is_url(location: str) -> bool:
     """True for an object-store URL (``s3://...``); False for a local path or a ``file://`` URL."""
     match = _SCHEME.match(location)
-    return bool(match) and match.group(1).lower() not in ("file", "local")
+    return match is not None and match.group(1).lower() not in ("file", "local")
 
 
 def local_path_of(location: str) -> str:
@@ -80,7 +80,8 @@ class ObjectStore:
         url = url.rstrip("/")
         check_no_credentials(url)
         self.url = url
-        self.protocol = _SCHEME.match(url).group(1).lower() if _SCHEME.match(url) else ""
+        scheme = _SCHEME.match(url)
+        self.protocol = scheme.group(1).lower() if scheme else ""
         try:
             import fsspec
 
