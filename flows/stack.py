@@ -34,7 +34,8 @@ from typing import Any, Callable, Iterator
 import httpx
 import psutil
 
-from nuner_core.artifacts import data_root
+from nuner_core.artifacts import data_root, store_location
+from nuner_core.store.objects import is_url
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]  # the clone: prefect.yaml lives here
 DEFAULT_HOST = "127.0.0.1"
@@ -117,6 +118,9 @@ class Stack:
         echo: Callable[[str], None] = print,
     ):
         self.root = Path(root).resolve() if root is not None else data_root()
+        # The worker's store: this directory, or (NUNER_DATA_DIR=s3://...) the object store, with this
+        # directory as the worker's local one (fetched artifacts, caches, the stack itself).
+        self.store = store_location() if root is None else str(self.root)
         self.dir = self.root / "stack"
         self.state_path = self.dir / "stack.json"
         self.host, self.port, self.pool = host, port, pool
@@ -133,7 +137,7 @@ class Stack:
             if state is None or not (state.server and state.server.alive()):
                 if state is not None and state.worker and state.worker.alive():
                     self._stop(state.worker, "worker", worker=True)  # an orphan: its server is gone
-                state = StackState(self.host, self.port, self.pool, str(self.root), profile=(state.profile if state else {}))
+                state = StackState(self.host, self.port, self.pool, self.store, profile=(state.profile if state else {}))
                 self._start_server(state)
             else:
                 if state.port != self.port:
@@ -213,7 +217,9 @@ class Stack:
         self.echo(f"deployed {', '.join('nuner/' + n for n in names)}")
 
     def _start_worker(self, state: StackState) -> None:
-        env = _clean_env() | {"PREFECT_API_URL": state.api_url, "NUNER_DATA_DIR": str(self.root)}
+        env = _clean_env() | {"PREFECT_API_URL": state.api_url, "NUNER_DATA_DIR": self.store}
+        if is_url(self.store):  # credentials stay in the environment the worker inherits, never in its command line
+            env["NUNER_LOCAL_DIR"] = str(self.root)
         env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "5")  # pick up a new run within seconds
         name = f"nuner-{state.port}"
         cmd = [*self.prefect, "worker", "start", "--pool", state.pool, "--type", "process", "--name", name]

@@ -1,10 +1,15 @@
-"""End to end through a real Prefect server and worker, the way a user runs the project.
+"""End to end through a real Prefect server and two workers, the way a user runs the project.
 
-``nuner stack up`` on free loopback ports (a throwaway PREFECT_HOME and artifact root), then
-``prefect deployment run nuner/full-pipeline`` on the demo profile reduced by CI_OVERRIDES:
-Completed with every registered stage's artifact in the store; again: every stage Cached;
-``nuner/evaluate`` (once an evaluate stage is registered): only the evaluation runs; the flow
-run page in headless Chromium (when installed); ``nuner stack down``: no process left.
+The artifact store is on S3 (moto's server on 127.0.0.1, a fresh bucket): the CPU pool and a
+"GPU" pool on two "machines" (two local directories) share one bucket, as the README's
+scale-out section describes. ``nuner stack up`` on free loopback ports (a throwaway
+PREFECT_HOME; machine a's directory), then ``prefect deployment run nuner/full-pipeline`` on
+the demo profile reduced by CI_OVERRIDES: Completed with every registered stage's artifact
+committed on the store; again: every stage Cached. Then a second worker with an empty disk
+(machine b, pool nuner-gpu, ``prefect deploy --name evaluate --pool nuner-gpu``):
+``nuner/evaluate`` comes back Cached there without downloading anything, and with a new
+evaluation setting only the evaluation runs, on encoders fetched from the store. The flow run
+page in headless Chromium (when installed); ``nuner stack down``: no process left.
 
 The tests below share one stack and run in file order; the module fixture stops the stack
 even when a test fails.
@@ -16,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +34,7 @@ import httpx
 import psutil
 import pytest
 
-from nuner_core.artifacts import ArtifactStore
+from nuner_core.artifacts import ArtifactStore, RemoteArtifactStore
 from nuner_core.config import load_config
 from nuner_core.pipeline import plan
 from tasks.stages import STAGE_TASKS
@@ -38,6 +44,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 900.0  # one deployment run, scheduled to final state, on 2 busy cores
 CLI_TIMEOUT_S = 600.0  # `nuner stack up` (server start, deploy, worker) and the prefect CLI
+GPU_POOL = "nuner-gpu"  # the second worker's pool (machine b)
 
 # The demo profile, made small enough for CI.
 CI_OVERRIDES: dict[str, Any] = {
@@ -65,14 +72,17 @@ def _free_port() -> int:
 
 
 class StackUnderTest:
-    def __init__(self, base: Path):
-        self.data = base / "data"
+    def __init__(self, base: Path, store_url: str):
+        self.base = base
+        self.store_url = store_url
+        self.data = base / "machine-a"  # the stack's machine: its local directory (stack/, fetched artifacts, caches)
         self.port = _free_port()
         self.api = f"http://127.0.0.1:{self.port}/api"
         self.env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
         self.env.update(
             PREFECT_HOME=str(base / "prefect-home"),  # the stack writes PREFECT_API_URL into this home's profile
-            NUNER_DATA_DIR=str(self.data),
+            NUNER_DATA_DIR=store_url,
+            NUNER_LOCAL_DIR=str(self.data),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             DO_NOT_TRACK="1",
             PREFECT_WORKER_QUERY_SECONDS="2",
@@ -109,9 +119,51 @@ class StackUnderTest:
                 except psutil.NoSuchProcess:
                     pass
 
+    @property
+    def machine_b(self) -> Path:
+        return self.base / "machine-b"
+
+    def start_second_worker(self) -> None:
+        """`prefect worker start --pool nuner-gpu` as on another machine: same bucket, its own empty local directory."""
+        env = self.env | {"PREFECT_API_URL": self.api, "NUNER_LOCAL_DIR": str(self.machine_b), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        log = (self.base / "worker-b.log").open("ab")
+        name = f"gpu-{self.port}"
+        self.second_worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", GPU_POOL, "--type", "process", "--name", name],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + CLI_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.second_worker.poll() is None, f"the second worker exited:\n{self.logs()}"
+            reply = httpx.post(f"{self.api}/work_pools/{GPU_POOL}/workers/filter", json={}, timeout=30)
+            if reply.status_code == 200 and any(w["name"] == name and w.get("status") == "ONLINE" for w in reply.json()):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"the second worker did not come online\n{self.logs()}")
+
+    def stop_second_worker(self) -> None:
+        """Stop the worker this test started (and what it runs): SIGINT twice as `nuner stack down` does, then SIGKILL."""
+        proc = getattr(self, "second_worker", None)
+        if proc is None or proc.poll() is not None:
+            return
+        family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        for _ in range(2):
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        for pid in family:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait(timeout=30)
+
     def logs(self) -> str:
         out = []
-        for name in ("server.log", "worker.log", "deploy.log"):
+        for name in ("server.log", "worker.log", "deploy.log", "../../worker-b.log"):
             path = self.data / "stack" / name
             if path.is_file():
                 out.append(f"---- {name} (tail)\n" + "\n".join(path.read_text(errors="replace").splitlines()[-60:]))
@@ -150,15 +202,27 @@ class StackUnderTest:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = StackUnderTest(tmp_path_factory.mktemp("stack"))
-    started = time.monotonic()
-    s.nuner("stack", "up", "--port", str(s.port))
-    print(f"stack up in {time.monotonic() - started:.0f} s")
-    s.remember_processes()
-    yield s
-    if (s.data / "stack" / "stack.json").is_file() and (s.state().get("server") or s.state().get("worker")):
-        s.nuner("stack", "down", check=False)  # a test failed before test_stack_down_leaves_nothing
+def stack(tmp_path_factory, s3_server):
+    import uuid
+
+    import fsspec
+
+    from conftest import S3_ENV
+
+    with pytest.MonkeyPatch.context() as mp:  # this process reads the store too (the AWS_* variables, as on a worker)
+        for name, value in {**S3_ENV, "AWS_ENDPOINT_URL": s3_server}.items():
+            mp.setenv(name, value)
+        bucket = f"nuner-e2e-{uuid.uuid4().hex[:8]}"
+        fsspec.filesystem("s3", use_listings_cache=False).mkdir(bucket)
+        s = StackUnderTest(tmp_path_factory.mktemp("stack"), f"s3://{bucket}/store")
+        started = time.monotonic()
+        s.nuner("stack", "up", "--port", str(s.port))
+        print(f"stack up in {time.monotonic() - started:.0f} s")
+        s.remember_processes()
+        yield s
+        s.stop_second_worker()
+        if (s.data / "stack" / "stack.json").is_file() and (s.state().get("server") or s.state().get("worker")):
+            s.nuner("stack", "down", check=False)  # a test failed before test_stack_down_leaves_nothing
 
 
 def _fail(stack: StackUnderTest, run: dict[str, Any], what: str) -> str:
@@ -182,11 +246,11 @@ def test_full_pipeline_completes_then_is_cached(stack):
     states = stack.stage_states(run["id"])
     assert states == {stage: ["Completed"] for stage in FULL_RUN}
 
-    store = ArtifactStore(stack.data)
+    store = RemoteArtifactStore(stack.store_url, local_dir=stack.base / "inspect")
     config = load_config("demo", CI_OVERRIDES)
     for step in plan(config, None, store):
-        ref = store.lookup(step.stage, step.key)
-        assert ref is not None, f"no {step.stage} artifact {step.key} under {stack.data}"
+        ref = store.lookup(step.stage, step.key, fetch=False)
+        assert ref is not None, f"no {step.stage} artifact {step.key} committed in {stack.store_url}"
         assert ref.manifest()["stage"] == step.stage
     artifacts = stack.artifacts(run["id"])
     assert artifacts.get("nuner-run") == "table"
@@ -199,15 +263,30 @@ def test_full_pipeline_completes_then_is_cached(stack):
     assert stack.stage_states(again["id"]) == {stage: ["Cached"] for stage in FULL_RUN}
 
 
-def test_evaluate_runs_only_the_evaluation(stack):
+def test_evaluate_on_a_second_worker_with_an_empty_disk(stack):
     if "first" not in stack.runs:
         pytest.skip("the full pipeline did not complete")
-    # A new evaluation setting: the evaluation reruns on the stored encoders, nothing before it.
-    overrides = CI_OVERRIDES | {"evaluate.test_seed": 1}
-    run = stack.run_deployment("evaluate", overrides)
-    assert run["state"]["type"] == "COMPLETED", _fail(stack, run, "evaluate")
-    assert stack.stage_states(run["id"]) == {"evaluate": ["Completed"]}, "earlier stages ran"
-    assert run["name"] == f"nuner · demo · evaluate · {len(overrides)} overrides"
+    # Machine b: a "GPU" pool of its own, its worker's local directory empty; nuner/evaluate moved there.
+    stack.cli(sys.executable, "-m", "prefect", "work-pool", "create", GPU_POOL, "--type", "process")
+    stack.start_second_worker()
+    stack.cli(sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--name", "evaluate", "--pool", GPU_POOL)
+    try:
+        run = stack.run_deployment("evaluate", CI_OVERRIDES)
+        assert run["state"]["type"] == "COMPLETED", _fail(stack, run, "evaluate on machine b")
+        assert run["work_pool_name"] == GPU_POOL
+        assert stack.stage_states(run["id"]) == {"evaluate": ["Cached"]}, "machine b did not see machine a's evaluation"
+        fetched = stack.machine_b / "remote"
+        assert not fetched.exists() or not [p for p in fetched.rglob("*") if p.is_file()], "a Cached stage downloaded files"
+
+        # A new evaluation setting: the evaluation reruns there on the stored encoders, nothing before it.
+        overrides = CI_OVERRIDES | {"evaluate.test_seed": 1}
+        run = stack.run_deployment("evaluate", overrides)
+        assert run["state"]["type"] == "COMPLETED", _fail(stack, run, "evaluate")
+        assert stack.stage_states(run["id"]) == {"evaluate": ["Completed"]}, "earlier stages ran"
+        assert run["name"] == f"nuner · demo · evaluate · {len(overrides)} overrides"
+        assert list(fetched.glob("*/pretrain/*/*/manifest.json")), "machine b did not fetch the encoders it evaluated"
+    finally:
+        stack.stop_second_worker()
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)")
