@@ -86,6 +86,7 @@ def comparison(llm: Any, scores: Any, results_rows: Sequence[dict[str, Any]], be
                 "entity": _mean_std([values[("llm_entity", name, dataset, k, s)] for s in seeds
                                      if ("llm_entity", name, dataset, k, s) in values]),
                 "scored": sum(c["scored"] for c in mine), "asked": sum(c["test_sentences"] for c in mine),
+                "samplings": len(mine),
                 "usd_per_1k": statistics.mean(costs) if costs else None,
                 "tokens_per_sentence": statistics.mean([c["tokens_per_sentence"] for c in mine if c["tokens_per_sentence"]] or [0]),
                 "s_per_1k": statistics.mean(times) if times else None,
@@ -110,7 +111,7 @@ def comparison(llm: Any, scores: Any, results_rows: Sequence[dict[str, Any]], be
                     "dataset": dataset, "k": k, "competitor": encoder, "kind": "encoder", "vs": name,
                     "token": _mean_std(token), "entity": _mean_std(entity), "entity_full_test": bool(entity) and partial,
                     "scored": sum(len(llm.scored_indices.get((name, dataset, k, s), [])) for s in seeds),
-                    "asked": sum(c["test_sentences"] for c in mine),
+                    "asked": sum(c["test_sentences"] for c in mine), "samplings": len(mine),
                     "usd_per_1k": 0.0, "tokens_per_sentence": None,
                     "s_per_1k": speed_of.get("s_per_1k"), "time_measured": speed_of.get("measured"),
                     "device": speed_of.get("device"),

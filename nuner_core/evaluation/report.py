@@ -278,7 +278,7 @@ def llm_section(comparison: Sequence[dict[str, Any]], llms: Sequence[dict[str, A
            "answer took (cached answers included: what tagging costs); the encoders run locally, no API cost. Seconds "
            "per 1,000 sentences, measured: the LLM's wall time per sentence asked, at its concurrency; the encoders' "
            "encoding on their device plus the probe's fit and predictions.", "",
-           "| data set | k | competitor | token macro-F1 | entity micro-F1 | test sentences scored | USD per 1k sentences | "
+           "| data set | k | competitor | token macro-F1 | entity micro-F1 | test sentences scored, all samplings | USD per 1k sentences | "
            "seconds per 1k sentences |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     several = len({c["competitor"] for c in comparison if c["kind"] == "llm"}) > 1
     for c in comparison:
@@ -293,7 +293,8 @@ def llm_section(comparison: Sequence[dict[str, Any]], llms: Sequence[dict[str, A
         when = c.get("time_measured")
         seconds = _per_1k(c["s_per_1k"], "s") + (f" ({c['device']})" if c.get("device") else "") + (
             " (earlier run)" if when == "an earlier run" else "")
-        scored = f"{c['scored']:,}" + (f" of {c['asked']:,}" if c["scored"] < c["asked"] else "")
+        scored = f"{c['scored']:,}" + (f" of {c['asked']:,}" if c["scored"] < c["asked"] else "") + (
+            f" ({c['samplings']} samplings)" if c["samplings"] > 1 else "")
         out.append(f"| {c['dataset']} | {c['k']} | {name} | {_f1(c['token'])} | {entity} | {scored} | {cost} | {seconds} |")
     out += ["", "| LLM | model at endpoint | requests this run | answers from the cache | spent this run | tokens this run | "
             "not scored | stopped by |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]

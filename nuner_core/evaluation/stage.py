@@ -167,8 +167,8 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
     reports = [Report("markdown", "evaluate-results", "Few-shot NER: mean ± std per data set and k", summary)]
     k_label = "k (examples per entity type)" if config.sampling.method == "k2k" else "k_w (entity words per type)"
     for protocol in plan:
-        if protocol == "llm" and not (llm and llm.rows):
-            continue
+        if not results.filter(pl.col("protocol") == protocol).height:
+            continue  # nothing scored (only LLMs configured, or an LLM stopped before its first answer)
         name = "f1_vs_k.png" if protocol == "frozen" or "frozen" not in plan else f"f1_vs_k_{protocol}.png"
         plot_f1_vs_k(ctx.out_dir / name, results, protocol, base, [b.name for b in benches], k_label)
         reports.append(Report("image", f"evaluate-f1-vs-k-{protocol}", f"F1 vs k ({protocol})", name))
@@ -195,6 +195,10 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
         dropped={
             "words_truncated_zero_features": stats.words_truncated,
             "words_without_subtoken_zero_features": stats.words_without_subtoken,
+            **({f"llm_{name}": sum(m["parse"][name] for m in llm.llms)  # what the answer parser set aside
+                for name in ("unparsable", "bad_lines", "not_in_sentence", "unknown_type", "overlapping", "extra_listings")}
+               | {"llm_sentences_not_scored": sum(c["test_sentences"] - c["scored"] for c in llm.cells)}
+               if llm is not None else {}),
         },
         headline=headline(results, base),
         extra={

@@ -194,13 +194,17 @@ def spoil(i: int, s: Sentence) -> str:
 def test_every_kind_of_answer_is_parsed_counted_and_scored(server, store, tiny_benchmark):
     sentences = test_sentences(tiny_benchmark)
     srv = server(answer_request=answering(sentences, spoil))
-    config = load_config("demo", overrides(tiny_benchmark, [llm(srv.base_url)], **{"evaluate.llm.ks": [1]}))
+    # (frozen.enabled with no encoder at all: only the LLM is scored, nothing else is drawn)
+    config = load_config("demo", overrides(tiny_benchmark, [llm(srv.base_url)], **{"evaluate.llm.ks": [1],
+                                                                                  "evaluate.frozen.enabled": True}))
     ref, manifest = evaluate(store, config)
+    assert set(pl.read_parquet(ref.dir / "results.parquet")["protocol"]) == {"llm", "llm_entity"}
     parse = manifest["evaluate"]["llms"][0]["parse"]
     groups = {kind: [s for i, s in enumerate(sentences) if i % 6 == kind] for kind in range(6)}
     lines = {kind: sum(len(mentions(s.tags)) for s in group) for kind, group in groups.items()}
     with_entities = {kind: sum(1 for s in group if mentions(s.tags)) for kind, group in groups.items()}
     assert parse["answers"] == 30  # every answer parsed, none crashed the run
+    assert manifest["dropped"]["llm_unparsable"] == parse["unparsable"] and manifest["dropped"]["llm_sentences_not_scored"] == 0
     assert parse["unparsable"] == len(groups[2])
     assert parse["empty"] == len(groups[3])
     assert parse["not_in_sentence"] == len(groups[1])
