@@ -105,7 +105,8 @@ class LLMSpec(AnnotateConfig):
 
     @model_validator(mode="after")
     def _no_annotation_only_fields(self) -> "LLMSpec":
-        given = sorted(set(_ANNOTATION_ONLY) & self.model_fields_set)
+        # Compared with the defaults, not with the fields set: a dumped config (manifest, flow parameters) holds them all.
+        given = sorted(f for f in _ANNOTATION_ONLY if getattr(self, f) != type(self).model_fields[f].get_default(call_default_factory=True))
         if given:
             raise ValueError(f"evaluate.llms[{self.name}]: {', '.join(given)} is an annotate setting with no meaning for "
                              f"an in-context tagger (the prompt is the evaluation's own); remove it")

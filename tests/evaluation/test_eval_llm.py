@@ -344,7 +344,9 @@ def test_config_refuses_what_an_llm_cannot_use_and_keeps_run_settings_out_of_the
         load_config("demo", {**base, "evaluate.encoders": [{"name": "fake-llm", "model": "m"}]})
     with pytest.raises(ConfigError, match="llm.benchmarks"):
         load_config("demo", {**base, "evaluate.llm.benchmarks": ["nope"]})
-    key = key_config(load_config("demo", base).evaluate)
+    config = load_config("demo", base)
+    assert type(config).model_validate(config.model_dump(mode="json")) == config  # a dumped config loads again (flow parameters)
+    key = key_config(config.evaluate)
     run_only = {"base_url": "https://user:secret@proxy/v1", "api_key_env": "OTHER", "max_cost": 5.0, "max_requests": 9,
                 "max_in_flight": 1, "requests_per_minute": 10, "cache_dir": "/elsewhere", "offline": True}
     assert key_config(load_config("demo", {**base, "evaluate.llms": [llm("http://x/v1", **run_only)]}).evaluate) == key
