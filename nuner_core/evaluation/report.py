@@ -95,8 +95,9 @@ def write_summary(
         lines += ["", *zero_shot_section(zero_shot)]
     if shortfalls:
         lines += ["", "## Types that fell short of k", "",
-                  "A type too rare in the pool to reach k keeps what was found; these support sets are smaller than asked.", "",
-                  "| data set | k | samplings short | type: mentions found (min-max) |", "| --- | --- | --- | --- |"]
+                  "A type too rare in the pool to reach k keeps what was found; these support sets are smaller than asked "
+                  "(found: entity mentions, or entity words with sampling method kw).", "",
+                  "| data set | k | samplings short | type: found (min-max) |", "| --- | --- | --- | --- |"]
         for s in shortfalls:
             lines.append(f"| {s['dataset']} | {s['k']} | {s['samplings_short']} of {s['samplings']} | {s['types']} |")
     text = "\n".join(lines) + "\n"
