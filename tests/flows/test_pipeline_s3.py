@@ -7,6 +7,9 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from conftest import S3_ENV
+from prefect.client.orchestration import get_client
+
 from flows.pipeline import nuner
 from nuner_core.artifacts import ArtifactStore, RemoteArtifactStore
 
@@ -65,6 +68,11 @@ def test_demo_pipeline_on_s3_then_cached_on_an_empty_machine(prefect_harness, s3
         assert s3.exists(f"{base}/{stage}/{info['key']}/manifest.json"), f"{stage} is not committed on the store"
         assert not s3.exists(f"{base}/{stage}/.work/{info['key']}"), f"{stage}'s resumable work was left on the store"
     assert len(s3.ls(f"{base}/.prefect-results")) == len(first)  # Prefect's cache records, beside the artifacts
+    with get_client(sync_client=True) as client:  # the result storage block: the URL, no credential
+        blocks = [d.model_dump_json() for d in client.read_block_documents(include_secrets=True)]
+        runs = [r.model_dump_json() for r in client.read_flow_runs()]
+    assert any(f"{s3_bucket}/.prefect-results" in b for b in blocks)
+    assert not [text for text in blocks + runs if S3_ENV["AWS_SECRET_ACCESS_KEY"] in text or "AWS_SECRET" in text]
     annotate = ArtifactStore().lookup("annotate", first["annotate"]["key"])
     assert (annotate.dir / "response-cache.parquet").is_file()  # the answers, saved with the artifact
 
