@@ -118,7 +118,9 @@ def publish_reports(ref: ArtifactRef) -> None:
             create_table_artifact(content, key=key, description=title)
         elif kind == "image":
             path = ref.dir / content
-            if path.stat().st_size <= MAX_INLINE_IMAGE_BYTES:
+            if not path.is_file():  # an artifact found on object storage and not fetched here: linked, not downloaded
+                create_markdown_artifact(f"{title}: `{ref.location}/{content}`", key=key, description=title)
+            elif path.stat().st_size <= MAX_INLINE_IMAGE_BYTES:
                 url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
                 create_image_artifact(url, key=key, description=title)
             else:
