@@ -243,3 +243,13 @@ def test_no_credential_in_manifests_or_logs(machines, s3_bucket, caplog):
         ref = b.lookup("s", "k1")
     secret = S3_ENV["AWS_SECRET_ACCESS_KEY"]
     assert secret not in (ref.dir / MANIFEST).read_text() and secret not in caplog.text
+
+
+def test_the_store_never_enters_a_key(machines, tmp_path):
+    from nuner_core.config import load_config
+    from nuner_core.pipeline import plan
+
+    config = load_config("demo")
+    local = {s.stage: s.key for s in plan(config, None, ArtifactStore(tmp_path / "local-store"))}
+    remote = {s.stage: s.key for s in plan(config, None, machines[0])}
+    assert remote == local
