@@ -75,12 +75,6 @@ def s3_server():
     log.close()
 
 
-S3_ENV = {  # moto accepts any credentials; these are the only ones the tests ever use
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "moto-test-secret-never-logged",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 
 
 @pytest.fixture
@@ -89,6 +83,7 @@ def s3_bucket(s3_server, monkeypatch) -> str:
     import uuid
 
     import fsspec
+    from s3_env import S3_ENV
 
     for name, value in {**S3_ENV, "AWS_ENDPOINT_URL": s3_server}.items():
         monkeypatch.setenv(name, value)

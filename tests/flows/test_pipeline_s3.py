@@ -7,7 +7,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from conftest import S3_ENV
+from s3_env import S3_ENV
 from prefect.client.orchestration import get_client
 
 from flows.pipeline import nuner

@@ -207,7 +207,7 @@ def stack(tmp_path_factory, s3_server):
 
     import fsspec
 
-    from conftest import S3_ENV
+    from s3_env import S3_ENV
 
     with pytest.MonkeyPatch.context() as mp:  # this process reads the store too (the AWS_* variables, as on a worker)
         for name, value in {**S3_ENV, "AWS_ENDPOINT_URL": s3_server}.items():

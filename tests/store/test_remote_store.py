@@ -25,7 +25,7 @@ from nuner_core.artifacts import (
     local_root,
     store_location,
 )
-from conftest import S3_ENV
+from s3_env import S3_ENV
 
 
 def _s3() -> fsspec.AbstractFileSystem:
