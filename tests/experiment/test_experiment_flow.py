@@ -43,8 +43,8 @@ def test_two_points_share_their_upstream_and_run_side_by_side(prefect_harness, d
 
     ref = experiment_ref(data_dir)
     table = pl.read_parquet(ref.dir / "results.parquet")
-    # a row per point x encoder (nuner, base) x benchmark (1) x k (1) x sampling (2)
-    assert table.height == 2 * 2 * 1 * 1 * 2
+    # frozen: a row per point x encoder (nuner, base) x benchmark (1) x k (1) x sampling (2); other protocols kept too
+    assert table.filter(pl.col("protocol") == "frozen").height == 2 * 2 * 1 * 1 * 2
     assert sorted(table["pretrain.seed"].unique().to_list()) == [0, 1]
     assert table.filter(pl.col("is_base"))["encoder"].unique().to_list() == ["base"]
     summary = (ref.dir / "summary.md").read_text()
