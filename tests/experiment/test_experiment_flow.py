@@ -99,6 +99,7 @@ def test_a_failed_point_is_reported_and_the_others_kept(prefect_harness, data_di
     state = experiment(file=str(file), return_state=True)
     assert state.is_failed()
     assert "1 of 2 points failed" in state.message and "freeze_layers=5" in state.message
+    assert state.result(raise_on_failure=False)["failed"] == [1]  # what `nuner experiment` prints from
 
     ref = experiment_ref(data_dir)
     manifest = ref.manifest()
