@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 from nuner_core.artifacts import INCOMPLETE, ArtifactRef, ArtifactStore, artifact_key
