@@ -129,7 +129,7 @@ def cluster(tmp_path):
         c.spawn("server", "server", "start", "--host", "127.0.0.1", "--port", str(c.port))
         c.wait(lambda: httpx.get(f"{c.api}/health", timeout=5).status_code == 200, "server")
         c.cli(sys.executable, "-m", "prefect", "work-pool", "create", POOL, "--type", "process")
-        c.cli(sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--name", "full-pipeline")
+        c.cli(sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--name", "full-pipeline", "--name", "experiment")
         for name in ("w1", "w2"):  # one flow run at a time each: two points go to two workers
             c.spawn(name, "worker", "start", "--pool", POOL, "--type", "process", "--name", name, "--limit", "1")
 
@@ -172,3 +172,14 @@ def test_two_points_on_two_workers_share_one_store(cluster, tmp_path, tiny):
     }  # fmt: skip
     where = {o["flow_run"]: [n for n, ids in taken.items() if o["flow_run"] in ids] for o in outcomes}
     assert sorted(sum(where.values(), [])) == ["w1", "w2"], f"point runs by worker: {where}\n{json.dumps(taken, default=list)}"
+
+    # The same file through the nuner/experiment deployment, on a worker: every point is done, so Cached.
+    done = cluster.cli(sys.executable, "-m", "prefect", "deployment", "run", "nuner/experiment", "--params", json.dumps({"file": str(file)}))
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout).group(1)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while (run := cluster.flow_run(run_id))["state"]["type"] not in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+        assert time.monotonic() < deadline, f"nuner/experiment did not finish\n{cluster.logs()}"
+        time.sleep(1.0)
+    assert run["state"]["type"] == "COMPLETED", f"{run['state']}\n{cluster.logs()}"
+    assert run["name"] == "experiment · tiny-sweep · 2 points"
+    assert artifact_counts(cluster.data)["experiment"] == 1  # found, not rebuilt
