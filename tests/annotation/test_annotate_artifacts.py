@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from nuner_core.artifacts import ArtifactStore, CorruptArtifact
@@ -53,6 +55,10 @@ def test_damaged_inputs_are_found_before_they_are_read(built, where):
 def test_the_annotate_stage_names_a_damaged_sentences_file_it_reads(built, tmp_path):
     """Without the runner's check (an artifact from before checksums): one clear error, not an OSError traceback."""
     store, corpus, _, config = built
+    manifest_path = corpus.dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["checksums"]  # as published before checksums existed: the runner cannot vouch for the content
+    manifest_path.write_text(json.dumps(manifest))
     _zero_400_bytes(corpus.dir / "sentences.parquet", 0.5)
     with pytest.raises(StageError, match=r"annotate: cannot read .*sentences.parquet \(OSError: Corrupt snappy.*rerun the stage that wrote it \(the corpus stage\)"):
         run_stage(PlannedStage("annotate", "annotate-other", config), {"corpus": corpus}, store)
