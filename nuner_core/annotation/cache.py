@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import socket
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

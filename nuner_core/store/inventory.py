@@ -28,7 +28,6 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 from nuner_core.artifacts import INCOMPLETE, MANIFEST, ArtifactStore, RemoteArtifactStore, content_id

@@ -14,7 +14,7 @@ from nuner_core.annotation.prompt import load_template
 from fake_openai import default_answer
 from nuner_core.stage_api import StageError
 
-from annotate_helpers import make_config, sentence, spawn_run, wait_for, write_sentences
+from annotate_helpers import make_config, sentence, spawn_run, wait_for
 
 
 def _key(config, text: str) -> str:

@@ -104,7 +104,7 @@ def test_same_size_damage_on_the_store_is_found_on_download(machines, s3_bucket,
         assert b.lookup("s", "k1") is None
     assert "a.txt is damaged" in caplog.text
     assert not _s3().exists(f"{base}/s/k1/{MANIFEST}")  # uncommitted: the next run rebuilds it
-    assert [p.rsplit("/", 1)[1] for p in _s3().ls(f"{base}/s")].count(f"k1") == 1
+    assert [p.rsplit("/", 1)[1] for p in _s3().ls(f"{base}/s")].count("k1") == 1
     assert any(p.rsplit("/", 1)[1].startswith(".corrupt-k1-") for p in _s3().ls(f"{base}/s"))
     assert not (b.root / "s" / "k1" / cid).exists()  # nothing half-checked left as a local copy
 
