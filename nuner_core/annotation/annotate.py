@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from nuner_core.annotation.accounting import Budget, BudgetExhausted, RunStats, usd
 from nuner_core.annotation.cache import CachedAnswer, Holder, KeyMaker, ResponseCache
 from nuner_core.annotation.cache_import import ImportStats, import_responses
-from nuner_core.annotation.client import Answer, AnswerFailed, FatalAPIError, LLMClient
+from nuner_core.annotation.client import Answer, AnswerFailed, FatalAPIError, LLMClient, api_key_from
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.output import FILE_NAME, ShardedWriter
 from nuner_core.annotation.prompt import PromptTemplate, load_template
@@ -396,16 +396,7 @@ class _Annotation:
     async def _client(self) -> LLMClient:
         """The client, created on the first cache miss (a fully cached run needs no key)."""
         if self.client is None:
-            api_key = None
-            name = self.config.api_key_env
-            if name:
-                api_key = self.environ.get(name)
-                if not api_key:
-                    raise FatalAPIError(
-                        f"annotation needs an API key: the environment variable {name} is not set "
-                        f"(set it, or set annotate.api_key_env to the variable that holds the key, or to null for a "
-                        f"local server without a key; annotate.offline=true uses the cache only)"
-                    )
+            api_key = api_key_from(self.environ, self.config.api_key_env, "annotate")
             self.limiter = RateLimiter(
                 self.config.requests_per_minute, self.config.tokens_per_minute, self.config.max_in_flight, self.clock
             )

@@ -288,21 +288,12 @@ class _Batches:
 
     async def _client(self):
         """The client, created on the first prompt not in the cache (a fully cached run needs no key)."""
-        from nuner_core.annotation.client import FatalAPIError, LLMClient
+        from nuner_core.annotation.client import LLMClient, api_key_from
         from nuner_core.annotation.ratelimit import RateLimiter
 
         if self.client is None:
             started = time.monotonic()
-            api_key = None
-            name = self.config.api_key_env
-            if name:
-                api_key = self.environ.get(name)
-                if not api_key:
-                    raise FatalAPIError(
-                        f"{self.field} needs an API key: the environment variable {name} is not set (set it, or set "
-                        f"{self.field}.api_key_env to the variable that holds the key, or to null for a local server "
-                        f"without a key; {self.field}.offline=true uses the cache only)"
-                    )
+            api_key = api_key_from(self.environ, self.config.api_key_env, self.field)
             self.limiter = RateLimiter(self.config.requests_per_minute, self.config.tokens_per_minute,
                                        self.config.max_in_flight, self.clock)
             client = LLMClient(self.config, api_key=api_key, limiter=self.limiter, budget=self.budget, stats=self.stats,

@@ -108,6 +108,23 @@ def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = Non
         return max(0.0, email.utils.mktime_tz(parsed) - (now if now is not None else time.time()))
 
 
+def api_key_from(environ: Mapping[str, str], variable: str | None, field: str) -> str | None:
+    """The API key from the variable the config names (None when it names none: a local server without a key).
+
+    ``field`` is the config section the message points at (``annotate``, ``evaluate.llms[name]``).
+    """
+    if not variable:
+        return None
+    key = environ.get(variable)
+    if not key:
+        raise FatalAPIError(
+            f"{field} needs an API key: the environment variable {variable} is not set (set it, or set "
+            f"{field}.api_key_env to the variable that holds the key, or to null for a local server "
+            f"without a key; {field}.offline=true uses the cache only)"
+        )
+    return key
+
+
 class LLMClient:
     def __init__(
         self,

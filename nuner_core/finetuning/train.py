@@ -37,6 +37,7 @@ from nuner_core.finetuning.model import (
     EncodeCounts, Window, WordPredictions, build_model, collate, encode_windows, load_tokenizer, pick_device, predict_words, token_loss,
 )  # fmt: skip
 from nuner_core import checkpoint as ckpt
+from nuner_core.schedule import linear_schedule
 from nuner_core.stage_api import LogProgress, Progress, StageError
 
 log = logging.getLogger(__name__)
@@ -73,17 +74,6 @@ def score(gold: Sequence[Sentence], predicted: Sequence[Sequence[str]]) -> dict[
 
 def _type_row(s: TypeScore) -> dict[str, Any]:
     return {"type": s.type, "precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support, "predicted": s.predicted}
-
-
-def linear_schedule(warmup: int, total: int):
-    """lr multiplier: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total`` (as pre-training)."""
-
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return multiplier
 
 
 def param_groups(model: torch.nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]:

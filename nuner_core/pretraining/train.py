@@ -29,6 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nuner_core import checkpoint as ckpt
+from nuner_core.schedule import linear_schedule
 from nuner_core.pretraining import distributed
 from nuner_core.pretraining.config import PretrainConfig
 from nuner_core.pretraining.controls import destroy
@@ -55,17 +56,6 @@ log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 BEST = "best.pt"
-
-
-def linear_schedule(warmup: int, total: int):
-    """lr multiplier: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
-
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return multiplier
 
 
 def param_groups(model: torch.nn.Module, cfg: PretrainConfig) -> list[dict[str, Any]]:
