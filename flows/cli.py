@@ -150,7 +150,7 @@ def _tag(args: argparse.Namespace) -> int:
 
     from nuner_core.progress_bar import BarProgress
     from nuner_core.stage_api import StageError
-    from nuner_core.tagging import check_model_dir, iter_documents, parse_labels, read_label_file
+    from nuner_core.tagging import check_model_dir, iter_files, parse_labels, read_label_file
 
     try:  # everything checkable without loading a model, first
         labels = read_label_file(args.labels_file) if args.labels_file else parse_labels(args.labels or "")
@@ -166,8 +166,7 @@ def _tag(args: argparse.Namespace) -> int:
 
     try:
         tagger = ZeroShotTagger.from_pretrained(args.model, device=args.device)
-        total = sum(1 for f in files for _ in iter_documents(f, args.format, args.text_field))
-        documents = (d for f in files for d in iter_documents(f, args.format, args.text_field))
+        total, documents = iter_files(files, args.format, args.text_field)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(args.output) if args.output != "-" else Path(tmp) / "entities.jsonl"
             summary = tag_documents(tagger, documents, labels, args.threshold, out, BarProgress("tag"), total=total)

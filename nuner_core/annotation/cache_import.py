@@ -117,7 +117,7 @@ def _parse(line: str, file: Path, number: int) -> tuple[str, str]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ImportFileError(f"{file}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        raise ImportFileError(f"{file}:{number}: not valid JSON (column {exc.colno}: {exc.msg})") from None
     if not isinstance(record, dict):
         raise ImportFileError(f"{file}:{number}: expected a JSON object, got {type(record).__name__}")
     text, response = record.get("text"), record.get("response")

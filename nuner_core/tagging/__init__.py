@@ -23,7 +23,7 @@ _EXPORTS = {
     "calibrate": ("THRESHOLDS", "Calibration", "CurvePoint", "calibrate_threshold"),
     "decode": ("Entity", "assign", "check_threshold", "iob2"),
     "documents": ("Document", "DocumentError", "TagSummary", "iter_documents", "parse_labels", "read_documents",
-                  "read_label_file", "tag_documents"),
+                  "read_label_file", "tag_documents", "iter_files"),
     "export": ("CARD_FILE", "ModelCard", "export_model", "render_model_card"),
     "model": ("TagStats", "ZeroShotTagger"),
     "settings": ("DEFAULT_THRESHOLD", "DualEncoderSettings", "LabelError", "ModelDirectoryError", "check_model_dir",
@@ -51,7 +51,8 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
     from nuner_core.tagging.calibrate import THRESHOLDS, Calibration, CurvePoint, calibrate_threshold  # noqa: F401
     from nuner_core.tagging.decode import Entity, assign, check_threshold, iob2  # noqa: F401
     from nuner_core.tagging.documents import (  # noqa: F401
-        Document, DocumentError, TagSummary, iter_documents, parse_labels, read_documents, read_label_file, tag_documents,
+        Document, DocumentError, TagSummary, iter_documents, iter_files, parse_labels, read_documents, read_label_file,
+        tag_documents,
     )
     from nuner_core.tagging.export import CARD_FILE, ModelCard, export_model, render_model_card  # noqa: F401
     from nuner_core.tagging.model import TagStats, ZeroShotTagger  # noqa: F401

@@ -98,7 +98,7 @@ def _json_document(line: str, path: Path, lineno: int, text_field: str) -> Docum
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         hint = " (a JSON array? give one object per line)" if lineno == 1 and line.lstrip().startswith("[") else ""
-        raise DocumentError(f"{path}:{lineno}: not JSON ({exc.msg} at column {exc.colno}){hint}") from None
+        raise DocumentError(f"{path}:{lineno}: not JSON (column {exc.colno}: {exc.msg}){hint}") from None
     if not isinstance(record, dict):
         raise DocumentError(f"{path}:{lineno}: expected a JSON object with a {text_field!r} field, got {type(record).__name__}")
     if text_field not in record:
@@ -110,6 +110,21 @@ def _json_document(line: str, path: Path, lineno: int, text_field: str) -> Docum
     if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
         raise DocumentError(f"{path}:{lineno}: 'id' must be a string or an integer, not {doc_id!r}")
     return Document(doc_id, text)
+
+
+def iter_files(
+    paths: Sequence[str | Path], fmt: Literal["auto", "jsonl", "text"] = "auto", text_field: str = "text"
+) -> tuple[int, Iterator[Document]]:
+    """The documents of several files in order, lazily, and how many there are (for a progress bar).
+
+    The count reads the bytes once without decoding or parsing them: every non-blank line is a
+    document (or an error that ``iter_documents`` reports with its file and line).
+    """
+    total = 0
+    for path in paths:
+        with _open(Path(path)) as fh:
+            total += sum(1 for raw in fh if raw.strip())
+    return total, (doc for path in paths for doc in iter_documents(path, fmt, text_field))
 
 
 def read_documents(path: str | Path, fmt: Literal["auto", "jsonl", "text"] = "auto", text_field: str = "text") -> list[Document]:

@@ -69,7 +69,7 @@ def model_dir(config: TagConfig, inputs: Inputs) -> Path:
 
 
 def run(ctx: StageContext[TagConfig]) -> StageResult:
-    from nuner_core.tagging.documents import iter_documents, tag_documents
+    from nuner_core.tagging.documents import iter_files, tag_documents
     from nuner_core.tagging.model import ZeroShotTagger
     from nuner_core.tagging.settings import check_model_dir
 
@@ -85,10 +85,7 @@ def run(ctx: StageContext[TagConfig]) -> StageResult:
         if not file.is_file():
             raise StageError(f"tag: input file {file} does not exist")
     tagger = ZeroShotTagger.from_pretrained(model, device=cfg.device)
-    total = sum(1 for file in files for _ in iter_documents(file, cfg.format, cfg.text_field))
-    documents = (
-        doc for file in files for doc in iter_documents(file, cfg.format, cfg.text_field)
-    )
+    total, documents = iter_files(files, cfg.format, cfg.text_field)
     summary = tag_documents(tagger, documents, cfg.labels, cfg.threshold, ctx.out_dir / OUTPUT, ctx.progress,
                             batch_size=cfg.batch_size, total=total)
     table = [{"label": label, "entities": n} for label, n in summary.per_label.items()]
