@@ -29,7 +29,7 @@ from nuner_core.annotation.annotate import run_annotation
 from nuner_core.annotation.config import AnnotateConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake server is test support
-from fake_openai import Fault, FakeOpenAIServer  # noqa: E402
+from fake_openai import FakeOpenAIServer, Fault  # noqa: E402
 
 LIMIT_RPM = 600
 LATENCY_S = 0.2

@@ -64,7 +64,7 @@ from nuner_core.artifacts import ArtifactRef, ArtifactStore, CorruptArtifact
 from nuner_core.stage_api import LogProgress, StageContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake server is test support
-from fake_openai import Fault, FakeOpenAIServer  # noqa: E402
+from fake_openai import FakeOpenAIServer, Fault  # noqa: E402
 
 N = 300
 KILLS = 8
@@ -206,7 +206,7 @@ def scenario_kills(root: Path, rng: random.Random, seed: int) -> tuple[int, int]
             if dead:
                 dead[-1] = (dead[-1][0], time.monotonic())
             try:
-                wait_for(lambda: server.request_count > before or proc.poll() is not None)
+                wait_for(lambda before=before, proc=proc: server.request_count > before or proc.poll() is not None)
                 time.sleep(rng.uniform(0.0, 1.5))
             finally:
                 if proc.poll() is None:

@@ -39,9 +39,8 @@ def _run(args: argparse.Namespace) -> int:
     overrides = _hide_url_credentials(overrides)
     from prefect.exceptions import FailedRun
 
-    from nuner_core.artifacts import ArtifactError
-
     from flows.pipeline import nuner
+    from nuner_core.artifacts import ArtifactError
 
     try:
         summary = nuner(profile=args.profile, overrides=overrides, stages=stages)

@@ -757,7 +757,8 @@ class RemoteArtifactStore(ArtifactStore):
         size = sum(files.values())
         self.stats["uploaded_files"] += len(files)
         self.stats["uploaded_bytes"] += size
-        log.info("published the %s artifact %s to %s: %d file(s), %.1f MB in %.1f s", stage, key, self.url_for(stage, key), len(files), size / 1e6, time.monotonic() - started)
+        log.info("published the %s artifact %s to %s: %d file(s), %.1f MB in %.1f s",
+                 stage, key, self.url_for(stage, key), len(files), size / 1e6, time.monotonic() - started)
         if current is not None and content_id(current) != cid:  # the replaced publication's files
             self.objects.delete_prefix(f"{base}/{content_id(current)}")
         dest = self.local_dir(stage, key, cid)  # ours is this machine's copy: the next stage here reads it as it is

@@ -25,7 +25,8 @@ from prefect.runtime import task_run
 from prefect.states import Failed, State
 
 from nuner_core.artifacts import ArtifactError, ArtifactRef, ArtifactStore
-from nuner_core.pipeline import PlannedStage, run_stage, title as stage_title
+from nuner_core.pipeline import PlannedStage, run_stage
+from nuner_core.pipeline import title as stage_title
 from nuner_core.progress_bar import BarProgress, TeeProgress
 from nuner_core.stage_api import LogProgress, StageError
 

@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from nuner_core.config import ConfigError, PipelineConfig, load_config, parse_overrides, shipped_profiles
 
@@ -76,7 +77,7 @@ def test_unknown_profile_lists_shipped_ones():
 
 def test_configs_are_frozen():
     config = load_config("demo")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         config.corpus.seed = 3  # type: ignore[misc]
 
 

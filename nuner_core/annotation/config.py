@@ -13,7 +13,6 @@ client only (see ``endpoint.py``).
 from __future__ import annotations
 
 import os
-
 from typing import Literal
 
 from pydantic import Field, PrivateAttr, model_validator
@@ -67,7 +66,8 @@ class AnnotateConfig(StrictModel):
     import_responses: str | None = None  # JSON lines {text, response} imported into the cache first (idempotent); ${assets} expands
 
     # --- where and how (not part of any key) ---
-    base_url: str | None = Field(default=None, json_schema_extra=RUN_ONLY)  # OpenAI-compatible endpoint; None: api.openai.com; credentials in it are shown as ***
+    # OpenAI-compatible endpoint; None: api.openai.com; credentials in it are shown as ***
+    base_url: str | None = Field(default=None, json_schema_extra=RUN_ONLY)
     api_key_env: str | None = Field(default="OPENAI_API_KEY", json_schema_extra=RUN_ONLY)  # NAME of the env var holding the key; None: no key
     request_timeout_s: float = Field(default=60.0, gt=0, json_schema_extra=RUN_ONLY)  # one HTTP request: connecting, sending, and each wait for data
     requests_per_minute: float = Field(default=500.0, gt=0, json_schema_extra=RUN_ONLY)  # never exceeded in any window
@@ -84,7 +84,9 @@ class AnnotateConfig(StrictModel):
     max_requests: int | None = Field(default=None, ge=0, json_schema_extra=RUN_ONLY)  # HTTP requests (retries included) for this run
     offline: bool = Field(default=False, json_schema_extra=RUN_ONLY)  # no network: every answer must come from the cache
     cache_dir: str | None = Field(default=None, json_schema_extra=RUN_ONLY)  # response cache; None: <artifact root>/cache/llm-responses
-    lease_s: float = Field(default=60.0, ge=1, json_schema_extra=RUN_ONLY)  # a sentence in flight is leased in the shared cache this long, renewed while its run lives; a dead run's leases lapse after it
+    # A sentence in flight is leased in the shared cache this long, renewed while its run lives;
+    # a dead run's leases lapse after it.
+    lease_s: float = Field(default=60.0, ge=1, json_schema_extra=RUN_ONLY)
     shard_size: int = Field(default=20_000, ge=1, json_schema_extra=RUN_ONLY)  # rows per row group of responses.parquet (bounds memory)
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES), json_schema_extra=RUN_ONLY)  # per-model USD prices
 

@@ -28,7 +28,6 @@ from collections import deque
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Protocol
 
-
 EPSILON_S = 1e-9
 WINDOW_S = 10.0  # the window in which the requests limit must hold exactly
 WINDOW_GUARD_S = 0.2  # the log spans a little more: a request reaches the server 2-120 ms after admission (the first ones, on new connections, latest)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from nuner_core.paths import expand_path
 from nuner_core.corpus.config import CorpusSource
+from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 
 

@@ -77,7 +77,8 @@ def write_summary(
     lines += ["", "## Encoders", "", "| encoder | reference | origin | identity |", "| --- | --- | --- | --- |"]
     for e in encoders:
         mark = " (base)" if e["name"] == base != "base" else ""
-        lines.append(f"| {e['name']}{mark} | `{e['reference']}`{' (random init, seed ' + str(e['init_seed']) + ')' if e['random_init'] else ''} | {e['origin']} | `{e['identity']}` |")
+        init = f" (random init, seed {e['init_seed']})" if e["random_init"] else ""
+        lines.append(f"| {e['name']}{mark} | `{e['reference']}`{init} | {e['origin']} | `{e['identity']}` |")
     lines += ["", "## Data sets", "", "| data set | types | pool sentences | test sentences |", "| --- | --- | --- | --- |"]
     for b in benchmarks:
         test = f"{b['test_sentences']:,}"

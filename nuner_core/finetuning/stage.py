@@ -338,7 +338,8 @@ def _summary_markdown(cfg, data, references, summaries, selected, aggregate, spl
     if split is not None:
         lines.append("")
         for name, a in aggregate.items():
-            lines.append(f"- {name}: {split} entity micro-F1 {100 * a['f1_mean']:.1f} ± {100 * a['f1_std']:.1f} (mean ± std over {len(a['f1_per_seed'])} seeds)")
+            spread = f"{100 * a['f1_mean']:.1f} ± {100 * a['f1_std']:.1f}"
+            lines.append(f"- {name}: {split} entity micro-F1 {spread} (mean ± std over {len(a['f1_per_seed'])} seeds)")
     lines.append("")
     lines += [f"- {split_name}: {where} ({len(getattr(data, split_name))} sentences)" for split_name, where in data.sources.items()]
     if data.dropped:

@@ -29,14 +29,23 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from nuner_core import checkpoint as ckpt
 from nuner_core.evaluation.conll import Sentence
 from nuner_core.evaluation.metrics import TypeScore, entity_micro_f1
 from nuner_core.finetuning.config import FinetuneConfig
 from nuner_core.finetuning.data import FinetuneData
 from nuner_core.finetuning.model import (
-    EncodeCounts, Window, WordPredictions, build_model, collate, encode_windows, load_tokenizer, pick_device, predict_words, token_loss,
+    EncodeCounts,
+    Window,
+    WordPredictions,
+    build_model,
+    collate,
+    encode_windows,
+    load_tokenizer,
+    pick_device,
+    predict_words,
+    token_loss,
 )  # fmt: skip
-from nuner_core import checkpoint as ckpt
 from nuner_core.schedule import linear_schedule
 from nuner_core.stage_api import LogProgress, Progress, StageError
 

@@ -45,7 +45,7 @@ def load_annotated(path: Path) -> Annotated:
     if missing:
         raise StageError(f"{path}: missing column(s) {missing}; found {table.column_names}")
     out = Annotated(train=[], validation=[])
-    for row, rec in enumerate(table.select(list(REQUIRED_COLUMNS)).to_pylist()):
+    for rec in table.select(list(REQUIRED_COLUMNS)).to_pylist():
         text, split = rec["text"], rec["split"]
         if not isinstance(text, str) or not text.strip():
             out.dropped["empty_text"] += 1

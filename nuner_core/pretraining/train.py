@@ -29,7 +29,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nuner_core import checkpoint as ckpt
-from nuner_core.schedule import linear_schedule
 from nuner_core.pretraining import distributed
 from nuner_core.pretraining.config import PretrainConfig
 from nuner_core.pretraining.controls import destroy
@@ -49,6 +48,7 @@ from nuner_core.pretraining.outputs import (
     TEXT_ENCODER,
 )
 from nuner_core.pretraining.targets import collate
+from nuner_core.schedule import linear_schedule
 from nuner_core.stage_api import LogProgress, Progress, StageError
 
 log = logging.getLogger(__name__)

@@ -51,13 +51,25 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
     from nuner_core.tagging.calibrate import THRESHOLDS, Calibration, CurvePoint, calibrate_threshold  # noqa: F401
     from nuner_core.tagging.decode import Entity, assign, check_threshold, iob2  # noqa: F401
     from nuner_core.tagging.documents import (  # noqa: F401
-        Document, DocumentError, TagSummary, iter_documents, iter_files, parse_labels, read_documents, read_label_file,
+        Document,
+        DocumentError,
+        TagSummary,
+        iter_documents,
+        iter_files,
+        parse_labels,
+        read_documents,
+        read_label_file,
         tag_documents,
     )
     from nuner_core.tagging.export import CARD_FILE, ModelCard, export_model, render_model_card  # noqa: F401
     from nuner_core.tagging.model import TagStats, ZeroShotTagger  # noqa: F401
     from nuner_core.tagging.settings import (  # noqa: F401
-        DEFAULT_THRESHOLD, DualEncoderSettings, LabelError, ModelDirectoryError, check_model_dir, model_identity,
+        DEFAULT_THRESHOLD,
+        DualEncoderSettings,
+        LabelError,
+        ModelDirectoryError,
+        check_model_dir,
+        model_identity,
         write_threshold,
     )
     from nuner_core.tagging.words import join_words, segment_words  # noqa: F401

@@ -165,7 +165,8 @@ def calibrate_threshold(
     gold = sum(len(g) for g in golds)
     curve = threshold_curve(prob, correct, gold, thresholds)
     chosen = pick_threshold(curve)
-    log.info("calibrated threshold %.3f: word-level micro-F1 %.3f on %d validation sentences (%s labels)", chosen.threshold, chosen.f1, len(examples), label_set)
+    log.info("calibrated threshold %.3f: word-level micro-F1 %.3f on %d validation sentences (%s labels)",
+             chosen.threshold, chosen.f1, len(examples), label_set)
     return Calibration(
         threshold=chosen.threshold, f1=chosen.f1, precision=chosen.precision, recall=chosen.recall, curve=tuple(curve),
         label_set=label_set, sentences=len(examples), words=int(sum(len(w) for w in words)), gold_pairs=gold,

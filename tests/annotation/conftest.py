@@ -8,11 +8,12 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from annotate_helpers import KEY, KEY_ENV, FakeClock, sentence, write_sentences
+from fake_openai import FakeOpenAIServer
 
 from nuner_core.annotation.annotate import AnnotationResult, run_annotation
 from nuner_core.annotation.config import AnnotateConfig
-from fake_openai import FakeOpenAIServer
-from annotate_helpers import KEY, KEY_ENV, FakeClock, sentence, write_sentences
+
 
 @pytest.fixture
 def sentences(tmp_path) -> Callable[[int], Path]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from annotate_helpers import KEY, KEY_ENV, make_config, sentence, write_sentences
 
 from nuner_core.artifacts import ArtifactStore, CorruptArtifact
 from nuner_core.config import PipelineConfig
 from nuner_core.dataset.sources import SourceLog, read_responses
 from nuner_core.pipeline import PlannedStage, run_stage
 from nuner_core.stage_api import StageError
-
-from annotate_helpers import KEY, KEY_ENV, make_config, sentence, write_sentences
 
 N = 200
 
@@ -60,7 +59,8 @@ def test_the_annotate_stage_names_a_damaged_sentences_file_it_reads(built, tmp_p
     del manifest["checksums"]  # as published before checksums existed: the runner cannot vouch for the content
     manifest_path.write_text(json.dumps(manifest))
     _zero_400_bytes(corpus.dir / "sentences.parquet", 0.5)
-    with pytest.raises(StageError, match=r"annotate: cannot read .*sentences.parquet \(OSError: Corrupt snappy.*rerun the stage that wrote it \(the corpus stage\)"):
+    expected = r"annotate: cannot read .*sentences.parquet \(OSError: Corrupt snappy.*rerun the stage that wrote it \(the corpus stage\)"
+    with pytest.raises(StageError, match=expected):
         run_stage(PlannedStage("annotate", "annotate-other", config), {"corpus": corpus}, store)
 
 

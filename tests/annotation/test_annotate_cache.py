@@ -7,15 +7,14 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from annotate_helpers import MODEL, make_config, sentence, write_sentences
+from fake_openai import Fault, default_answer
 
 from nuner_core.annotation.accounting import usd
 from nuner_core.annotation.cache import ResponseCache, response_key
 from nuner_core.annotation.cache_import import ImportFileError, import_responses
-from fake_openai import Fault, default_answer
 from nuner_core.annotation.prompt import load_template
 from nuner_core.stage_api import StageError
-
-from annotate_helpers import MODEL, make_config, sentence, write_sentences
 
 
 def test_second_run_is_served_from_the_cache_without_requests(server, sentences, annotate):

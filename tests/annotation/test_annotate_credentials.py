@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from annotate_helpers import KEY, KEY_ENV, make_config, sentence, write_sentences
 
 from nuner_core.annotation import stage
 from nuner_core.annotation.config import AnnotateConfig
@@ -13,8 +14,6 @@ from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import PipelineConfig
 from nuner_core.pipeline import PlannedStage, run_stage, title
 from nuner_core.stage_api import StageError
-
-from annotate_helpers import KEY, KEY_ENV, make_config, sentence, write_sentences
 
 PASSWORD = "hunter2-PASSWORD-in-url"
 QUERY_SECRET = "qs-SECRET-in-query"

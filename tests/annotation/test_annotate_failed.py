@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import pyarrow.parquet as pq
+from annotate_helpers import KEY, KEY_ENV, make_config, sentence, write_sentences
+from fake_openai import Fault
 
 from nuner_core.annotation import stage
 from nuner_core.artifacts import INCOMPLETE, ArtifactStore
@@ -13,9 +15,6 @@ from nuner_core.dataset.config import DatasetConfig
 from nuner_core.dataset.stage import run as run_dataset
 from nuner_core.pipeline import PlannedStage, run_stage
 from nuner_core.stage_api import LogProgress, StageContext
-from fake_openai import Fault
-
-from annotate_helpers import KEY, KEY_ENV, make_config, sentence, write_sentences
 
 N = 10
 VICTIM = 3

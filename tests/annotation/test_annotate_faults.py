@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from annotate_helpers import KEY, FakeClock, make_config, sentence
+from fake_openai import Fault, default_answer
 
 from nuner_core.annotation.cache import ResponseCache
-from fake_openai import Fault, default_answer
 from nuner_core.stage_api import StageError
-
-from annotate_helpers import KEY, FakeClock, make_config, sentence
 
 N = 5
 VICTIM = sentence(2)  # the sentence whose requests get the faults

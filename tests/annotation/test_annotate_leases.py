@@ -8,13 +8,12 @@ import subprocess
 import time
 
 import pytest
+from annotate_helpers import make_config, sentence, spawn_run, wait_for
+from fake_openai import default_answer
 
 from nuner_core.annotation.cache import LEASE, Holder, ResponseCache, response_key
 from nuner_core.annotation.prompt import load_template
-from fake_openai import default_answer
 from nuner_core.stage_api import StageError
-
-from annotate_helpers import make_config, sentence, spawn_run, wait_for
 
 
 def _key(config, text: str) -> str:

@@ -7,11 +7,10 @@ import email.utils
 import math
 
 import pytest
+from annotate_helpers import FakeClock
 
 from nuner_core.annotation.client import parse_retry_after
 from nuner_core.annotation.ratelimit import RateLimiter
-
-from annotate_helpers import FakeClock
 
 
 def _admissions(limiter: RateLimiter, clock: FakeClock, tokens: list[int], actual: list[int] | None = None) -> list[float]:

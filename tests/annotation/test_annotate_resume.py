@@ -8,9 +8,9 @@ import subprocess
 import sys
 import time
 
-from nuner_core.annotation.cache import ResponseCache
-
 from annotate_helpers import KEY, KEY_ENV, make_config, sentence
+
+from nuner_core.annotation.cache import ResponseCache
 
 RUN = """
 import sys

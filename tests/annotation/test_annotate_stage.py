@@ -8,17 +8,16 @@ import logging
 
 import pyarrow.parquet as pq
 import pytest
+from annotate_helpers import KEY, KEY_ENV, MODEL, make_config, sentence, write_sentences
+from fake_openai import Fault
 
 from nuner_core.annotation import stage
 from nuner_core.annotation.config import AnnotateConfig
-from fake_openai import Fault
 from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import PipelineConfig, load_config
 from nuner_core.pipeline import PlannedStage, key_config, run_stage
 from nuner_core.progress_bar import BarProgress, TeeProgress
 from nuner_core.stage_api import StageError
-
-from annotate_helpers import KEY, KEY_ENV, MODEL, make_config, sentence, write_sentences
 
 
 class Recorder:

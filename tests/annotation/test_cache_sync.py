@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 import pytest
+from annotate_helpers import KEY, KEY_ENV, make_config, sentence, wait_for, write_sentences
 
 from nuner_core.annotation.cache import CachedAnswer, Holder, ResponseCache
 from nuner_core.annotation.cache_sync import ARTIFACT_FILE, SEGMENTS, AnswerJournal, import_segment, import_segments
@@ -11,8 +12,6 @@ from nuner_core.artifacts import RemoteArtifactStore
 from nuner_core.config import PipelineConfig
 from nuner_core.pipeline import PlannedStage, run_stage
 from nuner_core.stage_api import StageError
-
-from annotate_helpers import KEY, KEY_ENV, make_config, sentence, write_sentences, wait_for
 
 N = 40
 

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from nuner_core.artifacts import ArtifactRef
-from nuner_core.paths import assets_dir
 from nuner_core.dataset.config import DatasetConfig
 from nuner_core.dataset.stage import run
+from nuner_core.paths import assets_dir
 from nuner_core.stage_api import LogProgress, StageContext, StageResult
 
 RESPONSES_SCHEMA = {

@@ -5,14 +5,13 @@ import json
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from dataset_helpers import run_dataset, shared_annotations, write_responses
 
 from nuner_core.artifacts import ArtifactStore, artifact_key
 from nuner_core.config import load_config
 from nuner_core.dataset import stage
 from nuner_core.dataset.build import ANNOTATED_SCHEMA, CONCEPTS_SCHEMA, check_accounting
 from nuner_core.pipeline import PlannedStage, key_config, run_stage
-
-from dataset_helpers import run_dataset, shared_annotations, write_responses
 
 
 def test_demo_accounts_for_every_line(tmp_path, demo_responses):

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import polars as pl
 import pytest
+from fake_openai import FakeOpenAIServer, Fault
 
-from fake_openai import Fault, FakeOpenAIServer
 from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import ConfigError, load_config
 from nuner_core.evaluation.benchmarks import load_benchmark, resolve_spec

@@ -15,8 +15,8 @@ import threading
 import time
 
 import pytest
-
 from fake_openai import FakeOpenAIServer
+
 from nuner_core.annotation.batch import complete_batches
 from nuner_core.annotation.cache import CachedAnswer, Holder, KeyMaker, ResponseCache
 from nuner_core.annotation.config import AnnotateConfig

@@ -104,7 +104,7 @@ def test_token_macro_f1_matches_seqeval_on_one_word_entities(seed):
     pred = np.where(rng.random(200) < 0.6, gold, rng.integers(0, 4, size=200))
     gold[:3] = [1, 2, 3]  # every type present in gold
     ours, _ = token_macro_f1(gold, pred, types)
-    as_tags = lambda labels: [["O" if l == 0 else f"B-{types[l - 1]}" for l in labels]]  # noqa: E731
+    as_tags = lambda labels: [["O" if t == 0 else f"B-{types[t - 1]}" for t in labels]]  # noqa: E731
     theirs = f1_score(as_tags(gold), as_tags(pred), mode="strict", scheme=IOB2, average="macro", zero_division=0)
     assert ours == pytest.approx(theirs)
 

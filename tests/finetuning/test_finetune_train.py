@@ -8,10 +8,10 @@ import pytest
 import torch
 from finetune_helpers import write_jsonl
 
+from nuner_core import checkpoint as ckpt
 from nuner_core.finetuning.config import FilesData, FinetuneConfig
 from nuner_core.finetuning.data import load_data
 from nuner_core.finetuning.train import SUMMARY, RunSpec, train_run
-from nuner_core import checkpoint as ckpt
 from nuner_core.stage_api import LogProgress
 
 

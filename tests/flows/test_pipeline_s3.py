@@ -6,9 +6,8 @@ from pathlib import Path
 
 import fsspec
 import pytest
-
-from s3_env import S3_ENV
 from prefect.client.orchestration import get_client
+from s3_env import S3_ENV
 
 from flows.pipeline import nuner
 from nuner_core.artifacts import ArtifactStore, RemoteArtifactStore

@@ -206,7 +206,6 @@ def stack(tmp_path_factory, s3_server):
     import uuid
 
     import fsspec
-
     from s3_env import S3_ENV
 
     with pytest.MonkeyPatch.context() as mp:  # this process reads the store too (the AWS_* variables, as on a worker)

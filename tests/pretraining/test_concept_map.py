@@ -22,7 +22,8 @@ CONCEPTS = [
 ]  # fmt: skip
 
 
-def _concepts(path, n=len(CONCEPTS)):
+def _concepts(path, n=None):
+    n = len(CONCEPTS) if n is None else n
     pl.DataFrame({"concept": CONCEPTS[:n], "mentions": [3 * (n - i) for i in range(n)], "sentences": [n - i for i in range(n)]}).write_parquet(path)
     return path
 

@@ -79,6 +79,6 @@ def test_ddp_two_processes_gloo_match_one_process_with_accumulation(tiny_model_n
     assert ddp["tokens_seen"] == single["tokens_seen"]  # each rank saw its own share, together all of it
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [s for s, _ in one] == [s for s, _ in two]
-    assert [l for _, l in two] == pytest.approx([l for _, l in one], rel=1e-5)
+    assert [loss for _, loss in two] == pytest.approx([loss for _, loss in one], rel=1e-5)
     assert (tmp_path / "two-out" / "text_encoder" / "model.safetensors").is_file()
     AutoTokenizer.from_pretrained(tmp_path / "two-out" / "text_encoder")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from s3_env import S3_ENV
 
 from nuner_core.artifacts import (
     INCOMPLETE,
@@ -25,7 +26,6 @@ from nuner_core.artifacts import (
     local_root,
     store_location,
 )
-from s3_env import S3_ENV
 
 
 def _s3() -> fsspec.AbstractFileSystem:
