@@ -55,18 +55,18 @@ CONTRACTS = {
 ASSEMBLY = {"nuner_core.config", "nuner_core.registry", "nuner_core.pipeline"}
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT.parent).with_suffix("")
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    rel = path.relative_to(root.parent).with_suffix("")
     parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
     return ".".join(parts)
 
 
-def _imports() -> dict[str, set[str]]:
-    """Module -> the nuner_core modules it imports (anywhere in its body, functions included)."""
-    known = {_module_name(p) for p in ROOT.rglob("*.py")}
+def _imports(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the modules of ``root``'s package it imports (anywhere in its body, functions included)."""
+    known = {_module_name(p, root) for p in root.rglob("*.py")}
     graph: dict[str, set[str]] = {}
-    for path in ROOT.rglob("*.py"):
-        name = _module_name(path)
+    for path in root.rglob("*.py"):
+        name = _module_name(path, root)
         found: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -86,8 +86,8 @@ def _stage_packages() -> set[str]:
     return {s.module.__name__.rsplit(".", 1)[0] for s in STAGES}
 
 
-def test_no_import_cycles_in_nuner_core():
-    graph = _imports()
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of a graph (one path per back edge found by a depth-first walk)."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     cycles: list[list[str]] = []
 
@@ -103,7 +103,43 @@ def test_no_import_cycles_in_nuner_core():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
-    assert cycles == [], f"import cycles: {cycles}"
+    return cycles
+
+
+def _package(module: str) -> str:
+    """``nuner_core.store.local`` -> ``nuner_core.store``; a top-level module is its own package."""
+    return ".".join(module.split(".")[:2])
+
+
+def _package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        home = _package(module)
+        packages.setdefault(home, set()).update(_package(t) for t in targets if _package(t) != home)
+    return packages
+
+
+def test_no_import_cycles_between_modules():
+    assert _cycles(_imports()) == [], "import cycles between modules"
+
+
+def test_no_import_cycles_between_packages():
+    """Packages form layers: ``tagging`` may build on ``dual_encoder``, never the other way round as well."""
+    assert _cycles(_package_graph(_imports())) == [], "import cycles between packages of nuner_core"
+
+
+def test_the_package_cycle_check_fails_on_a_planted_cycle(tmp_path):
+    root = tmp_path / "planted"
+    for package in ("alpha", "beta", "gamma"):
+        (root / package).mkdir(parents=True)
+        (root / package / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    (root / "alpha" / "a.py").write_text("from planted.beta.b import thing\n")
+    (root / "beta" / "b.py").write_text("thing = 1\n\ndef later():\n    import planted.gamma.c  # inside a function still counts\n")
+    (root / "gamma" / "c.py").write_text("import planted.alpha\n")
+    graph = _imports(root)
+    assert _cycles(graph) == []  # no module imports itself back ...
+    assert _cycles(_package_graph(graph)) == [["planted.alpha", "planted.beta", "planted.gamma", "planted.alpha"]]  # ... but the packages do
 
 
 def test_stage_packages_import_neither_the_assembly_nor_each_other():
