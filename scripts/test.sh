@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up, then run the test suite offline, with Prefect's state in a throwaway directory.
+# Set up, run the lint and type gate, then run the test suite offline, with Prefect's state in a
+# throwaway directory. NUNER_NO_LINT=1 skips the gate (handy while iterating on one test file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+[ "${NUNER_NO_LINT:-}" = 1 ] || bash scripts/lint.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export PREFECT_HOME="$tmp/prefect" NUNER_DATA_DIR="$tmp/data"
