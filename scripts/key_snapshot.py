@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,10 @@ from nuner_core.config import load_config  # noqa: E402
 from nuner_core.pipeline import plan  # noqa: E402
 from nuner_core.registry import STAGE_NAMES  # noqa: E402
 from nuner_core.store import open_store  # noqa: E402
+
+# A fixed directory, not a random temporary one: file paths (an imported dataset, tag inputs)
+# are part of some configs' keys, so a random directory would change those keys on every run.
+WORK_DIR = Path("/tmp/nuner-key-snapshot")
 
 STALE_KEY = "0123456789abcdef"
 SELECTIONS: list[list[str] | None] = [None, ["corpus"], ["annotate"], ["dataset"], ["pretrain"],
@@ -67,20 +71,21 @@ def _fill(store: Any, keys: dict[str, str]) -> None:
 
 def main() -> None:
     out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        for name, (profile, overrides) in _configs(tmp).items():
-            config = load_config(profile, overrides)
-            stores = {}
-            for state in ("empty", "expected", "stale"):
-                root = tmp / f"{name}-{state}"
-                stores[state] = open_store(root)
-            expected = {p.stage: p.key for p in plan(config, None, stores["empty"])}
-            _fill(stores["expected"], expected)
-            _fill(stores["stale"], {stage: STALE_KEY for stage in STAGE_NAMES})
-            for stages in SELECTIONS:
-                for state, store in stores.items():
-                    out[f"{name} | {','.join(stages) if stages else 'all'} | {state}"] = _plan(config, stages, store)
+    shutil.rmtree(WORK_DIR, ignore_errors=True)
+    WORK_DIR.mkdir(parents=True)
+    tmp = WORK_DIR
+    for name, (profile, overrides) in _configs(tmp).items():
+        config = load_config(profile, overrides)
+        stores = {}
+        for state in ("empty", "expected", "stale"):
+            root = tmp / f"{name}-{state}"
+            stores[state] = open_store(root)
+        expected = {p.stage: p.key for p in plan(config, None, stores["empty"])}
+        _fill(stores["expected"], expected)
+        _fill(stores["stale"], {stage: STALE_KEY for stage in STAGE_NAMES})
+        for stages in SELECTIONS:
+            for state, store in stores.items():
+                out[f"{name} | {','.join(stages) if stages else 'all'} | {state}"] = _plan(config, stages, store)
     json.dump(out, sys.stdout, indent=1, sort_keys=True)
     print()
     print(f"{len(out)} cases", file=sys.stderr)
