@@ -30,7 +30,7 @@ from nuner_core.tagging.decode import check_threshold
 from nuner_core.tagging.settings import LabelError, clean_labels
 
 if TYPE_CHECKING:  # reading documents and labels needs no torch; tagging them does
-    from nuner_core.tagging.model import ZeroShotTagger
+    from nuner_core.tagging.tagger import ZeroShotTagger
 
 JSON_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 

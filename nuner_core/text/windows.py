@@ -1,44 +1,74 @@
-"""Overlapping windows over a text longer than the encoder's window, and which window scores each token.
+"""Long texts in encoder-sized windows: the one windowing of tagging, prediction and fine-tuning.
 
-A text of ``n`` content tokens (special tokens not counted) and a window of ``size`` content
-tokens: one window when it fits; otherwise windows start every ``stride`` tokens, and the
-last one is aligned to the end of the text so that it is full and nothing is left out.
+A text is a sequence of words, each of some number of sub-tokens. Windows are runs of whole
+words of at most ``budget`` sub-tokens: one window when the text fits; otherwise each next
+window starts with up to ``stride`` sub-tokens of the previous one's last words (context) and
+takes new words while they fit. A single word longer than ``budget`` gets a window of its own
+(its sub-tokens beyond the budget are cut; its first one, which it is read from, is kept).
 
-A token's **context** in a window is its distance to the nearer *cut* edge of that window;
-an edge that is the start or the end of the text itself cuts nothing and does not count.
-Each token is scored from the window where its context is largest (ties: the earlier
-window), i.e. where the encoder saw the most text on both sides of it. With the default
-stride of half a window, every token of a long text has at least a quarter of a window of
-context on each cut side.
+A word's **context** in a window is the number of sub-tokens between it and the nearer *cut*
+edge of the window; an edge that is the start or the end of the text itself cuts nothing and
+does not count. Each word is read (labelled in training, scored at prediction) from the
+window where its context is largest, ties to the earlier window: every word exactly once,
+where the encoder saw the most text on both sides of it.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 
-def plan_windows(n: int, size: int, stride: int | None = None) -> list[tuple[int, int]]:
-    """Windows [start, end) of content tokens covering ``n`` tokens, ``size`` tokens each at most."""
-    if size < 1:
-        raise ValueError(f"window size must be at least 1 token, not {size}")
-    stride = max(1, size // 2) if stride is None else stride
-    if not 1 <= stride <= size:
-        raise ValueError(f"stride must be between 1 and the window size {size}, not {stride}")
-    if n <= size:
-        return [(0, n)]
-    starts = list(range(0, n - size, stride)) + [n - size]
-    return [(s, s + size) for s in starts]
+def plan_windows(counts: Sequence[int], budget: int, stride: int) -> list[tuple[int, int]]:
+    """Word ranges ``[a, b)`` covering all words, each with at most ``budget`` sub-tokens (see the module docstring).
+
+    ``counts`` are sub-tokens per word (0 for a word the tokenizer turns into nothing).
+    """
+    if budget < 1:
+        raise ValueError(f"a window must hold at least 1 sub-token, not {budget}")
+    if not 0 <= stride < budget:
+        raise ValueError(f"stride (the context carried into the next window) must be between 0 and {budget - 1}, not {stride}")
+    n = len(counts)
+    if n == 0:
+        return [(0, 0)]
+    windows: list[tuple[int, int]] = []
+    a = 0
+    while True:
+        b, used = a, 0
+        while b < n and (used + counts[b] <= budget or b == a):
+            used += counts[b]
+            b += 1
+        windows.append((a, b))
+        if b >= n:
+            return windows
+        # the next window: back off over the last words while their sub-tokens fit in the stride ...
+        start, context = b, 0
+        while start - 1 > a and context + counts[start - 1] <= stride:
+            start -= 1
+            context += counts[start]
+        # ... but never so far that the first new word (b) no longer fits beside them
+        while start < b and context + counts[b] > budget:
+            context -= counts[start]
+            start += 1
+        a = start
 
 
-def best_window(n: int, windows: list[tuple[int, int]]) -> np.ndarray:
-    """(n,) index of the window from which each of the ``n`` tokens is scored (see the module docstring)."""
+def owners(counts: Sequence[int], windows: Sequence[tuple[int, int]]) -> list[int]:
+    """For each word, the index of the window it is read from: the most context on its cut sides (first on ties)."""
+    n = len(counts)
     if len(windows) == 1:
-        return np.zeros(n, dtype=np.int64)
-    t = np.arange(n)
-    context = np.full((len(windows), n), -1, dtype=np.int64)  # (W, n); -1: the token is not in the window
-    for w, (start, end) in enumerate(windows):
-        inside = (t >= start) & (t < end)
-        left = t - start if start > 0 else np.full(n, n)  # the text's own start cuts no context
-        right = end - 1 - t if end < n else np.full(n, n)
-        context[w] = np.where(inside, np.minimum(left, right), -1)
-    return context.argmax(axis=0)  # first maximum: the earlier window on ties
+        return [0] * n
+    prefix = np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])  # (n + 1,)
+    best = np.full(n, -1, dtype=np.int64)
+    owner = np.zeros(n, dtype=np.int64)
+    unbounded = int(prefix[-1]) + 1  # more than any real context: the text's own edges cut nothing
+    for w, (a, b) in enumerate(windows):
+        i = np.arange(a, b)
+        left = prefix[i] - prefix[a] if a > 0 else np.full(b - a, unbounded)
+        right = prefix[b] - prefix[i + 1] if b < n else np.full(b - a, unbounded)
+        context = np.minimum(left, right)
+        better = context > best[a:b]
+        best[a:b] = np.where(better, context, best[a:b])
+        owner[a:b] = np.where(better, w, owner[a:b])
+    return [int(x) for x in owner]
