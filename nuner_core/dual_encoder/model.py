@@ -108,7 +108,7 @@ def load_encoder(reference: str, attn_implementation: str = "sdpa") -> PreTraine
     config = AutoConfig.from_pretrained(path)
     check_encoder_config(config, reference)
     try:
-        model = AutoModel.from_pretrained(path, attn_implementation=attn_implementation)
+        model: PreTrainedModel = AutoModel.from_pretrained(path, attn_implementation=attn_implementation)
     except (ValueError, ImportError) as exc:  # the architecture has no SDPA kernel (DeBERTa): eager attention
         log.info("%s: %s attention unavailable (%s); using eager", reference, attn_implementation, exc)
         model = AutoModel.from_pretrained(path, attn_implementation="eager")

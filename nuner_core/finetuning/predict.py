@@ -134,7 +134,7 @@ def predict_files(
 
     started = time.perf_counter()
     tagger = Tagger(model_dir, device, batch_size)
-    labels: Counter = Counter()
+    labels: Counter[str] = Counter()
     stats = ReadStats()
     documents = 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class ConceptVocab:
         return {name: i for i, name in enumerate(self.names)}
 
 
-def build_vocab(tokenizer, splits: list[list[Example]], max_length: int) -> ConceptVocab:
+def build_vocab(tokenizer: Any, splits: list[list[Example]], max_length: int) -> ConceptVocab:
     names = sorted({c for examples in splits for ex in examples for _, _, c in ex.spans})
     if not names:
         return ConceptVocab(names=[], input_ids=[])
@@ -56,7 +57,7 @@ def build_vocab(tokenizer, splits: list[list[Example]], max_length: int) -> Conc
     return ConceptVocab(names=names, input_ids=ids, truncated=truncated)  # type: ignore[arg-type]
 
 
-def encode(tokenizer, examples: list[Example], vocab: ConceptVocab, max_length: int, chunk: int = 10_000) -> Encoded:
+def encode(tokenizer: Any, examples: list[Example], vocab: ConceptVocab, max_length: int, chunk: int = 10_000) -> Encoded:
     """Tokenise with character offsets; sentences longer than ``max_length`` are truncated and counted."""
     index = vocab.index()
     out = Encoded(input_ids=[], offsets=[], special=[], spans=[])

@@ -22,8 +22,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "calibrate": ("THRESHOLDS", "Calibration", "CurvePoint", "calibrate_threshold"),
-    "decode": ("Entity", "assign", "check_threshold", "iob2"),
+    "calibrate": ("Calibration", "CurvePoint", "calibrate_threshold"),
+    "decode": ("THRESHOLDS", "Entity", "assign", "check_threshold", "iob2"),
     "documents": ("Document", "DocumentError", "TagSummary", "iter_documents", "parse_labels", "read_documents",
                   "read_label_file", "tag_documents", "iter_files"),
     "export": ("CARD_FILE", "ModelCard", "export_model", "render_model_card"),
@@ -58,8 +58,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
-    from nuner_core.tagging.calibrate import THRESHOLDS, Calibration, CurvePoint, calibrate_threshold  # noqa: F401
-    from nuner_core.tagging.decode import Entity, assign, check_threshold, iob2  # noqa: F401
+    from nuner_core.tagging.calibrate import Calibration, CurvePoint, calibrate_threshold  # noqa: F401
+    from nuner_core.tagging.decode import THRESHOLDS, Entity, assign, check_threshold, iob2  # noqa: F401
     from nuner_core.tagging.documents import (  # noqa: F401
         Document,
         DocumentError,

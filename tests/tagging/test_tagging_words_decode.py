@@ -156,3 +156,10 @@ def test_length_batches_bound_tokens_and_padding():
     assert [[lengths[j] for j in b] for b in batches] == [[8, 8, 8, 9, 9, 10, 10, 11, 12], [30, 31], [58, 59, 60]]
     assert length_batches([], 100) == []
     assert length_batches([300], 100) == [[0]]  # a window longer than the budget still gets its batch
+
+
+def test_the_public_api_lists_what_it_exports():
+    import nuner_core.tagging as tagging
+
+    assert sorted(tagging.__all__) == sorted(tagging._MODULE_OF)
+    assert all(getattr(tagging, name) is not None for name in tagging.__all__)
