@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, RobertaConfig, RobertaModel
 
+from nuner_core.dual_encoder.annotated import Example, load_annotated
 from nuner_core.models import resolve_model
+from nuner_core.pretraining.build import build_model
 from nuner_core.pretraining.config import PretrainConfig
-from nuner_core.pretraining.data import Example, build_vocab, encode, load_annotated
+from nuner_core.pretraining.data import build_vocab, encode
 from nuner_core.pretraining.loss import concept_bce
-from nuner_core.pretraining.model import build_model
 from nuner_core.pretraining.targets import collate
 from nuner_core.pretraining.train import make_optimizer
 from nuner_core.schedule import linear_schedule

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nuner_core.devices import device_name
+from nuner_core.dual_encoder.pretrain_artifact import read_outputs
 from nuner_core.evaluation.config import EncoderSpec, EvaluateConfig
 from nuner_core.hashing import file_sha256
 from nuner_core.models import resolve_model
-from nuner_core.pretraining.outputs import read_outputs
 from nuner_core.stage_api import StageError
+from nuner_core.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -115,28 +117,6 @@ def localise(ref: EncoderRef) -> EncoderRef:
     return EncoderRef(ref.name, _hub_snapshot(location), ref.origin, ref.random_init, ref.init_seed)
 
 
-def load_tokenizer(ref: EncoderRef):
-    from transformers import AutoTokenizer
-
-    location = ref.location()
-    tokenizer = AutoTokenizer.from_pretrained(location)
-    if not getattr(tokenizer, "is_fast", False):
-        raise StageError(f"encoder {ref.name!r}: {location} has no fast tokenizer (needed for word alignment)")
-    if getattr(tokenizer, "add_prefix_space", None) is False:
-        # Byte-level BPE (RoBERTa, GPT-2) needs a leading space to tokenize pre-split words.
-        tokenizer = AutoTokenizer.from_pretrained(location, add_prefix_space=True)
-    return tokenizer
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_encoder(ref: EncoderRef, device: str = "cpu"):
     """(model in eval mode on ``device``, fast tokenizer)."""
     import torch
@@ -148,4 +128,4 @@ def load_encoder(ref: EncoderRef, device: str = "cpu"):
         model = AutoModel.from_config(AutoConfig.from_pretrained(location))
     else:
         model = AutoModel.from_pretrained(location)
-    return model.to(resolve_device(device)).eval(), load_tokenizer(ref)
+    return model.to(device_name(device)).eval(), load_tokenizer(ref.reference, pre_split_words=True, name=ref.name)

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from nuner_core.devices import pad_id
 from nuner_core.stage_api import StageError
 
 FEATURE_VERSION = "1"  # bump when the same encoder and sentences would give different features
@@ -55,7 +56,7 @@ def encode_words(
     started = time.perf_counter()
     encoded = tokenizer([list(s) for s in sentences], is_split_into_words=True, truncation=True, max_length=max_length)
     lengths = [len(ids) for ids in encoded["input_ids"]]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     out: list[np.ndarray | None] = [None] * len(sentences)
     order = sorted(range(len(sentences)), key=lambda i: lengths[i])
     batches: list[list[int]] = []
@@ -68,7 +69,7 @@ def encode_words(
     with torch.inference_mode():
         for batch in batches:
             width = max(lengths[i] for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # (B, T)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, T)
             mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
             for row, i in enumerate(batch):
                 ids[row, : lengths[i]] = torch.tensor(encoded["input_ids"][i])

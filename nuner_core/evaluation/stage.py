@@ -24,10 +24,12 @@ from pathlib import Path
 import polars as pl
 
 from nuner_core.artifacts import INCOMPLETE
+from nuner_core.devices import device_name
+from nuner_core.dual_encoder.pretrain_artifact import read_outputs
 from nuner_core.evaluation.benchmarks import resolve_spec, spec_fingerprint
 from nuner_core.evaluation.compare import comparison, encoder_speed
 from nuner_core.evaluation.config import EvaluateConfig
-from nuner_core.evaluation.encoders import EncoderRef, encoders_for_run, identity, resolve_device
+from nuner_core.evaluation.encoders import EncoderRef, encoders_for_run, identity
 from nuner_core.evaluation.harness import grids, load_benchmarks, score_encoders, score_zero_shot, unique_encoders
 from nuner_core.evaluation.llm import answers_schema, score_llms
 from nuner_core.evaluation.report import llm_section, plot_f1_vs_k, plot_f1_vs_threshold, write_summary
@@ -35,7 +37,6 @@ from nuner_core.evaluation.results import headline, results_frame, shortfalls, w
 from nuner_core.evaluation.sampling import UNITS
 from nuner_core.evaluation.timing import TimingStore
 from nuner_core.paths import expand_path
-from nuner_core.pretraining.outputs import read_outputs
 from nuner_core.stage_api import Inputs, Report, StageContext, StageError, StageResult
 
 CODE_VERSION = "1"
@@ -106,7 +107,7 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
         base = merged.get(base, base)
     else:  # only LLMs are compared
         encoders, merged, base = [], {}, config.llms[0].name
-    device = resolve_device(config.device)
+    device = device_name(config.device)
     timings = TimingStore(cache)
 
     scores = score_encoders(config, encoders, base, benches, supports, plan, cache, device, ctx.progress)

@@ -4,7 +4,7 @@ Three sources (``FinetuneConfig.data``):
 
 - files in CoNLL/BIO (the evaluation's reader: IOB1/IOB2/IO, any case, repaired to IOB2);
 - files in JSON lines, one ``{"text", "entities": [{"start", "end", "label"}]}`` per line with
-  character offsets (end exclusive): the text is split into words (``words.split_words``) and
+  character offsets (end exclusive): the text is split into words (``nuner_core.text.words``, as ``nuner tag`` splits it) and
   each span becomes ``B-label I-label ...`` over the words it covers;
 - a registry benchmark and a k: the training set is the k~2k support set the evaluation
   samples, dev a seeded sample of the rest of the pool, test a seeded subsample of its test split.
@@ -30,9 +30,9 @@ import numpy as np
 
 from nuner_core.evaluation.conll import Sentence, TypeNames, entity_types, mentions, read_conll
 from nuner_core.finetuning.config import BenchmarkData, FilesData
-from nuner_core.finetuning.words import split_words
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
+from nuner_core.text.words import segment_words
 
 SPLITS = ("train", "dev", "test")
 
@@ -71,7 +71,7 @@ def spans_to_tags(
     text: str, spans: list[tuple[int, int, str]], repair: Literal["snap", "reject"], counts: SpanCounts
 ) -> tuple[list[tuple[int, int]], list[str]]:
     """Word offsets of ``text`` and their IOB2 tags; ``spans`` are ``(start, end, type)`` character spans."""
-    words = split_words(text)
+    words = [(s, e) for s, e in segment_words(text).tolist()]
     tags = ["O"] * len(words)
     starts = [s for s, _ in words]
     ends = [e for _, e in words]

@@ -3,7 +3,7 @@
 The model is ``AutoModelForTokenClassification`` (the whole encoder + a linear head over IOB2
 labels), so the exported directory is a plain ``transformers`` model. Each word's *first*
 sub-token carries its label; its other sub-tokens, the special tokens and the words a window
-does not own (see ``words.owners``) are labelled -100 and ignored by the loss.
+does not own (see ``nuner_core.text.windows.owners``) are labelled -100 and ignored by the loss.
 """
 
 from __future__ import annotations
@@ -16,22 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nuner_core.finetuning.words import owners, plan_windows
-from nuner_core.stage_api import StageError
+from nuner_core.text.windows import owners, plan_windows
 
 IGNORE = -100
-
-
-def load_tokenizer(location: str):
-    """The model's fast tokenizer (word alignment needs one); byte-level BPE gets a prefix space."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(location)
-    if not getattr(tokenizer, "is_fast", False):
-        raise StageError(f"{location} has no fast tokenizer (needed to align words and sub-tokens)")
-    if getattr(tokenizer, "add_prefix_space", None) is False:  # RoBERTa, GPT-2: pre-split words need a leading space
-        tokenizer = AutoTokenizer.from_pretrained(location, add_prefix_space=True)
-    return tokenizer
 
 
 @contextmanager
@@ -191,9 +178,3 @@ def predict_words(model, windows: Sequence[Window], sentence_lengths: Sequence[i
     model.train(was_training)
     return WordPredictions(label_ids, scores, loss_sum / loss_n if loss_n else None)
 
-
-def pick_device(name: str) -> torch.device:
-    """``auto``: cuda when a GPU is visible, else cpu."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)

@@ -7,10 +7,10 @@ per document::
     {"id": "...", "text": "...", "entities": [{"start": 0, "end": 5, "text": "Paris", "label": "city", "score": 0.97}]}
 
 ``start``/``end`` are character offsets into ``text`` (end exclusive); ``score`` is the mean,
-over the entity's words, of the probability of each word's predicted tag. Words come from the
-segmentation recorded in the model's ``nuner_finetune.json`` (the one it was trained with);
-a text longer than one window is covered by overlapping windows, each word read from the window
-where it has the most context. Tags become entities the way ``transformers``' ``simple``
+over the entity's words, of the probability of each word's predicted tag. Words are
+``nuner tag``'s (``nuner_core.text.words``: the segmentation the model was trained with, named
+in its ``nuner_finetune.json``); a text longer than one window is covered by overlapping windows
+(``nuner_core.text.windows``), each word read from the window where it has the most context. Tags become entities the way ``transformers``' ``simple``
 aggregation groups them: ``B-X`` opens an entity, ``I-X`` continues an ``X`` (or opens one after
 anything else), ``O`` closes it.
 """
@@ -18,16 +18,18 @@ anything else), ``O`` closes it.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence, TextIO, TypeVar
 
-from nuner_core.finetuning.words import WORD_PATTERN, split_words
 from nuner_core.stage_api import StageError
+from nuner_core.text.words import SEGMENTATION, segment_words
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STRIDE = 64
 T = TypeVar("T")
@@ -57,7 +59,7 @@ def decode_entities(text: str, words: Sequence[tuple[int, int]], tags: Sequence[
 
 @dataclass
 class TaggerSettings:
-    word_pattern: str
+    segmentation: str
     max_length: int
     stride: int
 
@@ -68,15 +70,17 @@ class Tagger:
     def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int = 32):
         from transformers import AutoModelForTokenClassification
 
+        from nuner_core.devices import pad_id, resolve_device
         from nuner_core.finetuning.export import SETTINGS_FILE
-        from nuner_core.finetuning.model import load_tokenizer, pick_device, quiet_transformers
+        from nuner_core.finetuning.model import quiet_transformers
+        from nuner_core.tokenizer import load_tokenizer
 
         path = Path(model_dir)
         if not (path / "config.json").is_file():
             raise StageError(f"{path} is not a model directory (no config.json)")
-        self.tokenizer = load_tokenizer(str(path))
+        self.tokenizer = load_tokenizer(str(path), pre_split_words=True)
         with quiet_transformers():
-            self.model = AutoModelForTokenClassification.from_pretrained(path).to(pick_device(device)).eval()
+            self.model = AutoModelForTokenClassification.from_pretrained(path).to(resolve_device(device)).eval()
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         bad = [label for label in self.labels if label != "O" and label[:2] not in ("B-", "I-")]
         if bad:
@@ -84,17 +88,18 @@ class Tagger:
         saved = json.loads((path / SETTINGS_FILE).read_text()) if (path / SETTINGS_FILE).is_file() else {}
         limit = min(int(getattr(self.tokenizer, "model_max_length", 512) or 512), 512)
         self.settings = TaggerSettings(
-            saved.get("word_pattern", WORD_PATTERN), int(saved.get("max_length", limit)), int(saved.get("stride", DEFAULT_STRIDE))
+            str(saved.get("segmentation", "")), int(saved.get("max_length", limit)), int(saved.get("stride", DEFAULT_STRIDE))
         )
-        self.pattern = re.compile(self.settings.word_pattern)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        if self.settings.segmentation != SEGMENTATION:  # a model trained before words were one thing: words may differ a little
+            log.warning("%s was trained with word segmentation %r; reading text with %r", path, self.settings.segmentation or "unnamed", SEGMENTATION)
+        self.pad_id = pad_id(self.tokenizer)
         self.batch_size = batch_size
 
     def tag(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
         """Entities of every text."""
         from nuner_core.finetuning.model import encode_windows, predict_words
 
-        spans = [split_words(t, self.pattern) for t in texts]
+        spans = [[(s, e) for s, e in segment_words(t).tolist()] for t in texts]
         words = [[t[s:e] for s, e in w] for t, w in zip(texts, spans)]
         windows = encode_windows(self.tokenizer, words, self.settings.max_length, self.settings.stride)
         pred = predict_words(self.model, windows, [len(w) for w in words], self.pad_id, self.batch_size)
@@ -129,7 +134,7 @@ def predict_files(
 
     started = time.perf_counter()
     tagger = Tagger(model_dir, device, batch_size)
-    labels: Counter = Counter()
+    labels: Counter[str] = Counter()
     stats = ReadStats()
     documents = 0
 

@@ -106,7 +106,7 @@ def resolve_encoders(config: FinetuneConfig, inputs: Inputs) -> dict[str, str]:
     """Encoder name (``nuner``, ``base``) -> its reference (a directory, pypi:<package> or hub id)."""
     encoder = config.encoder
     if encoder is None:
-        from nuner_core.pretraining.outputs import MAIN_RUN, read_outputs
+        from nuner_core.dual_encoder.pretrain_artifact import MAIN_RUN, read_outputs
 
         if "pretrain" not in inputs:
             raise StageError(
@@ -269,18 +269,20 @@ def _headline(aggregate: dict[str, dict[str, Any]], selected: dict[str, dict[str
 
 def _export(ctx, cfg, data, references, locations, selected, aggregate, split) -> dict[str, Any] | None:
     """model/ (and base_model/) from each encoder's selected run, with model cards; model.onnx when asked."""
+    from nuner_core.devices import pad_id
     from nuner_core.finetuning.export import export_onnx, model_card, save_model_dir
-    from nuner_core.finetuning.model import encode_windows, load_tokenizer
+    from nuner_core.finetuning.model import encode_windows
     from nuner_core.finetuning.train import RunSpec, load_selected
-    from nuner_core.finetuning.words import WORD_PATTERN
+    from nuner_core.text.words import SEGMENTATION
+    from nuner_core.tokenizer import load_tokenizer
 
     onnx = None
     for name, reference in references.items():
         chosen = selected[name]
         spec = RunSpec(name, locations[name], chosen["seed"])
         model = load_selected(spec, data.labels, _run_dir(ctx.work_dir, spec), chosen, cfg.dropout)
-        tokenizer = load_tokenizer(locations[name])
-        settings = {"word_pattern": WORD_PATTERN, "max_length": cfg.max_length, "stride": cfg.stride, "labels": data.labels,
+        tokenizer = load_tokenizer(locations[name], pre_split_words=True)
+        settings = {"segmentation": SEGMENTATION, "max_length": cfg.max_length, "stride": cfg.stride, "labels": data.labels,
                     "label_alignment": "first sub-token of each word", "encoder": reference, "seed": chosen["seed"],
                     "selected_step": chosen["selected_step"]}  # fmt: skip
         card = model_card(
@@ -295,8 +297,7 @@ def _export(ctx, cfg, data, references, locations, selected, aggregate, split) -
         if name == NUNER and cfg.export_onnx:
             sentences = (data.test or data.dev or data.train)[:PARITY_SENTENCES]
             windows = encode_windows(tokenizer, [s.tokens for s in sentences], cfg.max_length, cfg.stride)
-            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            onnx = export_onnx(model, out, windows, pad_id, cfg.onnx_tolerance) | {"sentences": len(sentences)}
+            onnx = export_onnx(model, out, windows, pad_id(tokenizer), cfg.onnx_tolerance) | {"sentences": len(sentences)}
     return onnx
 
 

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 from nuner_core import checkpoint as ckpt
+from nuner_core.devices import pad_id as pad_id_of
+from nuner_core.devices import resolve_device
 from nuner_core.evaluation.conll import Sentence
 from nuner_core.evaluation.metrics import TypeScore, entity_micro_f1
 from nuner_core.finetuning.config import FinetuneConfig
@@ -41,13 +43,12 @@ from nuner_core.finetuning.model import (
     build_model,
     collate,
     encode_windows,
-    load_tokenizer,
-    pick_device,
     predict_words,
     token_loss,
 )  # fmt: skip
 from nuner_core.schedule import linear_schedule
 from nuner_core.stage_api import LogProgress, Progress, StageError
+from nuner_core.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,13 @@ def train_run(
     progress = progress or LogProgress(f"finetune {spec.name} seed {spec.seed}")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
 
     # ---- data: words -> windows with first-sub-token labels
     labels = data.labels
     label_id = {label: i for i, label in enumerate(labels)}
-    tokenizer = load_tokenizer(spec.location)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tokenizer = load_tokenizer(spec.location, pre_split_words=True)
+    pad_id = pad_id_of(tokenizer)
     counts = {split: EncodeCounts() for split in ("train", "dev", "test")}
 
     def windows(split: str, sentences: list[Sentence]) -> list[Window]:

@@ -62,7 +62,8 @@ def embed(reference: str, names: list[str], settings: MapSettings, device: str =
     import torch
     import torch.nn.functional as F
 
-    from nuner_core.pretraining.model import load_encoder, load_tokenizer, mean_pool
+    from nuner_core.dual_encoder.model import load_encoder, mean_pool
+    from nuner_core.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(reference)
     model = load_encoder(reference).to(device).eval()

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from nuner_core.pretraining.data import Annotated, Example
+from nuner_core.dual_encoder.annotated import Annotated, Example
 
 WORD = re.compile(r"\S+")
 

@@ -1,75 +1,15 @@
-"""Annotated sentences in, tokenised examples and length-bucketed micro-batches out.
-
-Input: the dataset stage's ``annotated.parquet`` (``id``, ``text``, ``split`` train /
-validation, ``spans: list<struct<start, end, concept>>``, character offsets, end exclusive).
-Every record or span that cannot be used is counted under a reason, never dropped silently.
-"""
+"""Annotated sentences (``nuner_core.dual_encoder.annotated``) in, tokenised examples and length-bucketed micro-batches out."""
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from nuner_core.dual_encoder.annotated import Example
 from nuner_core.stage_api import StageError
-
-REQUIRED_COLUMNS = ("id", "text", "split", "spans")
-SPLITS = ("train", "validation")
-
-Span = tuple[int, int, str]  # (start, end, concept): characters [start, end) of the text
-
-
-@dataclass(frozen=True)
-class Example:
-    id: str
-    text: str
-    spans: tuple[Span, ...]
-
-
-@dataclass
-class Annotated:
-    train: list[Example]
-    validation: list[Example]
-    dropped: Counter = field(default_factory=Counter)  # reason -> count
-
-
-def load_annotated(path: Path) -> Annotated:
-    """Read and check ``annotated.parquet``; bad records and spans are counted under a reason."""
-    if not path.is_file():
-        raise StageError(f"{path}: no such file; the pretrain stage reads the dataset stage's annotated.parquet")
-    table = pq.read_table(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise StageError(f"{path}: missing column(s) {missing}; found {table.column_names}")
-    out = Annotated(train=[], validation=[])
-    for rec in table.select(list(REQUIRED_COLUMNS)).to_pylist():
-        text, split = rec["text"], rec["split"]
-        if not isinstance(text, str) or not text.strip():
-            out.dropped["empty_text"] += 1
-            continue
-        if split not in SPLITS:
-            out.dropped[f"unknown_split:{split}"] += 1
-            continue
-        spans: list[Span] = []
-        for span in rec["spans"] or []:
-            start, end, concept = span.get("start"), span.get("end"), span.get("concept")
-            if not isinstance(concept, str) or not concept.strip():
-                out.dropped["span_without_concept"] += 1
-            elif start is None or end is None or not 0 <= start < end <= len(text):
-                out.dropped["span_out_of_range"] += 1
-            else:
-                spans.append((int(start), int(end), concept.strip()))
-        (out.train if split == "train" else out.validation).append(Example(str(rec["id"]), text, tuple(spans)))
-    if not out.train:
-        raise StageError(
-            f"{path}: no usable training sentences ({table.num_rows} rows; dropped: {dict(out.dropped) or 'none'}); "
-            "check the dataset stage's split and filters"
-        )
-    return out
-
 
 # ---------------------------------------------------------------- tokenised examples
 
@@ -103,7 +43,7 @@ class ConceptVocab:
         return {name: i for i, name in enumerate(self.names)}
 
 
-def build_vocab(tokenizer, splits: list[list[Example]], max_length: int) -> ConceptVocab:
+def build_vocab(tokenizer: Any, splits: list[list[Example]], max_length: int) -> ConceptVocab:
     names = sorted({c for examples in splits for ex in examples for _, _, c in ex.spans})
     if not names:
         return ConceptVocab(names=[], input_ids=[])
@@ -117,7 +57,7 @@ def build_vocab(tokenizer, splits: list[list[Example]], max_length: int) -> Conc
     return ConceptVocab(names=names, input_ids=ids, truncated=truncated)  # type: ignore[arg-type]
 
 
-def encode(tokenizer, examples: list[Example], vocab: ConceptVocab, max_length: int, chunk: int = 10_000) -> Encoded:
+def encode(tokenizer: Any, examples: list[Example], vocab: ConceptVocab, max_length: int, chunk: int = 10_000) -> Encoded:
     """Tokenise with character offsets; sentences longer than ``max_length`` are truncated and counted."""
     index = vocab.index()
     out = Encoded(input_ids=[], offsets=[], special=[], spans=[])

@@ -23,8 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from nuner_core.dual_encoder.pretrain_artifact import CONCEPT_ENCODER, MAIN_RUN, encoder_dirs, run_dir, run_name
 from nuner_core.pretraining.config import PretrainConfig
-from nuner_core.pretraining.outputs import CONCEPT_ENCODER, MAIN_RUN, encoder_dirs, run_dir, run_name
 from nuner_core.stage_api import (
     Inputs,
     Progress,
@@ -157,14 +157,10 @@ def _concept_maps(cfg: PretrainConfig, ctx: StageContext[PretrainConfig]) -> dic
     ctx.progress.update(0, None, "drawing the concept maps")
     settings = MapSettings(max_concepts=cfg.concept_map_size, labels=cfg.concept_map_labels, seed=cfg.seed, max_length=cfg.max_concept_length)
     encoders = {"base": cfg.concept_model or cfg.base_model, "trained": str(ctx.out_dir / CONCEPT_ENCODER)}
-    device = "cuda" if cfg.device in ("auto", "cuda") and _cuda() else "cpu"
+    from nuner_core.devices import device_name
+
+    device = device_name("auto") if cfg.device in ("auto", "cuda") else "cpu"  # the maps are cheap: never fail for want of a GPU
     return concept_maps(ctx.inputs["dataset"].dir / "concepts.parquet", encoders, ctx.out_dir, settings, device)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _round(x: float | None) -> float | None:

@@ -29,7 +29,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nuner_core import checkpoint as ckpt
+from nuner_core.devices import autocast as bf16_autocast
+from nuner_core.devices import pad_id as pad_id_of
+from nuner_core.devices import resolve_device, uses_bf16
+from nuner_core.dual_encoder.annotated import load_annotated
+from nuner_core.dual_encoder.pretrain_artifact import CONCEPT_ENCODER, DUAL_ENCODER_FILE, TEXT_ENCODER
 from nuner_core.pretraining import distributed
+from nuner_core.pretraining.build import build_model
 from nuner_core.pretraining.config import PretrainConfig
 from nuner_core.pretraining.controls import destroy
 from nuner_core.pretraining.data import (
@@ -37,19 +43,13 @@ from nuner_core.pretraining.data import (
     encode,
     epoch_micro_batches,
     eval_micro_batches,
-    load_annotated,
     make_layout,
 )
 from nuner_core.pretraining.loss import concept_bce
-from nuner_core.pretraining.model import build_model, load_tokenizer
-from nuner_core.pretraining.outputs import (
-    CONCEPT_ENCODER,
-    DUAL_ENCODER_FILE,
-    TEXT_ENCODER,
-)
 from nuner_core.pretraining.targets import collate
 from nuner_core.schedule import linear_schedule
 from nuner_core.stage_api import LogProgress, Progress, StageError
+from nuner_core.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,7 @@ def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig, device: torch.de
 
 
 def pick_device(cfg: PretrainConfig, d: distributed.Dist) -> torch.device:
-    name = cfg.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and d.enabled:
-        name = f"cuda:{d.local_rank}"
-    device = torch.device(name)
+    device = resolve_device(cfg.device, d.local_rank if d.enabled else None)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
@@ -109,11 +104,10 @@ def train(
     progress = progress or LogProgress("pretrain")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device_type = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-    d = distributed.setup(device_type)
+    d = distributed.setup(resolve_device(cfg.device).type)
     device = pick_device(cfg, d)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    bf16 = uses_bf16(cfg.precision, device)
+    autocast = bf16_autocast(device, bf16)
 
     # ---- data: read, (destroy for a control), tokenise once, lay out micro-batches
     data = load_annotated(Path(data_path))
@@ -124,8 +118,7 @@ def train(
     vocab = build_vocab(concept_tokenizer, [data.train, data.validation], cfg.max_concept_length)
     train_set = encode(tokenizer, data.train, vocab, cfg.max_length)
     val_set = encode(tokenizer, data.validation, vocab, cfg.max_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    concept_pad_id = concept_tokenizer.pad_token_id if concept_tokenizer.pad_token_id is not None else 0
+    pad_id, concept_pad_id = pad_id_of(tokenizer), pad_id_of(concept_tokenizer)
     layout = make_layout(len(train_set), cfg.batch_size, cfg.micro_batch_size, d.world)
     lengths = train_set.lengths
     total_steps = layout.steps_per_epoch * cfg.epochs

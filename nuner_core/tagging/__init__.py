@@ -4,10 +4,12 @@
     tagger = ZeroShotTagger.from_pretrained("data/pretrain/<key>")
     tagger.predict(["Book a table at Nobu for Friday"], ["restaurant", "day"])
 
-Modules: ``words`` (what a word is), ``settings`` (what a model directory is), ``model`` (the
-tagger), ``decode`` (entities from word scores), ``windows`` (long texts), ``calibrate`` (the
-threshold from the pre-training validation split), ``export`` (a model directory with a model
-card), ``documents`` (files in and out for ``nuner tag``).
+Modules: ``settings`` (what a model directory is), ``tagger`` (the tagger), ``plan`` (texts to
+windows and batches), ``label_vectors`` (label names to concept vectors), ``scoring`` (the
+logits), ``decode`` (entities from word scores), ``calibrate`` (the threshold from the
+pre-training validation split), ``export`` (a model directory with a model card),
+``documents`` (files in and out for ``nuner tag``). Words and windows are
+``nuner_core.text``'s, shared with ``nuner predict``.
 
 Names are imported on first use (PEP 562): ``from nuner_core.tagging import parse_labels``
 or ``check_model_dir`` does not load torch, so a command line fails fast on bad input and
@@ -20,25 +22,33 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "calibrate": ("THRESHOLDS", "Calibration", "CurvePoint", "calibrate_threshold"),
-    "decode": ("Entity", "assign", "check_threshold", "iob2"),
+    "calibrate": ("Calibration", "CurvePoint", "calibrate_threshold"),
+    "decode": ("THRESHOLDS", "Entity", "assign", "check_threshold", "iob2"),
     "documents": ("Document", "DocumentError", "TagSummary", "iter_documents", "parse_labels", "read_documents",
                   "read_label_file", "tag_documents", "iter_files"),
     "export": ("CARD_FILE", "ModelCard", "export_model", "render_model_card"),
-    "model": ("TagStats", "ZeroShotTagger"),
+    "plan": ("TagStats",),
+    "tagger": ("ZeroShotTagger",),
     "settings": ("DEFAULT_THRESHOLD", "DualEncoderSettings", "LabelError", "ModelDirectoryError", "check_model_dir",
                  "model_identity", "write_threshold"),
-    "words": ("join_words", "segment_words"),
 }  # fmt: skip
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
+_MODULE_OF = {name: f"{__name__}.{module}" for module, names in _EXPORTS.items() for name in names}
+_MODULE_OF |= {"join_words": "nuner_core.text.words", "segment_words": "nuner_core.text.words"}  # the one word segmentation
+# A literal list, for type checkers; tests/tagging checks it against the table above.
+__all__ = [
+    "CARD_FILE", "DEFAULT_THRESHOLD", "THRESHOLDS", "Calibration", "CurvePoint", "Document", "DocumentError", "DualEncoderSettings",
+    "Entity", "LabelError", "ModelCard", "ModelDirectoryError", "TagStats", "TagSummary", "ZeroShotTagger", "assign",
+    "calibrate_threshold", "check_model_dir", "check_threshold", "export_model", "iob2", "iter_documents", "iter_files",
+    "join_words", "model_identity", "parse_labels", "read_documents", "read_label_file", "render_model_card", "segment_words",
+    "tag_documents", "write_threshold",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
@@ -48,8 +58,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
-    from nuner_core.tagging.calibrate import THRESHOLDS, Calibration, CurvePoint, calibrate_threshold  # noqa: F401
-    from nuner_core.tagging.decode import Entity, assign, check_threshold, iob2  # noqa: F401
+    from nuner_core.tagging.calibrate import Calibration, CurvePoint, calibrate_threshold  # noqa: F401
+    from nuner_core.tagging.decode import THRESHOLDS, Entity, assign, check_threshold, iob2  # noqa: F401
     from nuner_core.tagging.documents import (  # noqa: F401
         Document,
         DocumentError,
@@ -62,7 +72,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
         tag_documents,
     )
     from nuner_core.tagging.export import CARD_FILE, ModelCard, export_model, render_model_card  # noqa: F401
-    from nuner_core.tagging.model import TagStats, ZeroShotTagger  # noqa: F401
+    from nuner_core.tagging.plan import TagStats  # noqa: F401
     from nuner_core.tagging.settings import (  # noqa: F401
         DEFAULT_THRESHOLD,
         DualEncoderSettings,
@@ -72,4 +82,5 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
         model_identity,
         write_threshold,
     )
-    from nuner_core.tagging.words import join_words, segment_words  # noqa: F401
+    from nuner_core.tagging.tagger import ZeroShotTagger  # noqa: F401
+    from nuner_core.text.words import join_words, segment_words  # noqa: F401

@@ -14,7 +14,7 @@ The F1 is the **word-level micro-F1 over (word, concept) pairs**:
     predicted = {(w, best label of w) : p(w, best label) >= t}
     P = |gold & predicted| / |predicted|,  R = |gold & predicted| / |gold|,  F1 = 2PR / (P + R)
 
-Words are ``words.segment_words``'s; "inside" is pre-training's rule for tokens
+Words are ``nuner_core.text.words.segment_words``'s; "inside" is pre-training's rule for tokens
 (``targets.token_targets``: a token is positive when it lies inside the span), applied to
 words, and the dataset stage only keeps spans on word boundaries, so gold spans are whole
 words. A word inside two nested spans is two gold pairs and the tagger predicts one label per
@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 
-from nuner_core.pretraining.data import Example, load_annotated
+from nuner_core.dual_encoder.annotated import Example, load_annotated
 from nuner_core.stage_api import Progress, StageError
 from nuner_core.tagging.decode import THRESHOLDS
-from nuner_core.tagging.words import segment_words
+from nuner_core.text.words import segment_words
 
 if TYPE_CHECKING:
-    from nuner_core.tagging.model import ZeroShotTagger
+    from nuner_core.tagging.tagger import ZeroShotTagger
 
 log = logging.getLogger(__name__)
 

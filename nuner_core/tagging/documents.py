@@ -23,14 +23,14 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Literal, Sequence, cast
 
 from nuner_core.stage_api import Progress, StageError
 from nuner_core.tagging.decode import check_threshold
 from nuner_core.tagging.settings import LabelError, clean_labels
 
 if TYPE_CHECKING:  # reading documents and labels needs no torch; tagging them does
-    from nuner_core.tagging.model import ZeroShotTagger
+    from nuner_core.tagging.tagger import ZeroShotTagger
 
 JSON_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
@@ -59,8 +59,10 @@ def input_format(path: Path) -> Literal["jsonl", "text"]:
     return "jsonl" if suffixes and suffixes[-1] in JSON_SUFFIXES else "text"
 
 
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+def _open(path: Path) -> BinaryIO:
+    if path.suffix.lower() == ".gz":
+        return cast(BinaryIO, gzip.open(path, "rb"))  # typeshed's GzipFile is no BinaryIO, but reads like one
+    return open(path, "rb")
 
 
 def iter_documents(

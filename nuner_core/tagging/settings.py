@@ -81,8 +81,8 @@ class DualEncoderSettings:
         return cls(raw["similarity"], float(raw["temperature"]), float(raw["logit_bias"]), "mean",
                    None if threshold is None else float(threshold), mcl)  # fmt: skip
 
-    def as_json(self) -> dict:
-        out: dict = {"similarity": self.similarity, "temperature": self.temperature, "logit_bias": self.logit_bias, "pooling": self.pooling}
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"similarity": self.similarity, "temperature": self.temperature, "logit_bias": self.logit_bias, "pooling": self.pooling}
         if self.threshold is not None:
             out["threshold"] = self.threshold
         if self.max_concept_length != DEFAULT_MAX_CONCEPT_LENGTH:

@@ -55,7 +55,7 @@ def model_dir(config: TagConfig, inputs: Inputs) -> Path:
     """The model directory this config tags with."""
     if config.model and not config.model.startswith("control-"):
         return Path(expand_path(config.model))
-    from nuner_core.pretraining.outputs import MAIN_RUN, read_outputs
+    from nuner_core.dual_encoder.pretrain_artifact import MAIN_RUN, read_outputs
 
     pretrain = inputs.get("pretrain")
     if pretrain is None:
@@ -70,8 +70,8 @@ def model_dir(config: TagConfig, inputs: Inputs) -> Path:
 
 def run(ctx: StageContext[TagConfig]) -> StageResult:
     from nuner_core.tagging.documents import iter_files, tag_documents
-    from nuner_core.tagging.model import ZeroShotTagger
     from nuner_core.tagging.settings import check_model_dir
+    from nuner_core.tagging.tagger import ZeroShotTagger
 
     cfg = ctx.config
     if not cfg.labels:

@@ -6,13 +6,14 @@ import random
 
 import pytest
 
-from nuner_core.finetuning.model import IGNORE, EncodeCounts, encode_windows, load_tokenizer
-from nuner_core.finetuning.words import owners, plan_windows
+from nuner_core.finetuning.model import IGNORE, EncodeCounts, encode_windows
+from nuner_core.text.windows import owners, plan_windows
+from nuner_core.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tokenizer_dir):
-    return load_tokenizer(tokenizer_dir)
+    return load_tokenizer(tokenizer_dir, pre_split_words=True)
 
 
 def test_first_sub_token_of_each_word_carries_its_label(tokenizer):

@@ -11,10 +11,11 @@ from finetune_helpers import toy_records, write_jsonl
 from nuner_core.finetuning.config import FilesData, FinetuneConfig
 from nuner_core.finetuning.data import load_data
 from nuner_core.finetuning.export import SETTINGS_FILE, export_onnx, model_card, save_model_dir
-from nuner_core.finetuning.model import encode_windows, load_tokenizer
+from nuner_core.finetuning.model import encode_windows
 from nuner_core.finetuning.predict import Tagger, decode_entities, predict_files
 from nuner_core.finetuning.train import RunSpec, load_selected, train_run
-from nuner_core.finetuning.words import WORD_PATTERN
+from nuner_core.text.words import SEGMENTATION
+from nuner_core.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,8 @@ def trained(tmp_path_factory, tiny_model_dir):
     spec = RunSpec("nuner", tiny_model_dir, seed=0)
     summary = train_run(cfg, spec, data, root / "work")
     model = load_selected(spec, data.labels, root / "work", summary)
-    tokenizer = load_tokenizer(tiny_model_dir)
-    settings = {"word_pattern": WORD_PATTERN, "max_length": 48, "stride": 8, "labels": data.labels}
+    tokenizer = load_tokenizer(tiny_model_dir, pre_split_words=True)
+    settings = {"segmentation": SEGMENTATION, "max_length": 48, "stride": 8, "labels": data.labels}
     card = model_card(title="toy", encoder=tiny_model_dir, labels=data.labels, data=data.sources, training={}, scores={})
     out = save_model_dir(model, tokenizer, root / "model", settings, card)
     return {"dir": out, "model": model, "tokenizer": tokenizer, "data": data, "summary": summary}

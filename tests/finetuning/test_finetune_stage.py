@@ -12,6 +12,7 @@ from nuner_core.artifacts import ArtifactRef
 from nuner_core.finetuning import stage
 from nuner_core.finetuning.config import FilesData, FinetuneConfig
 from nuner_core.stage_api import LogProgress, StageContext, StageError
+from nuner_core.text.words import SEGMENTATION
 
 
 class Killed(Exception):
@@ -97,6 +98,7 @@ def test_stage_run_products_scores_reports_and_resume(tmp_path, toy_files, tiny_
         model = AutoModelForTokenClassification.from_pretrained(out / product)
         assert model.config.id2label[1] == "B-city" and model.config.label2id["I-person"] == 6
         AutoTokenizer.from_pretrained(out / product)
+        assert json.loads((out / product / "nuner_finetune.json").read_text())["segmentation"] == SEGMENTATION  # nuner predict's words
         card = (out / product / "README.md").read_text()
         assert "pipeline_tag: token-classification" in card and "entity micro-F1" in card
     assert (out / "model" / "model.onnx").is_file() and not (out / "base_model" / "model.onnx").exists()

@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from pretrain_helpers import toy_rows, write_annotated
 
+from nuner_core.dual_encoder.annotated import load_annotated
 from nuner_core.pretraining.controls import destroy
-from nuner_core.pretraining.data import epoch_micro_batches, eval_micro_batches, load_annotated, make_layout
+from nuner_core.pretraining.data import epoch_micro_batches, eval_micro_batches, make_layout
 from nuner_core.stage_api import StageError
 
 

@@ -18,16 +18,8 @@ from transformers import (
     T5Config,
 )
 
-from nuner_core.pretraining.model import (
-    DualEncoder,
-    check_encoder_config,
-    check_tokenizer,
-    find_embeddings,
-    find_layers,
-    freeze,
-    load_encoder,
-    mean_pool,
-)
+from nuner_core.dual_encoder.model import DualEncoder, check_encoder_config, load_encoder, mean_pool
+from nuner_core.pretraining.build import find_embeddings, find_layers, freeze
 from nuner_core.stage_api import StageError
 
 SMALL = dict(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
@@ -67,9 +59,14 @@ def test_loading_a_decoder_directory_is_refused(tmp_path):
         load_encoder(str(tmp_path))
 
 
-def test_slow_tokenizer_is_refused():
+def test_slow_tokenizer_is_refused(monkeypatch):
+    import transformers
+
+    from nuner_core.tokenizer import load_tokenizer
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: SimpleNamespace(is_fast=False))
     with pytest.raises(StageError, match="not a fast"):
-        check_tokenizer(SimpleNamespace(is_fast=False), "some/model")
+        load_tokenizer("some/model")
 
 
 def test_mean_pool_ignores_padding():
@@ -120,7 +117,8 @@ def test_concepts_encoded_in_length_groups_equal_one_padded_call(arch):
 def test_a_batch_without_concepts_gives_zero_loss_and_a_backward(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from nuner_core.pretraining.data import Example, build_vocab, encode
+    from nuner_core.dual_encoder.annotated import Example
+    from nuner_core.pretraining.data import build_vocab, encode
     from nuner_core.pretraining.loss import concept_bce
     from nuner_core.pretraining.targets import collate
 

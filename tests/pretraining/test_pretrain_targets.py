@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from nuner_core.pretraining.data import Example, build_vocab, encode
+from nuner_core.dual_encoder.annotated import Example
+from nuner_core.pretraining.data import build_vocab, encode
 from nuner_core.pretraining.targets import collate, padding_groups, token_targets
 
 # offsets of "[CLS] new york city is big [SEP]" as a BERT tokenizer gives them, (0, 0) for specials

@@ -12,10 +12,10 @@ import torch
 from tagging_helpers import PLANTED_BIAS, PLANTED_TAU, build_planted, tokenizer_dir
 from transformers import AutoTokenizer, GPT2Config, GPT2Model
 
-from nuner_core.pretraining.model import DualEncoder
+from nuner_core.dual_encoder.model import DualEncoder
 from nuner_core.stage_api import StageError
-from nuner_core.tagging import DEFAULT_THRESHOLD, Entity, LabelError, ModelDirectoryError, ZeroShotTagger, model_identity
-from nuner_core.tagging import model as tagging_model
+from nuner_core.tagging import DEFAULT_THRESHOLD, Entity, LabelError, ModelDirectoryError, ZeroShotTagger, model_identity, scoring
+from nuner_core.text.words import segment_words
 
 PLANTED_P = 1.0 / (1.0 + math.exp(-(PLANTED_TAU + PLANTED_BIAS)))  # sigmoid(tau * 1 + b)
 
@@ -118,9 +118,9 @@ def test_probabilities_are_the_pretraining_logits_at_first_subtokens(tmp_path, r
     first = [word_ids.index(w) for w in sorted({w for w in word_ids if w is not None})]
     expected = torch.sigmoid(logits[first]).numpy()  # (n_words, C)
 
-    words = [text[s:e] for s, e in tagging_model.segment_words(text)]
+    words = [text[s:e] for s, e in segment_words(text)]
     assert len(words) == len(first)  # BERT's pre-tokenisation and ours agree on this sentence
-    got = tagger.score_spans([text], [tagging_model.segment_words(text)], labels)[0]
+    got = tagger.score_spans([text], [segment_words(text)], labels)[0]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     assert got.std() > 0.01  # a random model: the comparison is not between constants
 
@@ -235,11 +235,11 @@ def test_thousands_of_labels(random_dir, monkeypatch):
     for a, b in zip(many, few):
         np.testing.assert_allclose(a[:, 1234:1240], b, atol=1e-5)
     # scoring in row blocks (bounded words x labels) changes nothing; the best label is the argmax
-    monkeypatch.setattr(tagging_model, "_MAX_LOGITS", 3000 * 2)
+    monkeypatch.setattr(scoring, "MAX_LOGITS", 3000 * 2)
     blocked = tagger.predict_words(sentences, labels)
     for a, b in zip(many, blocked):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    best = tagger.best_labels(["the cat sat on the mat"], [tagging_model.segment_words("the cat sat on the mat")], labels)[0]
+    best = tagger.best_labels(["the cat sat on the mat"], [segment_words("the cat sat on the mat")], labels)[0]
     np.testing.assert_array_equal(best[0], many[0].argmax(axis=1))
     np.testing.assert_allclose(best[1], many[0].max(axis=1), atol=1e-6)
     assert concept_calls[0] == math.ceil(3000 / 256)  # all from the cache since
@@ -249,7 +249,7 @@ def test_batching_does_not_change_scores(random_dir):
     texts = ["the cat sat on the mat", "a", "", "dogs and cats and birds " * 20, "Zürich, 2024: a big year!"]
     small = ZeroShotTagger.from_pretrained(random_dir, batch_tokens=64)
     large = ZeroShotTagger.from_pretrained(random_dir, batch_tokens=100_000)
-    spans = [tagging_model.segment_words(t) for t in texts]
+    spans = [segment_words(t) for t in texts]
     a = small.score_spans(texts, spans, ["animal", "place"])
     b = large.score_spans(texts, spans, ["animal", "place"])
     assert small.stats.encoder_batches > large.stats.encoder_batches

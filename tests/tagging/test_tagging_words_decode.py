@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from nuner_core.tagging.decode import Entity, check_threshold, decode_entities, iob2, runs
-from nuner_core.tagging.windows import best_window, plan_windows
-from nuner_core.tagging.words import join_words, segment_words
+from nuner_core.text.windows import owners, plan_windows
+from nuner_core.text.words import join_words, segment_words
 
 
 @pytest.mark.parametrize(
@@ -108,17 +108,16 @@ def test_iob2_merges_runs():
 @pytest.mark.parametrize(
     ("n", "size", "stride", "expected"),
     [
-        (0, 10, None, [(0, 0)]),
-        (5, 10, None, [(0, 5)]),
-        (10, 10, None, [(0, 10)]),
+        (0, 10, 5, [(0, 0)]),
+        (5, 10, 5, [(0, 5)]),
+        (10, 10, 5, [(0, 10)]),
         (20, 10, 5, [(0, 10), (5, 15), (10, 20)]),
-        (25, 10, None, [(0, 10), (5, 15), (10, 20), (15, 25)]),
-        (21, 10, 10, [(0, 10), (10, 20), (11, 21)]),  # the last window is aligned to the end: nothing left out
-        (11, 10, 3, [(0, 10), (1, 11)]),
+        (21, 10, 0, [(0, 10), (10, 20), (20, 21)]),  # no shared context: the windows just follow each other
+        (11, 10, 3, [(0, 10), (7, 11)]),
     ],
 )
-def test_plan_windows(n, size, stride, expected):
-    windows = plan_windows(n, size, stride)
+def test_plan_windows_of_single_token_words(n, size, stride, expected):
+    windows = plan_windows([1] * n, size, stride)
     assert windows == expected
     covered = np.zeros(n, dtype=bool)
     for s, e in windows:
@@ -127,23 +126,25 @@ def test_plan_windows(n, size, stride, expected):
     assert covered.all()
 
 
-@pytest.mark.parametrize(("size", "stride"), [(10, 0), (10, 11), (0, None)])
+@pytest.mark.parametrize(("size", "stride"), [(10, 10), (10, -1), (0, 0)])
 def test_plan_windows_rejects_bad_settings(size, stride):
     with pytest.raises(ValueError):
-        plan_windows(30, size, stride)
+        plan_windows([1] * 30, size, stride)
 
 
-def test_best_window_takes_the_most_context():
+def test_owners_take_the_most_context_and_the_text_edges_cut_nothing():
     windows = [(0, 10), (5, 15), (10, 20)]
-    owner = best_window(20, windows)
-    # token 7: window 0 gives 2 tokens of context on its cut (right) side, window 1 also 2 -> the earlier;
-    # token 8: window 0 gives 1, window 1 gives min(3, 6) = 3; token 13: window 1 gives 1, window 2 gives 3.
-    assert owner[[0, 4, 7, 8, 12, 13, 19]].tolist() == [0, 0, 0, 1, 1, 2, 2]
-    assert best_window(5, [(0, 5)]).tolist() == [0] * 5
+    owner = owners([1] * 20, windows)
+    # word 7: window 0 gives 2 words of context on its cut (right) side, window 1 also 2 -> the earlier;
+    # word 8: window 0 gives 1, window 1 gives min(3, 6) = 3; word 13: window 1 gives 1, window 2 gives 3.
+    assert [owner[i] for i in (0, 4, 7, 8, 12, 13, 19)] == [0, 0, 0, 1, 1, 2, 2]
+    assert owners([1] * 5, [(0, 5)]) == [0] * 5
+    # word 3 of [(0, 6), (2, 8)]: 2 words to window 0's cut end; in window 1, 1 to its cut start and the text's end beyond
+    assert owners([1] * 8, [(0, 6), (2, 8)])[3] == 0
 
 
 def test_length_batches_bound_tokens_and_padding():
-    from nuner_core.tagging.model import length_batches
+    from nuner_core.tagging.plan import length_batches
 
     lengths = [60, 8, 9, 10, 12, 30, 31, 8, 9, 10, 11, 59, 58, 8]
     batches = length_batches(lengths, batch_tokens=200, min_batch=2)
@@ -155,3 +156,10 @@ def test_length_batches_bound_tokens_and_padding():
     assert [[lengths[j] for j in b] for b in batches] == [[8, 8, 8, 9, 9, 10, 10, 11, 12], [30, 31], [58, 59, 60]]
     assert length_batches([], 100) == []
     assert length_batches([300], 100) == [[0]]  # a window longer than the budget still gets its batch
+
+
+def test_the_public_api_lists_what_it_exports():
+    import nuner_core.tagging as tagging
+
+    assert sorted(tagging.__all__) == sorted(tagging._MODULE_OF)
+    assert all(getattr(tagging, name) is not None for name in tagging.__all__)

@@ -21,13 +21,7 @@ import logging
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from nuner_core.models import resolve_model
@@ -97,10 +91,10 @@ class DualEncoder(nn.Module):
         return logits + self.logit_bias  # (B, T, C)
 
 
-# ---------------------------------------------------------------- loading and checks
+# ---------------------------------------------------------------- loading
 
 
-def check_encoder_config(config, reference: str) -> None:
+def check_encoder_config(config: PretrainedConfig, reference: str) -> None:
     """Refuse models that are not bidirectional encoders (GPT-2, Llama, T5, BART...)."""
     if getattr(config, "is_encoder_decoder", False) or config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         raise StageError(
@@ -109,88 +103,13 @@ def check_encoder_config(config, reference: str) -> None:
         )
 
 
-def check_tokenizer(tokenizer: PreTrainedTokenizerBase, reference: str) -> None:
-    if not getattr(tokenizer, "is_fast", False):
-        raise StageError(
-            f"the tokenizer of {reference!r} is not a fast (Rust) tokenizer: targets need its character offsets; "
-            "use a model that ships tokenizer.json"
-        )
-
-
-def load_tokenizer(reference: str) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(reference))
-    check_tokenizer(tokenizer, reference)
-    return tokenizer
-
-
 def load_encoder(reference: str, attn_implementation: str = "sdpa") -> PreTrainedModel:
     path = resolve_model(reference)
     config = AutoConfig.from_pretrained(path)
     check_encoder_config(config, reference)
     try:
-        model = AutoModel.from_pretrained(path, attn_implementation=attn_implementation)
+        model: PreTrainedModel = AutoModel.from_pretrained(path, attn_implementation=attn_implementation)
     except (ValueError, ImportError) as exc:  # the architecture has no SDPA kernel (DeBERTa): eager attention
         log.info("%s: %s attention unavailable (%s); using eager", reference, attn_implementation, exc)
         model = AutoModel.from_pretrained(path, attn_implementation="eager")
     return model
-
-
-# ---------------------------------------------------------------- freezing
-
-
-def find_layers(model: nn.Module) -> nn.ModuleList:
-    """The stack of transformer layers: the shallowest ModuleList with ``num_hidden_layers`` entries.
-
-    Covers BERT/RoBERTa/ELECTRA/DeBERTa (``encoder.layer``), DistilBERT (``transformer.layer``),
-    ModernBERT (``layers``) without naming them.
-    """
-    n = getattr(model.config, "num_hidden_layers", None)
-    found = [(name.count("."), name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]
-    if not found:
-        raise StageError(f"cannot find the {n} transformer layers of a {type(model).__name__}")
-    return min(found, key=lambda x: (x[0], x[1]))[2]
-
-
-def find_embeddings(model: nn.Module) -> nn.Module:
-    """The embedding block (word, position, type embeddings and their norm), else the input embeddings."""
-    emb = getattr(model, "embeddings", None)
-    return emb if isinstance(emb, nn.Module) else model.get_input_embeddings()
-
-
-def freeze(model: PreTrainedModel, num_layers: int) -> None:
-    """Freeze the embeddings and the bottom ``num_layers`` layers."""
-    layers = find_layers(model)
-    if num_layers > len(layers):
-        raise StageError(f"freeze_layers={num_layers} but the text encoder has only {len(layers)} layers")
-    frozen = [find_embeddings(model), *layers[:num_layers]]
-    for module in frozen:
-        for p in module.parameters():
-            p.requires_grad_(False)
-
-
-def parameter_counts(model: DualEncoder) -> dict[str, int]:
-    counts = {}
-    for name in ("text_encoder", "concept_encoder"):
-        params = list(getattr(model, name).parameters())
-        counts[f"{name}_trainable_params"] = sum(p.numel() for p in params if p.requires_grad)
-        counts[f"{name}_frozen_params"] = sum(p.numel() for p in params if not p.requires_grad)
-    return counts
-
-
-def freeze_unused_pooler(model: PreTrainedModel) -> None:
-    """The pooler head is not used by the loss; frozen, so DDP sees no parameter without a gradient."""
-    pooler = getattr(model, "pooler", None)
-    if isinstance(pooler, nn.Module):
-        for p in pooler.parameters():
-            p.requires_grad_(False)
-
-
-def build_model(cfg, attn_implementation: str = "sdpa") -> tuple[DualEncoder, dict[str, int]]:
-    """Both encoders from the config (separate copies when they share a base), text encoder frozen per config."""
-    text = load_encoder(cfg.base_model, attn_implementation)
-    concept = load_encoder(cfg.concept_model or cfg.base_model, attn_implementation)
-    freeze(text, cfg.freeze_layers)
-    freeze_unused_pooler(text)
-    freeze_unused_pooler(concept)
-    model = DualEncoder(text, concept, cfg.similarity, cfg.temperature, cfg.learnable_bias, cfg.bias_init)
-    return model, parameter_counts(model)

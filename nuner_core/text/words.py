@@ -1,4 +1,8 @@
-"""Words of raw text: what the tagger labels, and what an entity is made of.
+"""Words of raw text: the one word segmentation of ``nuner tag``, ``nuner predict``, calibration and fine-tuning.
+
+A word is what the tagger labels, what a fine-tuned model reads one tag for, and what an
+entity is made of. Models record the segmentation they were trained or calibrated with by
+name (``SEGMENTATION``); change the rules and the name changes with them.
 
 A word is, like BERT's pre-tokenisation (and the dataset stage's notion of a word boundary,
 ``nuner_core.dataset.align.is_word_char``):
@@ -34,6 +38,8 @@ from typing import Sequence
 import numpy as np
 
 # BERT's _is_chinese_char ranges: CJK Unified Ideographs and their extensions, compatibility ideographs.
+SEGMENTATION = "nuner-words-1"  # the name models record (a fine-tuned model's settings file)
+
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f"
 _JOINERS = "\u200c\u200d"  # ZWNJ, ZWJ: inside words of Persian, Hindi, ...
 _INVISIBLE = "\u200b\u2060\ufeff"  # zero-width space, word joiner, BOM: separators like white space
@@ -41,12 +47,13 @@ _INVISIBLE = "\u200b\u2060\ufeff"  # zero-width space, word joiner, BOM: separat
 
 def _ranges(codepoints: list[int]) -> str:
     """A regex character-class body for sorted code points, as ranges."""
-    parts, start, prev = [], None, None
+    parts: list[str] = []
+    start = prev = -10
     for cp in codepoints + [-2]:
-        if start is not None and cp == prev + 1:
+        if start >= 0 and cp == prev + 1:
             prev = cp
             continue
-        if start is not None:
+        if start >= 0:
             parts.append(re.escape(chr(start)) + ("-" + re.escape(chr(prev)) if prev > start else ""))
         start = prev = cp
     return "".join(parts)

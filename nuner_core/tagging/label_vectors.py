@@ -1,0 +1,93 @@
+"""The label side of tagging: label names as concept vectors, cached per label string.
+
+A label is tokenised like a concept name (``build_vocab``: the concept tokenizer with its
+special tokens, truncated to ``max_concept_length`` tokens) and its vector is ``mean_pool`` of
+the concept encoder's last hidden states over all of its tokens, special ones included. A
+fixed label set costs one concept-encoder pass; the last set is kept ready to score.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nuner_core.devices import autocast, pad_id
+from nuner_core.dual_encoder.model import mean_pool
+from nuner_core.tagging.plan import TagStats
+from nuner_core.tagging.settings import DualEncoderSettings
+
+log = logging.getLogger(__name__)
+
+
+class LabelVectors:
+    """Concept vectors of label names on ``device``: a cache per label string, and the last label set as a matrix."""
+
+    def __init__(
+        self, encoder: nn.Module, tokenizer: Any, settings: DualEncoderSettings, device: torch.device, bf16: bool, batch_size: int,
+        stats: TagStats,
+    ) -> None:  # fmt: skip
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.device = device
+        self.bf16 = bf16
+        self.batch_size = batch_size
+        self.stats = stats
+        self.pad_id = pad_id(tokenizer)
+        self._vectors: dict[str, torch.Tensor] = {}  # label -> (D,) fp32 concept vector, on device
+        self._matrix: tuple[tuple[str, ...], torch.Tensor] | None = None  # the last label set, ready to score
+
+    def vectors(self, labels: list[str]) -> torch.Tensor:
+        """(C, D) fp32 concept vectors (mean-pooled, not normalised), from the cache or one pass."""
+        self.embed_missing(labels)
+        return torch.stack([self._vectors[label] for label in labels])
+
+    def matrix(self, labels: list[str]) -> torch.Tensor:
+        """(C, D) label vectors ready to score (normalised for cosine); the last label set is kept."""
+        key = tuple(labels)
+        if self._matrix is None or self._matrix[0] != key:
+            matrix = self.vectors(labels)  # (C, D)
+            if self.settings.similarity == "cosine":
+                matrix = F.normalize(matrix, dim=-1)
+            self._matrix = (key, matrix)
+        return self._matrix[1]
+
+    def clear(self) -> None:
+        self._vectors.clear()
+        self._matrix = None
+
+    def embed_missing(self, labels: list[str]) -> None:
+        """Concept vectors of the labels not in the cache: length-sorted batches, one forward pass each."""
+        missing = [label for label in labels if label not in self._vectors]
+        if not missing:
+            return
+        full = self.tokenizer(missing)["input_ids"]  # as build_vocab: the name's first max_concept_length tokens
+        cut = self.settings.max_concept_length
+        long = [name for name, row in zip(missing, full) if len(row) > cut]
+        if long:
+            log.warning("%d label name(s) longer than %d tokens are cut to it, as pre-training cut concept names: %s",
+                        len(long), cut, ", ".join(repr(x) for x in long[:5]))  # fmt: skip
+            self.stats.labels_truncated += len(long)
+        ids = self.tokenizer(missing, truncation=True, max_length=cut)["input_ids"]
+        order = sorted(range(len(missing)), key=lambda i: len(ids[i]))
+        with torch.inference_mode():
+            for lo in range(0, len(order), self.batch_size):
+                part = order[lo : lo + self.batch_size]
+                width = max(len(ids[i]) for i in part)
+                c_ids = torch.full((len(part), width), self.pad_id, dtype=torch.long)  # (C, L)
+                c_mask = torch.zeros((len(part), width), dtype=torch.long)  # (C, L)
+                for r, i in enumerate(part):
+                    c_ids[r, : len(ids[i])] = torch.tensor(ids[i])
+                    c_mask[r, : len(ids[i])] = 1
+                c_ids, c_mask = c_ids.to(self.device), c_mask.to(self.device)
+                with autocast(self.device, self.bf16):
+                    hc = self.encoder(input_ids=c_ids, attention_mask=c_mask).last_hidden_state  # (C, L, D)
+                vectors = mean_pool(hc, c_mask).float()  # (C, D)
+                for r, i in enumerate(part):
+                    self._vectors[missing[i]] = vectors[r].clone()
+                self.stats.concept_batches += 1
+        self.stats.labels_encoded += len(missing)

@@ -1,0 +1,194 @@
+"""The text side of tagging, before the encoder: raw texts tokenised, words mapped to first sub-tokens, windows, batches.
+
+The text is tokenised as raw text (as pre-training's ``encode`` did: no pre-splitting), and a
+word is read at its first sub-token (the first token overlapping it). Texts longer than the
+encoder's window are cut into windows of whole words (``nuner_core.text.windows``: the words
+are the runs of tokens starting at each word's first sub-token); nothing is truncated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from nuner_core.tagging.settings import ModelDirectoryError
+from nuner_core.text.windows import owners, plan_windows
+
+# Architectures whose position ids start after the padding index (RoBERTa's 514 positions hold 512 tokens).
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "roberta-prelayernorm", "data2vec-text", "mpnet", "xmod", "ibert"}
+
+
+@dataclass
+class TagStats:
+    """Running counts of a tagger (nothing is dropped silently)."""
+
+    texts: int = 0
+    words: int = 0
+    words_without_token: int = 0  # the tokenizer produced no token for them (e.g. a lone control character): never labelled
+    windows: int = 0  # encoder windows (a text longer than the window takes several)
+    long_texts: int = 0  # texts that needed more than one window
+    tokens: int = 0  # text tokens through the encoder, special ones included, padding not
+    encoder_batches: int = 0
+    concept_batches: int = 0  # concept-encoder forward passes
+    labels_encoded: int = 0  # label names embedded (cache misses)
+    labels_truncated: int = 0  # names longer than max_concept_length tokens: cut, as pre-training cut them
+    seconds: float = 0.0
+
+    def add_text_side(self, other: TagStats) -> None:
+        """Add another's counts of texts, words, windows, tokens and encoder batches (a plan's, once scored)."""
+        for name in ("texts", "words", "words_without_token", "windows", "long_texts", "tokens", "encoder_batches"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Window:
+    text: int  # index of the text in the chunk
+    ids: np.ndarray  # (L,) token ids, special tokens included
+    positions: np.ndarray  # (m,) positions in ``ids`` of the first sub-tokens of the words scored from this window
+    words: np.ndarray  # (m,) the indices of those words in their text
+
+
+@dataclass
+class Plan:
+    """Texts cut into windows and length-sorted batches of windows; public for the benchmark's bare forward pass."""
+
+    windows: list[Window]
+    batches: list[list[int]]  # window indices, shortest windows first
+    n_words: list[int]  # per text
+    pad_id: int
+    stats: TagStats = field(default_factory=TagStats)
+
+    def tensors(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) input ids and attention mask of one batch."""
+        rows = [self.windows[i].ids for i in batch]
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for b, r in enumerate(rows):
+            ids[b, : len(r)] = r
+            mask[b, : len(r)] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a window is built: the special tokens around it, its content tokens, the context carried between windows."""
+
+    prefix: np.ndarray  # (p,) special token ids before the content ([CLS], <s>)
+    suffix: np.ndarray  # (s,) after it ([SEP], </s>)
+    window: int  # content tokens per window
+    stride: int  # tokens of context a window carries over from the previous one
+
+
+def position_limit(config: Any, tokenizer: Any) -> int:
+    """Tokens (special ones included) one forward pass of the text encoder can take."""
+    limits = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        offset = (config.pad_token_id or 0) + 1 if config.model_type in _OFFSET_POSITIONS else 0
+        limits.append(positions - offset)
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 1_000_000:  # "no limit" is stored as a huge number
+        limits.append(model_max)
+    return min(limits) if limits else 512
+
+
+def special_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after one text ([CLS] / [SEP], <s> / </s>)."""
+    enc = tokenizer("a", add_special_tokens=True, return_special_tokens_mask=True)
+    special = enc["special_tokens_mask"]
+    content = [i for i, s in enumerate(special) if not s]
+    if not content:
+        raise ModelDirectoryError("the text tokenizer turns 'a' into special tokens only; cannot frame windows")
+    ids = enc["input_ids"]
+    return list(ids[: content[0]]), list(ids[content[-1] + 1 :])
+
+
+def length_batches(lengths: Sequence[int], batch_tokens: int, spread: float = 1.25, min_batch: int = 8) -> list[list[int]]:
+    """Indices of sequences in length-sorted batches of at most ``batch_tokens`` padded tokens.
+
+    A batch also closes when the next sequence is more than ``spread`` times (plus 4 tokens) as
+    long as the batch's shortest, once it holds ``min_batch`` sequences: a token budget alone
+    lets one batch run from 8 to 60 tokens and pads it to twice its real size.
+    """
+    order = sorted(range(len(lengths)), key=lambda j: lengths[j])
+    batches: list[list[int]] = []
+    shortest = 0
+    for j in order:  # shortest first, so a batch's width is its last sequence's length
+        n = lengths[j]
+        if batches and (len(batches[-1]) + 1) * n <= batch_tokens and (n <= shortest * spread + 4 or len(batches[-1]) < min_batch):
+            batches[-1].append(j)
+        else:
+            batches.append([j])
+            shortest = n
+    return batches
+
+
+def first_tokens(offsets: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """(n_words,) index of each word's first sub-token (the first token overlapping it), -1 when none.
+
+    offsets: (T, 2) character spans of the text's tokens (no special tokens); spans: (n_words, 2).
+    """
+    if len(spans) == 0:
+        return np.zeros(0, dtype=np.int64)
+    real = np.flatnonzero(offsets[:, 1] > offsets[:, 0])  # tokens that cover text
+    if len(real) == 0:
+        return np.full(len(spans), -1, dtype=np.int64)
+    starts, ends = offsets[real, 0], np.maximum.accumulate(offsets[real, 1])
+    k = np.searchsorted(ends, spans[:, 0], side="right")  # first token ending after the word's start
+    k_safe = np.minimum(k, len(real) - 1)
+    hit = (k < len(real)) & (starts[k_safe] < spans[:, 1])
+    return np.where(hit, real[k_safe], -1)
+
+
+def text_windows(text: int, ids: np.ndarray, first: np.ndarray, framing: Framing) -> list[Window]:
+    """The windows of one tokenised text (``ids`` (T,)) that score its words (``first`` (n_words,): first sub-tokens, -1 none).
+
+    Words sharing a first sub-token (a token spanning ``'t``) are one unit; a unit runs from its
+    first sub-token to the next unit's (the first one from the text's start).
+    """
+    scored = np.flatnonzero(first >= 0)
+    if len(scored) == 0:
+        return []  # nothing to score (an empty text, only words without a token)
+    starts, unit_of = np.unique(first[scored], return_inverse=True)  # distinct first sub-tokens; each word's unit
+    lo = starts.copy()
+    if starts[0] < framing.window:  # tokens before the first word (white space) stay, unless they alone overflow a window
+        lo[0] = 0
+    hi = np.append(starts[1:], len(ids))
+    cuts = plan_windows((hi - lo).tolist(), framing.window, framing.stride)
+    owner = np.asarray(owners((hi - lo).tolist(), cuts), dtype=np.int64)[unit_of]  # (n_scored,) window of each word
+    out = []
+    for w, (a, b) in enumerate(cuts):
+        mine = scored[owner == w]  # words whose first sub-token this window scores
+        if len(mine) == 0:
+            continue  # a window whose words others score
+        start = int(lo[a])
+        content = ids[start : min(int(hi[b - 1]), start + framing.window)]
+        out.append(Window(text, np.concatenate([framing.prefix, content, framing.suffix]), len(framing.prefix) + first[mine] - start, mine))
+    return out
+
+
+def plan_texts(
+    tokenizer: Any, texts: Sequence[str], spans: Sequence[np.ndarray], framing: Framing, batch_tokens: int, pad_id: int
+) -> Plan:
+    """Tokenise raw texts (no truncation), map words to first sub-tokens, cut windows, batch them."""
+    stats = TagStats(texts=len(texts))
+    encoded = tokenizer(
+        list(texts), add_special_tokens=False, return_offsets_mapping=True,
+        return_attention_mask=False, return_token_type_ids=False, verbose=False,
+    )  # fmt: skip
+    windows: list[Window] = []
+    for i, (ids, offsets) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"])):
+        first = first_tokens(np.asarray(offsets, dtype=np.int64).reshape(-1, 2), spans[i])  # (n_words,)
+        stats.words += len(first)
+        stats.words_without_token += int((first < 0).sum())
+        mine = text_windows(i, np.asarray(ids, dtype=np.int64), first, framing)
+        stats.long_texts += len(mine) > 1
+        windows += mine
+    stats.windows = len(windows)
+    stats.tokens = sum(len(w.ids) for w in windows)
+    lengths = [len(w.ids) for w in windows]
+    return Plan(windows, length_batches(lengths, batch_tokens), [len(s) for s in spans], pad_id, stats)

@@ -1,0 +1,275 @@
+"""The zero-shot tagger: the pre-trained text and concept encoders, kept together, score words against label names.
+
+A model directory is described in ``settings`` (two encoders and ``dual_encoder.json``).
+
+Scoring is the pre-training's, term for term: labels as concept names (``label_vectors``),
+texts as raw text read at each word's first sub-token (``plan``), pre-training's logits
+(``scoring``). A test checks these logits against ``DualEncoder.forward`` itself.
+
+Cost: label vectors are cached on the tagger (one model per tagger) per label string, so a
+fixed label set costs one concept-encoder pass; the text side is one forward pass per
+window, then one (M, D) x (D, C) product per batch for the M words of the batch, which for
+thousands of labels is still small next to the encoder. Texts longer than the encoder's
+window are read in overlapping windows (``nuner_core.text.windows``); nothing is truncated.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal, Sequence, overload
+
+import numpy as np
+import torch
+
+from nuner_core.devices import Precision, pad_id, resolve_device, uses_bf16
+from nuner_core.dual_encoder.model import DualEncoder, load_encoder
+from nuner_core.paths import expand_path
+from nuner_core.stage_api import Progress, StageError
+from nuner_core.tagging.decode import Entity, check_threshold, decode_entities
+from nuner_core.tagging.label_vectors import LabelVectors
+from nuner_core.tagging.plan import Framing, Plan, TagStats, plan_texts, position_limit, special_frame
+from nuner_core.tagging.scoring import Best, logits, score_all, score_best, word_vectors
+from nuner_core.tagging.settings import (
+    DEFAULT_THRESHOLD,
+    ENCODERS,
+    DualEncoderSettings,
+    ModelDirectoryError,
+    check_model_dir,
+    clean_and_keep,
+    clean_labels,
+    model_identity,
+)
+from nuner_core.text.windows import plan_windows
+from nuner_core.text.words import join_words, segment_words
+from nuner_core.tokenizer import load_tokenizer
+
+
+class ZeroShotTagger:
+    """Tag words of any text with any label names; see the module docstring for the scoring."""
+
+    def __init__(
+        self,
+        model: DualEncoder,
+        tokenizer: Any,
+        concept_tokenizer: Any,
+        settings: DualEncoderSettings,
+        *,
+        path: Path | None = None,
+        device: str | torch.device = "auto",
+        max_length: int | None = None,
+        stride: int | None = None,
+        batch_tokens: int = 8192,
+        label_batch_size: int = 256,
+        chunk_texts: int = 4096,
+        precision: Precision = "auto",
+    ) -> None:
+        text_width, concept_width = model.text_encoder.config.hidden_size, model.concept_encoder.config.hidden_size
+        if text_width != concept_width:
+            raise ModelDirectoryError(f"{path or 'model'}: text encoder width {text_width} differs from the concept encoder's {concept_width}")
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.concept_tokenizer = concept_tokenizer
+        self.settings = settings
+        self.path = path
+        limit = position_limit(model.text_encoder.config, tokenizer)
+        if max_length is not None and not 0 < max_length <= limit:
+            raise ValueError(f"max_length must be between 1 and the text encoder's limit {limit}, not {max_length}")
+        self.max_length = max_length or limit  # (tokens per window, special ones included)
+        prefix, suffix = special_frame(tokenizer)
+        self.window = self.max_length - len(prefix) - len(suffix)  # content tokens per window
+        if self.window < 1:
+            raise ValueError(f"max_length {self.max_length} leaves no room beside {len(prefix) + len(suffix)} special tokens")
+        self.stride = self.window // 2 if stride is None else stride  # tokens of context carried into the next window
+        plan_windows([1, 1], self.window, self.stride)  # check the stride now, not on the first long text
+        self.framing = Framing(np.asarray(prefix, dtype=np.int64), np.asarray(suffix, dtype=np.int64), self.window, self.stride)
+        if batch_tokens < self.max_length:
+            raise ValueError(f"batch_tokens {batch_tokens} must hold at least one full window ({self.max_length} tokens)")
+        self.batch_tokens = batch_tokens
+        self.chunk_texts = chunk_texts
+        self.bf16 = uses_bf16(precision, self.device)
+        self.pad_id = pad_id(tokenizer)
+        self.stats = TagStats()
+        self.labels = LabelVectors(model.concept_encoder, concept_tokenizer, settings, self.device, self.bf16, label_batch_size, self.stats)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "auto", **options: Any) -> ZeroShotTagger:
+        """Load a model directory (see the module docstring); ``options`` go to the constructor."""
+        root = Path(expand_path(str(path)))
+        settings = check_model_dir(root)
+        root = root.resolve()
+        encoders, tokenizers = [], []
+        for name in ENCODERS:
+            try:  # load_encoder refuses decoders (GPT-2, T5) with a StageError
+                encoders.append(load_encoder(str(root / name)))
+                tokenizers.append(load_tokenizer(str(root / name)))
+            except (OSError, ValueError, StageError) as exc:
+                raise ModelDirectoryError(f"{root}: cannot load {name}/: {exc}") from None
+        model = DualEncoder(encoders[0], encoders[1], settings.similarity, settings.temperature, learnable_bias=True, bias_init=settings.logit_bias)
+        return cls(model, tokenizers[0], tokenizers[1], settings, path=root, device=device, **options)
+
+    @property
+    def threshold(self) -> float:
+        """The stored (calibrated) threshold, else DEFAULT_THRESHOLD."""
+        return self.settings.threshold if self.settings.threshold is not None else DEFAULT_THRESHOLD
+
+    @property
+    def threshold_source(self) -> str:
+        return "calibrated" if self.settings.threshold is not None else "default"
+
+    def identity(self) -> str:
+        if self.path is None:
+            raise ValueError("a tagger built from models in memory has no file identity")
+        return model_identity(self.path)
+
+    def __repr__(self) -> str:
+        return (f"ZeroShotTagger({self.path}, {self.settings.similarity}, tau={self.settings.temperature}, "
+                f"b={self.settings.logit_bias:.3f}, threshold={self.threshold} ({self.threshold_source}), device={self.device})")  # fmt: skip
+
+    # ------------------------------------------------------------------ public API
+
+    def predict(
+        self, texts: Sequence[str], labels: Sequence[str], threshold: float | None = None, progress: Progress | None = None
+    ) -> list[list[Entity]]:
+        """Entities of each text: words take their best label if p >= threshold, adjacent same-label words merge.
+
+        ``threshold`` None: the model's stored threshold, else DEFAULT_THRESHOLD. Duplicate
+        labels count once; labels are stripped. Offsets index the original text.
+        """
+        threshold = check_threshold(self.threshold if threshold is None else threshold)
+        labels = clean_labels(labels)
+        texts = _check_texts(texts)
+        spans = [segment_words(t) for t in texts]
+        best = self.best_labels(texts, spans, labels, progress)
+        return [decode_entities(t, s, b, p, labels, threshold) for t, s, (b, p) in zip(texts, spans, best)]
+
+    def best_labels(
+        self, texts: Sequence[str], spans: Sequence[np.ndarray], labels: Sequence[str], progress: Progress | None = None
+    ) -> list[Best]:
+        """Per text, ((n_words,) index into ``clean_labels(labels)`` of each word's best label, (n_words,) its probability).
+
+        The argmax is taken on the device: thousands of labels cost no (words x labels) copy.
+        A word without a token gets label 0 with probability 0.
+        """
+        texts = _check_texts(texts)
+        if len(spans) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(spans)} span arrays")
+        return self._run(texts, spans, clean_labels(labels), None, "best", progress)
+
+    def predict_words(self, sentences: Sequence[Sequence[str]], labels: Sequence[str], progress: Progress | None = None) -> list[np.ndarray]:
+        """Per sentence of pre-split words, a (n_words, len(labels)) float32 array of p(word is label).
+
+        Columns follow ``labels`` as given (a duplicate gets the same column twice). The words are
+        joined by single spaces and read as raw text (see ``join_words``); a word the tokenizer
+        turns into nothing gets probability 0 everywhere.
+        """
+        joined = [join_words(list(words)) for words in sentences]
+        return self.score_spans([t for t, _ in joined], [s for _, s in joined], labels, progress)
+
+    def score_spans(
+        self,
+        texts: Sequence[str],
+        spans: Sequence[np.ndarray],
+        labels: Sequence[str] | Sequence[Sequence[str]],
+        progress: Progress | None = None,
+    ) -> list[np.ndarray]:
+        """Per text, (n_words, n_labels) float32 probabilities of the words at character ``spans`` (n_words, 2).
+
+        ``labels``: one list for all texts, or one list per text (each text scored against its
+        own labels, as calibration does with each sentence's concepts).
+        """
+        texts = _check_texts(texts)
+        if len(spans) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(spans)} span arrays")
+        if len(labels) > 0 and not isinstance(labels[0], str):
+            if len(labels) != len(texts):
+                raise ValueError(f"{len(texts)} texts but {len(labels)} label lists")
+            columns = [clean_and_keep(ls, allow_empty=True) for ls in labels if not isinstance(ls, str)]
+            union = clean_labels([label for ls in columns for label in ls]) if any(columns) else []
+            return self._run(texts, spans, union, columns, "all", progress)
+        given = clean_and_keep([label for label in labels if isinstance(label, str)])
+        unique = clean_labels(given)
+        probs = self._run(texts, spans, unique, None, "all", progress)
+        index = [unique.index(label.strip()) for label in given]
+        return probs if index == list(range(len(unique))) else [p[:, index] for p in probs]
+
+    def label_vectors(self, labels: Sequence[str]) -> torch.Tensor:
+        """(C, D) fp32 concept vectors of ``labels`` (mean-pooled, not normalised), from the cache or one pass."""
+        return self.labels.vectors(clean_labels(labels))
+
+    def clear_label_cache(self) -> None:
+        self.labels.clear()
+
+    def prepare(self, texts: Sequence[str], spans: Sequence[np.ndarray]) -> Plan:
+        """Tokenise raw texts (no truncation), map words to first sub-tokens, cut windows, batch them."""
+        return plan_texts(self.tokenizer, texts, spans, self.framing, self.batch_tokens, self.pad_id)
+
+    # ------------------------------------------------------------------ the loop
+
+    @overload
+    def _run(self, texts: list[str], spans: Sequence[np.ndarray], labels: list[str], columns: list[list[str]] | None,
+             reduce: Literal["best"], progress: Progress | None) -> list[Best]: ...  # fmt: skip
+
+    @overload
+    def _run(self, texts: list[str], spans: Sequence[np.ndarray], labels: list[str], columns: list[list[str]] | None,
+             reduce: Literal["all"], progress: Progress | None) -> list[np.ndarray]: ...  # fmt: skip
+
+    @torch.inference_mode()
+    def _run(
+        self,
+        texts: list[str],
+        spans: Sequence[np.ndarray],
+        labels: list[str],
+        columns: list[list[str]] | None,
+        reduce: Literal["best", "all"],
+        progress: Progress | None,
+    ) -> list[Best] | list[np.ndarray]:
+        """Score every word of every text against ``labels`` (or, with ``columns``, its own label list).
+
+        reduce "best": per text ((n_words,) best label index, (n_words,) its probability), the
+        argmax taken on the device so thousands of labels never leave it; "all": per text an
+        (n_words, n_labels) probability array.
+        """
+        started = time.perf_counter()
+        matrix = self.labels.matrix(labels) if labels else torch.zeros((0, 1), device=self.device)  # (C, D)
+        bias = self.model.logit_bias
+        index = {label: i for i, label in enumerate(labels)}
+        text_columns = None if columns is None else [torch.tensor([index[c] for c in cs], dtype=torch.long, device=self.device) for cs in columns]
+        best: list[Best] = []
+        every: list[np.ndarray] = []
+        for lo in range(0, len(texts), self.chunk_texts):
+            chunk_texts, chunk_spans = texts[lo : lo + self.chunk_texts], spans[lo : lo + self.chunk_texts]
+            plan = self.prepare(chunk_texts, chunk_spans)
+            width = [len(columns[lo + i]) if columns is not None else len(labels) for i in range(len(chunk_texts))]
+            chunk_best: list[Best] = [(np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.float32)) for n in plan.n_words]
+            chunk_all = [np.zeros((n, w), dtype=np.float32) for n, w in zip(plan.n_words, width)] if reduce == "all" else []
+            for vectors, segments in word_vectors(self.model.text_encoder, plan, self.device, self.bf16, self.settings):
+                if text_columns is not None:
+                    for text, words, r0, r1 in segments:
+                        cols = text_columns[lo + text]
+                        if len(cols) and r1 > r0:
+                            chunk_all[text][words] = torch.sigmoid(logits(vectors[r0:r1], matrix[cols], self.settings, bias)).cpu().numpy()
+                elif reduce == "best":
+                    score_best(vectors, segments, matrix, self.settings, bias, chunk_best)
+                else:
+                    score_all(vectors, segments, matrix, self.settings, bias, chunk_all)
+            best.extend(chunk_best)
+            every.extend(chunk_all)
+            self.stats.add_text_side(plan.stats)
+            if progress is not None:
+                progress.update(lo + len(chunk_texts), len(texts), f"{self.stats.windows:,} windows")
+        self.stats.seconds += time.perf_counter() - started
+        return best if reduce == "best" else every
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string (wrap it: [text])")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
+    return out
