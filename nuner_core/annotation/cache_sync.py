@@ -120,7 +120,8 @@ def import_segments(cache_dir: Path, directory: Path) -> SegmentStats:
 
 def _last_rowid(cache_dir: Path) -> int:
     with _read_only(cache_dir) as con:
-        return con.execute("SELECT COALESCE(MAX(rowid), 0) FROM Cache").fetchone()[0]
+        rowid: int = con.execute("SELECT COALESCE(MAX(rowid), 0) FROM Cache").fetchone()[0]
+        return rowid
 
 
 def _answers_since(cache_dir: Path, rowid: int) -> list[tuple[int, str]]:
