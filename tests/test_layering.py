@@ -49,7 +49,8 @@ CONTRACTS = {
     "nuner_core.tagging": "the zero-shot tagger's public API (ZeroShotTagger, calibration, model card)",
     "nuner_core.tagging.documents": "the documents in and JSON lines out of tagging (shared with nuner predict)",
     "nuner_core.annotation.config": "how an LLM is reached: endpoint, key variable, limits, budget, prices (the evaluation's LLMs)",
-    "nuner_core.annotation.batch": "prompts answered through the one LLM client, response cache and budget (the evaluation's LLMs)",
+    "nuner_core.annotation.batches": "prompts answered batch by batch through annotation's one request path (asking.py: leases, "
+                                     "response cache, client, budget), the outcome per prompt (the evaluation's LLMs)",
 }
 # Modules that assemble the stages: a stage package importing them would import itself back.
 ASSEMBLY = {"nuner_core.config", "nuner_core.registry", "nuner_core.pipeline"}

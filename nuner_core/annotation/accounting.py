@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from nuner_core.annotation.config import ModelPrice
 
@@ -33,7 +34,7 @@ class RunStats:
     taken_over: int = 0  # leases of a dead or silent run taken over (the sentence was then asked here)
     budget_waits: int = 0  # requests that waited for requests in flight to settle before the budget allowed them
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "sentences": self.sentences,
             "cache_hits": self.cache_hits,

@@ -15,7 +15,9 @@ neither had cached yet. Before a request, a run takes the sentence's *lease*: an
 ``lease:<key>`` naming the run (id, pid, host), written only if no live lease exists, in
 one SQLite transaction, so of two runs exactly one gets it. The other waits for the answer
 to appear in the cache. A lease expires ``lease_s`` after it was last renewed (its run
-renews it while the request, retries included, goes on); a holder on this host whose
+renews it while the request, retries included, goes on): the expiry is stored in the lease
+(``leases.py``), in the time of the cache's clock (wall-clock time unless a test gives
+another); a holder on this host whose
 process is gone is seen as dead at once, so a ``kill -9`` costs no wait on a rerun here.
 An answer is written *before* its lease is released, so whoever takes a released lease
 finds the answer.
@@ -25,14 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
-import uuid
-from dataclasses import asdict, dataclass, field
+import time
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import diskcache
+
+from nuner_core.annotation.leases import Holder, Lease
 
 KEY_VERSION = "r1"
 LEASE = "lease:"
@@ -73,47 +76,17 @@ class CachedAnswer:
         return CachedAnswer(**json.loads(text))
 
 
-@dataclass(frozen=True)
-class Holder:
-    """Who holds a lease: one run of one process."""
-
-    run: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    pid: int = field(default_factory=os.getpid)
-    host: str = field(default_factory=socket.gethostname)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @staticmethod
-    def from_json(text: str) -> "Holder":
-        return Holder(**json.loads(text))
-
-    def alive(self) -> bool:
-        """False when this process is certainly gone (same host, no such pid, or a zombie); else True."""
-        if self.host != socket.gethostname():
-            return True  # cannot tell: the lease's expiry decides
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True  # someone else's process
-        try:  # a killed child its parent has not reaped yet still answers kill(pid, 0)
-            state = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()[0]
-            return state not in ("Z", "X")
-        except (OSError, IndexError):
-            return True
-
-    def describe(self) -> str:
-        return f"run {self.run} (pid {self.pid} on {self.host})"
-
-
 class ResponseCache:
-    """A thin typed wrapper over ``diskcache.Cache``; use it as a context manager."""
+    """A thin typed wrapper over ``diskcache.Cache``; use it as a context manager.
 
-    def __init__(self, directory: Path | str):
+    ``clock`` gives the time leases are taken, renewed and judged expired in (seconds; wall-clock
+    time by default, as every process sharing the cache must agree on it).
+    """
+
+    def __init__(self, directory: Path | str, clock: Callable[[], float] = time.time) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
         self._cache = diskcache.Cache(str(self.directory), eviction_policy="none", statistics=False)
 
     def get(self, key: str) -> CachedAnswer | None:
@@ -144,7 +117,7 @@ class ResponseCache:
             current = self._holder(key)
             if current is not None and current.run != holder.run and current.alive():
                 return current
-            self._cache.set(LEASE + key, holder.to_json(), expire=seconds)
+            self._cache.set(LEASE + key, Lease(holder, self.clock() + seconds).to_json())
         return None
 
     def holders(self, keys: Sequence[str]) -> list[Holder | None]:
@@ -160,7 +133,7 @@ class ResponseCache:
             for key in keys:
                 current = self._holder(key)
                 if current is not None and current.run == holder.run:
-                    self._cache.touch(LEASE + key, expire=seconds)
+                    self._cache.set(LEASE + key, Lease(holder, self.clock() + seconds).to_json())
                     renewed += 1
         return renewed
 
@@ -171,20 +144,22 @@ class ResponseCache:
             if current is not None and current.run == holder.run:
                 self._cache.delete(LEASE + key)
 
-    def put_and_release(self, key: str, answer: "CachedAnswer", holder: Holder) -> None:
+    def put_and_release(self, key: str, answer: CachedAnswer, holder: Holder) -> None:
         """Write the answer and give up its lease in one transaction: a waiting run sees both or neither."""
         with self._cache.transact():
             self.put(key, answer)
             self.release(key, holder)
 
     def _holder(self, key: str) -> Holder | None:
-        value = self._cache.get(LEASE + key)  # an expired lease reads as None
+        """The holder of ``key``'s lease, None when there is none or it has expired."""
+        value = self._cache.get(LEASE + key)
         if value is None:
             return None
         try:
-            return Holder.from_json(value)
+            lease = Lease.from_json(value)
         except (ValueError, TypeError):
             return None  # unreadable: treat as free (the worst case is one duplicate request)
+        return lease.holder if lease.expires > self.clock() else None
 
     def has_marker(self, name: str) -> bool:
         return f"marker:{name}" in self._cache
@@ -192,8 +167,9 @@ class ResponseCache:
     def set_marker(self, name: str, value: Mapping[str, Any]) -> None:
         self._cache.set(f"marker:{name}", json.dumps(dict(value)))
 
-    def transact(self):
-        return self._cache.transact()
+    def transact(self) -> AbstractContextManager[Any]:
+        transaction: AbstractContextManager[Any] = self._cache.transact()
+        return transaction
 
     def close(self) -> None:
         self._cache.close()

@@ -15,6 +15,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from nuner_core.annotation.cache import (
     KEY_VERSION,
@@ -49,7 +50,7 @@ class ImportStats:
     empty_responses: int = 0  # recorded answers that are empty ("no entity"), imported as such
     skipped_already_imported: bool = False  # the whole file was imported before with the same key material
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -28,6 +28,7 @@ import os
 import sqlite3
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -120,7 +121,8 @@ def import_segments(cache_dir: Path, directory: Path) -> SegmentStats:
 
 def _last_rowid(cache_dir: Path) -> int:
     with _read_only(cache_dir) as con:
-        return con.execute("SELECT COALESCE(MAX(rowid), 0) FROM Cache").fetchone()[0]
+        rowid: int = con.execute("SELECT COALESCE(MAX(rowid), 0) FROM Cache").fetchone()[0]
+        return rowid
 
 
 def _answers_since(cache_dir: Path, rowid: int) -> list[tuple[int, str]]:
@@ -132,19 +134,15 @@ def _answers_since(cache_dir: Path, rowid: int) -> list[tuple[int, str]]:
     return [(int(r), str(k)) for r, k in rows]
 
 
-class _read_only:
+@contextmanager
+def _read_only(cache_dir: Path) -> Iterator[sqlite3.Connection]:
     """A read-only SQLite connection to the cache's database (diskcache's ``Cache`` table, in WAL mode:
     readers never block its writers). Only rowids and keys are read here; values go through diskcache."""
-
-    def __init__(self, cache_dir: Path):
-        self.path = Path(cache_dir) / "cache.db"
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60)
-        return self.con
-
-    def __exit__(self, *exc: object) -> None:
-        self.con.close()
+    con = sqlite3.connect(f"file:{Path(cache_dir) / 'cache.db'}?mode=ro", uri=True, timeout=60)
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 class AnswerJournal:

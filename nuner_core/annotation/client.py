@@ -22,7 +22,8 @@ is never itself an attempt. A sentence holds its in-flight slot across its attem
 
 The API key is taken from the environment variable whose *name* is configured, is passed
 to the client and nowhere else; credentials in ``base_url`` reach the client only (see
-``endpoint.py``); every message that leaves this module is redacted.
+``endpoint.py``); every message that leaves this module is redacted, and names the
+caller's config fields (``field``: ``annotate``, ``evaluate.llms[gpt]``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ import random
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from nuner_core.annotation.accounting import Budget, RunStats
 from nuner_core.annotation.config import AnnotateConfig
@@ -60,7 +62,7 @@ class FatalAPIError(Exception):
 class AnswerFailed(Exception):
     """No valid answer for this sentence after the allowed attempts."""
 
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -126,18 +128,22 @@ def api_key_from(environ: Mapping[str, str], variable: str | None, field: str) -
 
 
 class LLMClient:
+    """``field`` is the config path of ``config`` (``annotate``, ``evaluate.llms[gpt]``): messages name its fields."""
+
     def __init__(
         self,
         config: AnnotateConfig,
         *,
+        field: str,
         api_key: str | None,
         limiter: RateLimiter,
         budget: Budget,
         stats: RunStats,
         clock: Clock | None = None,
         rng: random.Random | None = None,
-    ):
+    ) -> None:
         self.config = config
+        self.field = field
         self._api_key = api_key
         self.limiter = limiter
         self.budget = budget
@@ -147,7 +153,7 @@ class LLMClient:
         self.url = config.base_url or "https://api.openai.com/v1"  # redacted: for messages
         endpoint = config.endpoint()
         self._secrets = ([api_key] if api_key and len(api_key) >= 4 else []) + (url_secrets(endpoint) if endpoint else [])
-        self.sampling = config.sampling()
+        self.sampling: dict[str, Any] = config.sampling()  # sent as given: the cache key's sampling, exactly
         self._completion_mean = config.max_tokens / 2  # running mean of completion tokens, for estimates
         self._answers = 0
         self._stack = AsyncExitStack()
@@ -182,14 +188,14 @@ class LLMClient:
             return None, {}
         if has_masked_secret(endpoint):
             raise FatalAPIError(
-                f"annotate.base_url {endpoint} holds {MASK} where a credential was: credentials in the URL are never "
+                f"{self.field}.base_url {endpoint} holds {MASK} where a credential was: credentials in the URL are never "
                 f"saved with the config (manifests, flow parameters), so this URL came from a saved copy. Give the full "
-                f"URL again, or better, put the key in the variable named by annotate.api_key_env."
+                f"URL again, or better, put the key in the variable named by {self.field}.api_key_env."
             )
         if has_userinfo(endpoint) and self._api_key:
             log.warning(
-                "annotate.base_url %s has credentials in it; they are not sent: the request authenticates with the key "
-                "from $%s (Bearer), as configured", self.url, self.config.api_key_env,
+                "%s.base_url %s has credentials in it; they are not sent: the request authenticates with the key "
+                "from $%s (Bearer), as configured", self.field, self.url, self.config.api_key_env,
             )
         return client_url(endpoint, keep_userinfo=not self._api_key)
 
@@ -239,7 +245,7 @@ class LLMClient:
         """Seconds before the next attempt: the server's Retry-After (capped), else backoff with jitter."""
         if failure.retry_after_s is not None:
             return min(failure.retry_after_s, self.config.retry_after_cap_s)
-        backoff = min(self.config.backoff_initial_s * 2 ** (attempt - 1), self.config.backoff_max_s)
+        backoff = min(self.config.backoff_initial_s * 2.0 ** (attempt - 1), self.config.backoff_max_s)
         return backoff * (0.5 + 0.5 * self.rng.random())
 
     async def _attempt(self, messages: Sequence[Mapping[str, str]], est_prompt: int, est_total: int) -> Answer | Failure:
@@ -272,7 +278,7 @@ class LLMClient:
     async def _send(self, messages: Sequence[Mapping[str, str]]) -> Any:
         assert self._client is not None, "use LLMClient inside `async with`"
         return await self._client.chat.completions.create(
-            model=self.config.model, messages=list(messages), **self.sampling  # type: ignore[arg-type]
+            model=self.config.model, messages=cast("list[ChatCompletionMessageParam]", list(messages)), **self.sampling
         )
 
     def _read(self, response: Any) -> Answer:
@@ -326,16 +332,16 @@ class LLMClient:
     def _fatal_message(self, exc: openai.APIStatusError) -> str:
         status, model, url = exc.status_code, self.config.model, self.url
         server = self._server_message(exc)
-        env = f"${self.config.api_key_env}" if self.config.api_key_env else "(no key configured: annotate.api_key_env is null)"
+        env = f"${self.config.api_key_env}" if self.config.api_key_env else f"(no key configured: {self.field}.api_key_env is null)"
         if status == 401:
             hint = f"the API key from {env} was rejected; put a valid key in that variable (the key itself is never printed)"
         elif status == 403:
             hint = f"the key from {env} has no access to model {model!r} at this endpoint"
         elif status == 404:
-            hint = f"model {model!r} or the endpoint path does not exist; check annotate.model and annotate.base_url (usually ending in /v1)"
+            hint = f"model {model!r} or the endpoint path does not exist; check {self.field}.model and {self.field}.base_url (usually ending in /v1)"
         else:
-            hint = "the endpoint rejects the request itself; check annotate.model, max_tokens, temperature, top_p and the prompt template"
-        return f"annotation stopped: HTTP {status} from {url}: {server} -- {hint}. Retrying cannot fix this, so nothing more was sent."
+            hint = f"the endpoint rejects the request itself; check {self.field}.model, max_tokens, temperature, top_p and the prompt template"
+        return f"{self.field}: stopped: HTTP {status} from {url}: {server} -- {hint}. Retrying cannot fix this, so nothing more was sent."
 
 
 class _Malformed(Exception):

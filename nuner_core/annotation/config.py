@@ -16,11 +16,12 @@ import os
 from typing import Literal
 
 from pydantic import Field, PrivateAttr, model_validator
+from pydantic.config import JsonDict
 
 from nuner_core.annotation.endpoint import redact_url
 from nuner_core.basemodel import StrictModel
 
-RUN_ONLY = {"in_key": False}
+RUN_ONLY: JsonDict = {"in_key": False}
 
 
 ENDPOINT_ENV = "NUNER_ANNOTATE_BASE_URL"  # the base_url with its credentials, for a config rebuilt from a redacted copy

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from nuner_core.annotation.annotate import AnnotationResult, run_annotation
+from nuner_core.annotation.annotate import run_annotation
 from nuner_core.annotation.cache_import import resolve_cache_dir
 from nuner_core.annotation.cache_sync import ARTIFACT_FILE, SEGMENTS, AnswerJournal, save_answers
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
+from nuner_core.annotation.result import AnnotationResult
 from nuner_core.artifacts import INCOMPLETE
 from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path

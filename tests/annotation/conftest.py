@@ -11,8 +11,9 @@ import pytest
 from annotate_helpers import KEY, KEY_ENV, FakeClock, sentence, write_sentences
 from fake_openai import FakeOpenAIServer
 
-from nuner_core.annotation.annotate import AnnotationResult, run_annotation
+from nuner_core.annotation.annotate import run_annotation
 from nuner_core.annotation.config import AnnotateConfig
+from nuner_core.annotation.result import AnnotationResult
 
 
 @pytest.fixture
@@ -44,7 +45,8 @@ def annotate(tmp_path):
     """Run the annotation with the test key in a private environment; returns (result, table)."""
 
     def run(config: AnnotateConfig, sentences_path: Path, *, out: str = "out", clock: FakeClock | None = None,
-            environ: dict[str, str] | None = None, progress=None) -> tuple[AnnotationResult, pa.Table]:
+            environ: dict[str, str] | None = None, progress=None,
+            lease_clock: FakeClock | None = None) -> tuple[AnnotationResult, pa.Table]:
         out_dir = tmp_path / out
         out_dir.mkdir(parents=True, exist_ok=True)
         result = run_annotation(
@@ -55,6 +57,7 @@ def annotate(tmp_path):
             work_dir=tmp_path / "work",
             progress=progress,
             clock=clock or FakeClock(),
+            lease_clock=lease_clock,
             environ={KEY_ENV: KEY} if environ is None else environ,
         )
         return result, pq.read_table(out_dir / "responses.parquet")

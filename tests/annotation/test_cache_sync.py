@@ -6,8 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 from annotate_helpers import KEY, KEY_ENV, make_config, sentence, wait_for, write_sentences
 
-from nuner_core.annotation.cache import CachedAnswer, Holder, ResponseCache
+from nuner_core.annotation.cache import CachedAnswer, ResponseCache
 from nuner_core.annotation.cache_sync import ARTIFACT_FILE, SEGMENTS, AnswerJournal, import_segment, import_segments
+from nuner_core.annotation.leases import Holder
 from nuner_core.artifacts import RemoteArtifactStore
 from nuner_core.config import PipelineConfig
 from nuner_core.pipeline import PlannedStage, run_stage

@@ -1,4 +1,4 @@
-"""``nuner_core.annotation.batch``: the evaluation's way to the LLM keeps annotation's guarantees.
+"""``nuner_core.annotation.batches``: the evaluation's way to the LLM keeps annotation's guarantees.
 
 Identical prompts share one request; a prompt another live run holds is waited for, not paid
 twice; a run killed with SIGKILL loses nothing that was answered (the rerun asks for the rest only).
@@ -17,9 +17,10 @@ import time
 import pytest
 from fake_openai import FakeOpenAIServer
 
-from nuner_core.annotation.batch import complete_batches
-from nuner_core.annotation.cache import CachedAnswer, Holder, KeyMaker, ResponseCache
+from nuner_core.annotation.batches import complete_batches
+from nuner_core.annotation.cache import CachedAnswer, KeyMaker, ResponseCache
 from nuner_core.annotation.config import AnnotateConfig
+from nuner_core.annotation.leases import Holder
 
 MODEL = "fake-model"
 
@@ -77,7 +78,7 @@ def test_a_prompt_another_run_holds_is_waited_for_not_paid_twice(server, tmp_pat
 RUN = """
 import json, sys
 from pathlib import Path
-from nuner_core.annotation.batch import complete_batches
+from nuner_core.annotation.batches import complete_batches
 from nuner_core.annotation.config import AnnotateConfig
 config = AnnotateConfig.model_validate_json(sys.argv[1])
 complete_batches(config, json.loads(sys.argv[2]), Path(sys.argv[3]))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nuner_core.evaluation.conll import Sentence
-from nuner_core.evaluation.llm import INPUT, NONE, ParseStats, build_messages, gold_answer, parse_answer
+from nuner_core.evaluation.llm_parse import ParseStats, parse_answer
+from nuner_core.evaluation.llm_prompt import INPUT, NONE, build_messages, gold_answer
 
 TYPES = ["Amenity", "Cuisine", "Location", "Rating", "Restaurant_Name"]
 
