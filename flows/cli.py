@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any, Callable
 
 # Prefect reads these when it is imported; the defaults suit an offline 2-core machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
@@ -47,6 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     except (StageError, ConfigError, ArtifactError, FailedRun) as exc:
         print(f"nuner: {exc}", file=sys.stderr)
         return 1
+    assert isinstance(summary, dict)  # a flow that ends in a Failed state raises FailedRun when called
     width = max(map(len, summary), default=0)
     for stage, info in summary.items():
         print(f"{stage:<{width}}  {info['state']:<9}  {info['path']}")
@@ -55,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hide_url_credentials(overrides: dict) -> dict:
+def _hide_url_credentials(overrides: dict[str, Any]) -> dict[str, Any]:
     """Flow parameters are stored in Prefect's database: a credentialed annotate.base_url goes there
     redacted, and the URL itself reaches the flow (in this process) through the environment."""
     from nuner_core.annotation.config import ENDPOINT_ENV
@@ -295,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.func not in (_run, _experiment):  # in a flow run, Prefect's console handler prints our loggers
         logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return args.func(args)
+    command: Callable[[argparse.Namespace], int] = args.func  # every subcommand sets func (argparse's attributes are untyped)
+    return command(args)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 
 from nuner_core.artifacts import ArtifactError, ArtifactRef, ArtifactStore
 from nuner_core.config import ConfigError, load_config
@@ -72,7 +72,10 @@ def nuner(
         state = task(step, built, store.location, return_state=True)
         if state.is_failed():  # a StageError, already logged by the task: the run ends here, with its message
             return Failed(message=state.message)
-        ref = store.here(state.result())  # a Cached record may have been written by another machine
+        result = state.result()
+        assert isinstance(result, ArtifactRef)  # a stage task returns its artifact, or a Failed state (handled above)
+        assert state.name is not None  # Prefect names every state after its type when not named otherwise
+        ref = store.here(result)  # a Cached record may have been written by another machine
         built[step.stage] = ref
         summary[step.stage] = {"state": state.name, "key": ref.key, "path": ref.location}
         logger.info("%s: %s -> %s", step.stage, state.name, ref.location)

@@ -331,6 +331,8 @@ class Stack:
             return {"running": False}
         server_alive = bool(state.server and state.server.alive())
         worker_alive = bool(state.worker and state.worker.alive())
+        server_pid = state.server.pid if state.server else None
+        worker_pid = state.worker.pid if state.worker else None
         healthy = False
         if server_alive:
             try:
@@ -340,14 +342,14 @@ class Stack:
         info: dict[str, Any] = {
             "running": server_alive and healthy and worker_alive,
             "url": state.url,
-            "server": {"pid": state.server.pid if state.server else None, "alive": server_alive, "healthy": healthy},
-            "worker": {"pid": state.worker.pid if state.worker else None, "alive": worker_alive},
+            "server": {"pid": server_pid, "alive": server_alive, "healthy": healthy},
+            "worker": {"pid": worker_pid, "alive": worker_alive},
             "pool": state.pool,
             "data_root": state.data_root,
             "logs": str(self.dir),
         }
-        self.echo(f"server   {_word(server_alive and healthy)}  {state.url}" + (f"  (pid {state.server.pid})" if server_alive else ""))
-        self.echo(f"worker   {_word(worker_alive)}  pool {state.pool}" + (f"  (pid {state.worker.pid})" if worker_alive else ""))
+        self.echo(f"server   {_word(server_alive and healthy)}  {state.url}" + (f"  (pid {server_pid})" if server_alive else ""))
+        self.echo(f"worker   {_word(worker_alive)}  pool {state.pool}" + (f"  (pid {worker_pid})" if worker_alive else ""))
         if healthy:
             info["deployments"] = ["nuner/" + d["name"] for d in self.deployments(state)]
             info["workers"] = {w["name"]: w.get("status") for w in self.workers(state)}
@@ -399,14 +401,14 @@ def _port_in_use(host: str, port: int) -> bool:
 
 def _descendants(proc: psutil.Process) -> list[psutil.Process]:
     try:
-        return proc.children(recursive=True)
+        return list(proc.children(recursive=True))  # psutil has no type information: list() makes the list type known
     except psutil.Error:
         return []
 
 
 def _alive(proc: psutil.Process) -> bool:
     try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 

@@ -48,7 +48,10 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)  # our own files: RNG states are not tensors only
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own files: RNG states are not tensors only
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a training checkpoint (it holds a {type(state).__name__}, not a dict)")
+    return state
 
 
 def rng_state() -> dict[str, Any]:

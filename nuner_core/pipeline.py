@@ -42,20 +42,25 @@ def key_config(config: BaseModel) -> dict[str, Any]:
     Nested models count too (the evaluation's LLMs carry the annotate stage's endpoint,
     limits and budget fields): their run-only fields are left out at any depth.
     """
-    return _keyed(config, config.model_dump(mode="json"))
+    return _keyed_model(config, config.model_dump(mode="json"))
+
+
+def _keyed_model(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    """``dumped`` (the JSON dump of ``model``) without the model's run-only fields, at any depth."""
+    out: dict[str, Any] = {}
+    for name, item in dumped.items():
+        info = type(model).model_fields.get(name)
+        extra = info.json_schema_extra if info is not None else None
+        if isinstance(extra, dict) and extra.get("in_key") is False:
+            continue
+        out[name] = _keyed(getattr(model, name, None), item)
+    return out
 
 
 def _keyed(value: Any, dumped: Any) -> Any:
     """``dumped`` (the JSON dump of ``value``) without the run-only fields of any model inside it."""
     if isinstance(value, BaseModel) and isinstance(dumped, dict):
-        out = {}
-        for name, item in dumped.items():
-            info = type(value).model_fields.get(name)
-            extra = info.json_schema_extra if info is not None else None
-            if isinstance(extra, dict) and extra.get("in_key") is False:
-                continue
-            out[name] = _keyed(getattr(value, name, None), item)
-        return out
+        return _keyed_model(value, dumped)
     if isinstance(value, (list, tuple)) and isinstance(dumped, list) and len(value) == len(dumped):
         return [_keyed(v, d) for v, d in zip(value, dumped)]
     if isinstance(value, dict) and isinstance(dumped, dict):
@@ -73,7 +78,7 @@ class PlannedStage:
 
     stage: str
     key: str
-    config: PipelineConfig  # type: ignore[valid-type]
+    config: PipelineConfig
     inputs: dict[str, ArtifactRef] = field(default_factory=dict)  # upstream artifacts not built in this run
     upstream_keys: dict[str, str] = field(default_factory=dict)
 
@@ -83,10 +88,12 @@ class PlannedStage:
 
     @property
     def stage_config(self) -> BaseModel:
-        return self.spec.config_of(self.config)
+        section = self.spec.config_of(self.config)
+        assert isinstance(section, BaseModel)  # config_of checks it against the stage's config class
+        return section
 
 
-def plan(config: PipelineConfig, stages: Iterable[str] | None, store: ArtifactStore) -> list[PlannedStage]:  # type: ignore[valid-type]
+def plan(config: PipelineConfig, stages: Iterable[str] | None, store: ArtifactStore) -> list[PlannedStage]:
     """Keys and inputs for the requested stages, in pipeline order."""
     for name in stages or ():
         spec(name)  # unknown names fail here, before anything runs
@@ -131,7 +138,7 @@ def plan(config: PipelineConfig, stages: Iterable[str] | None, store: ArtifactSt
     return planned
 
 
-def _key(s: StageSpec[Any], config: PipelineConfig, fingerprint: object, upstream_keys: dict[str, str]) -> str:  # type: ignore[valid-type]
+def _key(s: StageSpec[Any], config: PipelineConfig, fingerprint: object, upstream_keys: dict[str, str]) -> str:
     payload = {"config": key_config(s.config_of(config)), "fingerprint": fingerprint}
     return artifact_key(s.name, s.code_version, payload, upstream_keys)
 
@@ -151,7 +158,7 @@ def _from_store(stage: str, config_key: str, store: ArtifactStore) -> ArtifactRe
     return ref
 
 
-def chain_to(stages: Iterable[str], config: PipelineConfig) -> list[str]:  # type: ignore[valid-type]
+def chain_to(stages: Iterable[str], config: PipelineConfig) -> list[str]:
     """``stages`` and every stage they read under ``config``, transitively, in pipeline order."""
     needed = set(stages)
     for s in reversed(STAGES):

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from nuner_core.stage_api import Progress
 
 
 class BarProgress:
@@ -53,7 +56,7 @@ class BarProgress:
 class TeeProgress:
     """Report to several ``Progress`` at once (e.g. Prefect's artifact and the terminal bar)."""
 
-    def __init__(self, *targets) -> None:
+    def __init__(self, *targets: Progress) -> None:
         self.targets = targets
 
     def update(self, done: int, total: int | None, note: str = "") -> None:

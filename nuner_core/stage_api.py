@@ -46,7 +46,7 @@ class Progress(Protocol):
 class LogProgress:
     """Logs progress at most every ``every_s`` seconds (and at the end)."""
 
-    def __init__(self, name: str, every_s: float = 5.0, logger: logging.Logger | logging.LoggerAdapter | None = None):
+    def __init__(self, name: str, every_s: float = 5.0, logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None):
         self.name = name
         self.every_s = every_s
         self.log = logger or logging.getLogger(f"nuner.{name}")
@@ -174,7 +174,10 @@ class StageSpec(Generic[C]):
 
     def config_of(self, pipeline: BaseModel) -> C:
         """This stage's section of a pipeline config."""
-        return getattr(pipeline, self.name)
+        section = getattr(pipeline, self.name)
+        if not isinstance(section, self.config):  # the pipeline model declares each section with its stage's config class
+            raise TypeError(f"pipeline config section {self.name!r} is a {type(section).__name__}, not a {self.config.__name__}")
+        return section
 
     def inputs_for(self, config: C) -> tuple[str, ...]:
         """The upstream stages this stage reads under its ``config``."""

@@ -9,9 +9,9 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypedDict
 
-from prefect import get_run_logger
+from prefect import State, get_run_logger
 from prefect.artifacts import (
     create_image_artifact,
     create_markdown_artifact,
@@ -22,13 +22,14 @@ from prefect.artifacts import (
 from prefect.cache_policies import CachePolicy
 from prefect.filesystems import RemoteFileSystem, WritableFileSystem
 from prefect.runtime import task_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 
 from nuner_core.artifacts import ArtifactError, ArtifactRef, ArtifactStore
 from nuner_core.pipeline import PlannedStage, run_stage
 from nuner_core.pipeline import title as stage_title
 from nuner_core.progress_bar import BarProgress, TeeProgress
-from nuner_core.stage_api import LogProgress, StageError
+from nuner_core.stage_api import LogProgress, Progress, StageError
+from tasks.sync import sync_result
 
 MAX_INLINE_IMAGE_BYTES = 2_000_000  # larger plots are linked by path instead of inlined
 
@@ -69,12 +70,12 @@ def result_storage(store: ArtifactStore) -> Path | WritableFileSystem:
         name = "nuner-results-" + hashlib.sha256(url.encode()).hexdigest()[:12]
         wanted = RemoteFileSystem(basepath=url, settings={"use_listings_cache": False})
         try:
-            block = RemoteFileSystem.load(name)
+            block: RemoteFileSystem | None = sync_result(RemoteFileSystem.load(name))
         except ValueError:  # not saved yet on this server
             block = None
         if block is None or block.basepath != wanted.basepath or block.settings != wanted.settings:
             wanted.save(name, overwrite=True)
-            block = RemoteFileSystem.load(name)
+            block = sync_result(RemoteFileSystem.load(name))
         _RESULT_STORAGE[url] = block
     return _RESULT_STORAGE[url]
 
@@ -90,7 +91,7 @@ class PrefectProgress(LogProgress):
 
     def __init__(self, stage: str, every_s: float = 5.0):
         super().__init__(stage, every_s, logger=get_run_logger())
-        self.artifact_id = create_progress_artifact(progress=0.0, description=f"{stage} progress")
+        self.artifact_id = sync_result(create_progress_artifact(progress=0.0, description=f"{stage} progress"))
 
     def emit(self, done: int, total: int | None, note: str) -> None:
         if total:
@@ -136,7 +137,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def execute(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) -> ArtifactRef | State:
+def execute(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) -> ArtifactRef | State[Any]:
     # store_root: the store's location (a directory or an object-store URL), also part of the cache key
     """The body of every stage task: build (or reuse) the artifact, then show its reports.
 
@@ -146,7 +147,7 @@ def execute(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) 
     is a bug and raises with its traceback. ``NUNER_DEBUG=1`` (``nuner run --debug``) raises always.
     """
     store = ArtifactStore(store_root)  # a directory, or an object-store URL (the same store as the flow's)
-    progress = PrefectProgress(step.stage)
+    progress: Progress = PrefectProgress(step.stage)
     if sys.stderr.isatty():  # `nuner run` on a terminal also gets a progress bar
         progress = TeeProgress(progress, BarProgress(step.stage))
     try:
@@ -177,5 +178,11 @@ class _NoEmptyTraceback(logging.Filter):
 logging.getLogger("prefect.task_runs").addFilter(_NoEmptyTraceback())
 
 
+class StageTaskOptions(TypedDict):
+    task_run_name: Callable[[], str]
+    cache_policy: CachePolicy
+    persist_result: bool
+
+
 # The options every stage task shares: `@task(name="corpus", **STAGE_TASK_OPTIONS)`.
-STAGE_TASK_OPTIONS = dict(task_run_name=stage_run_name, cache_policy=ArtifactCache(), persist_result=True)
+STAGE_TASK_OPTIONS = StageTaskOptions(task_run_name=stage_run_name, cache_policy=ArtifactCache(), persist_result=True)

@@ -7,9 +7,9 @@ description, so a stage added to the registry gets its task without a line here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
-from prefect import Task, task
+from prefect import State, Task, task
 
 from nuner_core.artifacts import ArtifactRef
 from nuner_core.pipeline import PlannedStage
@@ -17,9 +17,12 @@ from nuner_core.registry import STAGES
 from nuner_core.stage_api import StageSpec
 from tasks.common import STAGE_TASK_OPTIONS, execute
 
+# A stage task: (the planned stage, the artifacts built so far in this run, the store's location) -> its artifact.
+StageTask: TypeAlias = "Task[[PlannedStage, dict[str, ArtifactRef], str], ArtifactRef | State[Any]]"
 
-def _stage_task(spec: StageSpec[Any]) -> Task:
-    def stage_task(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) -> ArtifactRef:
+
+def _stage_task(spec: StageSpec[Any]) -> StageTask:
+    def stage_task(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) -> ArtifactRef | State[Any]:
         return execute(step, built, store_root)
 
     # Prefect's task key comes from the function's name: one per stage keeps their runs apart.
@@ -28,4 +31,4 @@ def _stage_task(spec: StageSpec[Any]) -> Task:
     return task(name=spec.name, description=spec.summary, **STAGE_TASK_OPTIONS)(stage_task)
 
 
-STAGE_TASKS: dict[str, Task] = {s.name: _stage_task(s) for s in STAGES}
+STAGE_TASKS: dict[str, StageTask] = {s.name: _stage_task(s) for s in STAGES}

@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 from sentencex import segment
 
 from nuner_core.corpus.config import CorpusConfig
+from nuner_core.corpus.sources import Document
 
 PARAGRAPH_BREAK = re.compile(r"\s*\n\s*")
 
@@ -110,7 +111,7 @@ class CorpusCounts:
     dropped: Counter[str] = field(default_factory=Counter)
 
 
-def select_sentences(documents: Iterable, cfg: CorpusConfig, counts: CorpusCounts, presplit: bool) -> Iterator[tuple[str, str, str]]:
+def select_sentences(documents: Iterable[Document], cfg: CorpusConfig, counts: CorpusCounts, presplit: bool) -> Iterator[tuple[str, str, str]]:
     """(text, doc_id, source) of every sentence that passes the filters."""
     for doc in documents:
         counts.documents += 1

@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Protocol
 
 from nuner_core.corpus.config import CorpusSource
 from nuner_core.paths import expand_path
@@ -98,7 +98,13 @@ def _iter_file(path: Path, source: CorpusSource, batch_size: int) -> Iterator[Do
         raise CorpusInputError(f"{path}: cannot be read as {fmt}: {exc}") from None
 
 
-def _batched_records(stream, batch_size: int, text_field: str, label: str) -> Iterator[tuple[int, dict]]:
+class _BatchStream(Protocol):
+    """What is used of a streamed ``datasets.IterableDataset`` (the library has no type information)."""
+
+    def iter(self, batch_size: int) -> Iterator[dict[str, list[Any]]]: ...
+
+
+def _batched_records(stream: _BatchStream, batch_size: int, text_field: str, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
     offset = 0
     for batch in stream.iter(batch_size=batch_size):
         if text_field not in batch:

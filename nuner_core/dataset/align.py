@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -216,7 +217,20 @@ def _both_word(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where((a == 0) | (b == 0), 0, np.where((a == 1) & (b == 1), 1, -1))
 
 
-def _python_pass(rows, texts, entities, ignore_case, found_status, status, occurrences, span_rows, span_starts, span_ends):
+def _python_pass(
+    rows: np.ndarray,
+    texts: list[str],
+    entities: list[str],
+    ignore_case: bool,
+    found_status: int,
+    status: np.ndarray,
+    occurrences: np.ndarray,
+    span_rows: list[np.ndarray],
+    span_starts: list[np.ndarray],
+    span_ends: list[np.ndarray],
+) -> None:
+    """``find_occurrences`` for the given ``rows``: sets their ``status`` and ``occurrences`` in place
+    and appends their spans to ``span_rows`` / ``span_starts`` / ``span_ends``."""
     out_rows: list[int] = []
     out_starts: list[int] = []
     out_ends: list[int] = []
@@ -237,7 +251,7 @@ def _python_pass(rows, texts, entities, ignore_case, found_status, status, occur
 
 
 def _spans_frame(rows: list[np.ndarray], starts: list[np.ndarray], ends: list[np.ndarray]) -> pl.DataFrame:
-    def cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    def cat(parts: list[np.ndarray], dtype: type[np.integer[Any]]) -> np.ndarray:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
     return pl.DataFrame(

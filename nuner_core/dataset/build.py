@@ -25,7 +25,7 @@ for exactly one reason each, tried in this order:
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -92,7 +92,7 @@ class _Clock:
     """Adds the time since the last call to a named phase."""
 
     def __init__(self) -> None:
-        self.phase_s: Counter = Counter()
+        self.phase_s: defaultdict[str, float] = defaultdict(float)
         self._last = time.perf_counter()
 
     def __call__(self, phase: str) -> None:
@@ -114,7 +114,7 @@ def build_dataset(
     total: int | None = None,
 ) -> BuildResult:
     """Build the training set from source batches into ``out_dir``: scan, filter, write."""
-    counts: Counter = Counter({f"lines.dropped.{r}": 0 for r in DROP_REASONS})
+    counts: Counter[str] = Counter({f"lines.dropped.{r}": 0 for r in DROP_REASONS})
     clock = _Clock()
     scanned = _scan(batches, cfg, out_dir, counts, clock, progress, total)
     clock("read")
@@ -169,7 +169,7 @@ def _scan(
     batches: Iterable[pl.DataFrame],
     cfg: DatasetConfig,
     out_dir: Path,
-    counts: Counter,
+    counts: Counter[str],
     clock: _Clock,
     progress: Progress | None,
     total: int | None,
@@ -282,7 +282,7 @@ def _scan(
     )
 
 
-def _filter(scanned: _Scanned, cfg: DatasetConfig, counts: Counter) -> _Kept:
+def _filter(scanned: _Scanned, cfg: DatasetConfig, counts: Counter[str]) -> _Kept:
     """The sentence-level filters, in the order of SENTENCE_REASONS, then the mention counts."""
     ids_all = scanned.ids
     reason = scanned.reason.copy()
@@ -338,7 +338,7 @@ def _filter(scanned: _Scanned, cfg: DatasetConfig, counts: Counter) -> _Kept:
     return _Kept(rows=kept_rows, final=final, keep_span=keep_span)
 
 
-def _write(scanned: _Scanned, kept: _Kept, cfg: DatasetConfig, out_dir: Path, counts: Counter, clock: _Clock) -> pl.DataFrame:
+def _write(scanned: _Scanned, kept: _Kept, cfg: DatasetConfig, out_dir: Path, counts: Counter[str], clock: _Clock) -> pl.DataFrame:
     """Write ``annotated.parquet`` and ``concepts.parquet``; return the concept table."""
     ids_all, texts_all, spans = scanned.ids, scanned.texts, scanned.spans
     final, keep_span, kept_rows = kept.final, kept.keep_span, kept.rows

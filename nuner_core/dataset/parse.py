@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -34,7 +35,7 @@ _WRAPPED_START = r"^[\"'“‘«*`]"
 _MARKER_START = r"^(?:[-*•‣◦▪·+#(]|\d)"
 
 
-def _where(values: pl.Series, mask_pattern: str, fix) -> pl.Series:
+def _where(values: pl.Series, mask_pattern: str, fix: Callable[[pl.Series], pl.Series]) -> pl.Series:
     """Apply ``fix`` only to the values matching ``mask_pattern``: regex replacements are
     the expensive part of parsing, and most lines need none."""
     mask = values.str.contains(mask_pattern).fill_null(False)
@@ -57,7 +58,7 @@ def normalise_concepts(values: pl.Series) -> pl.Series:
 
 def normalise_concept_str(concept: str) -> str:
     """The same normalisation for one Python string (config values, tests)."""
-    return normalise_concepts(pl.Series([concept], dtype=pl.String)).item()
+    return str(normalise_concepts(pl.Series([concept], dtype=pl.String)).item())
 
 
 def split_answer(responses: pl.Series) -> pl.Series:
@@ -91,7 +92,7 @@ def explode_lines(lines: pl.Series, sid: np.ndarray | None = None) -> pl.DataFra
 class ParsedLines:
     parsed: pl.DataFrame  # sid u32, line u32, entity str, concept str, description str|null
     rejected: pl.DataFrame  # sid u32, line u32, raw str, reason str
-    counts: Counter  # lines, lines.blank, lines.parsed, lines.extra_fields, lines.dropped.<reason>
+    counts: Counter[str]  # lines, lines.blank, lines.parsed, lines.extra_fields, lines.dropped.<reason>
 
 
 def parse_lines(lines: pl.DataFrame) -> ParsedLines:
@@ -99,7 +100,7 @@ def parse_lines(lines: pl.DataFrame) -> ParsedLines:
 
     Blank lines are not entity lines: they are counted (``lines.blank``) and skipped.
     """
-    counts: Counter = Counter({f"lines.dropped.{reason}": 0 for reason in DROP_REASONS})
+    counts: Counter[str] = Counter({f"lines.dropped.{reason}": 0 for reason in DROP_REASONS})
     clean = lines["raw"].fill_null("").str.strip_chars()
     nonblank = clean != ""
     counts["lines.blank"] = int((~nonblank).sum())
@@ -171,7 +172,7 @@ def _first_distinct(sid: pl.Series, entity: pl.Series, concept: pl.Series) -> np
     return first
 
 
-def parse_answer(response: str) -> tuple[list[tuple[str, str, str | None]], Counter]:
+def parse_answer(response: str) -> tuple[list[tuple[str, str, str | None]], Counter[str]]:
     """Parse one answer; for tests and interactive use. Returns (entity, concept, description) triples."""
     exploded = explode_lines(split_answer(pl.Series("lines", [response])))
     result = parse_lines(exploded)

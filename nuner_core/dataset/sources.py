@@ -47,7 +47,7 @@ class SourceError(StageError):
 class SourceLog:
     """What a source could not read: counts plus a few examples naming the record."""
 
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def drop(self, key: str, example: str, n: int = 1) -> None:
@@ -104,7 +104,9 @@ def read_responses(path: Path, batch_size: int, log: SourceLog) -> Iterator[pl.D
             ) from None
         if record_batch is None:
             break
-        frame = pl.from_arrow(record_batch).with_columns(pl.col("id", "text", "response").cast(pl.String))
+        table = pl.from_arrow(record_batch)
+        assert isinstance(table, pl.DataFrame)  # a record batch converts to a frame, never a series
+        frame = table.with_columns(pl.col("id", "text", "response").cast(pl.String))
         failed_call = pl.col("response").is_null()
         if has_error:
             frame = frame.with_columns(pl.col("error").cast(pl.String))

@@ -12,6 +12,7 @@ vectorised with numpy, and does not change with library versions.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -24,7 +25,7 @@ def _fnv1a_scalar(data: bytes, h: int = 0xCBF29CE484222325) -> int:
     return h
 
 
-def _fmix64(h: np.ndarray) -> np.ndarray:
+def _fmix64(h: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     h = h ^ (h >> np.uint64(33))
     h = h * np.uint64(0xFF51AFD7ED558CCD)
     h = h ^ (h >> np.uint64(33))
@@ -59,12 +60,12 @@ def hash_unit(ids: pa.Array | pa.ChunkedArray | list[str], salt: str) -> np.ndar
     return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
-def validation_mask(ids, fraction: float, seed: int) -> np.ndarray:
+def validation_mask(ids: pa.Array | pa.ChunkedArray | list[str], fraction: float, seed: int) -> np.ndarray:
     """(N,) bool: True for the sentences of the validation split."""
     return hash_unit(ids, f"split:{seed}") < fraction
 
 
-def subsample_mask(ids, n: int, seed: int) -> np.ndarray:
+def subsample_mask(ids: pa.Array | pa.ChunkedArray | list[str], n: int, seed: int) -> np.ndarray:
     """(N,) bool: the ``n`` ids with the smallest sample hash (all when fewer)."""
     if n >= len(ids):
         return np.ones(len(ids), dtype=bool)

@@ -40,7 +40,7 @@ def run_grid(
     config: FrozenConfig,
     timings: ProbeTimings | None = None,
     predictions: dict[tuple[int, int], np.ndarray] | None = None,
-    keep: set[tuple[int, int]] | frozenset = frozenset(),
+    keep: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset(),
 ) -> list[dict[str, Any]]:
     """One result row per (k, seed): fit the probe on the support set, score it on the test set.
 

@@ -13,7 +13,9 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from nuner_core.evaluation import finetune as finetune_protocol
 from nuner_core.evaluation import frozen as frozen_protocol
@@ -27,13 +29,13 @@ from nuner_core.evaluation.features import (
     cached_features,
     encode_words,
 )
-from nuner_core.evaluation.sampling import SupportSet, support_sets
+from nuner_core.evaluation.sampling import Supports, SupportSet, support_sets
 from nuner_core.stage_api import Progress, StageError
 
 log = logging.getLogger(__name__)
 
 Grid = list[tuple[int, int]]  # (k, sampling index)
-Supports = dict[str, dict[tuple[int, int], SupportSet]]  # benchmark name -> (k, sampling) -> support set
+EncodeFn = Callable[[list[Sequence[str]], EncodeStats], list[np.ndarray]]  # sentences' words -> per sentence, word features
 
 
 def grids(config: EvaluateConfig) -> dict[str, Grid]:
@@ -92,8 +94,8 @@ class LazyEncoder:
         self.device = device
         self._loaded: tuple[Any, Any] | None = None
 
-    def encode_fn(self, layers: tuple[int, ...], max_length: int, batch_tokens: int) -> Callable:
-        def encode(sentences, stats: EncodeStats):
+    def encode_fn(self, layers: tuple[int, ...], max_length: int, batch_tokens: int) -> EncodeFn:
+        def encode(sentences: list[Sequence[str]], stats: EncodeStats) -> list[np.ndarray]:
             if self._loaded is None:
                 self._loaded = load_encoder(self.ref, self.device)
             model, tokenizer = self._loaded

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch  # imported where used at run time: importing torch is slow
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,9 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def loss_and_grad(x, x_t, onehot_t, weight_t, bias, l2: float):
+def loss_and_grad(
+    x: torch.Tensor, x_t: torch.Tensor, onehot_t: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, l2: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss ``L = mean_i -log softmax(x_i W + b)[y_i] + l2 * |W|^2`` and its gradient.
 
     Torch tensors, laid out so that every product is a fast one on CPU: ``x`` (N, D) and

@@ -133,10 +133,10 @@ def protocol_section(results: pl.DataFrame, protocol: str, base: str, datasets: 
     seeds = rows["seed"].n_unique()
     header = "| data set | encoder | " + " | ".join(f"k={k}" for k in ks) + " |"
     rule = "| --- | --- | " + " | ".join("---" for _ in ks) + " |"
-    paired = (f"; in brackets the difference to the base encoder `{base}` (same support sets, so the difference is "
+    paired_note = (f"; in brackets the difference to the base encoder `{base}` (same support sets, so the difference is "
               "paired)") if base in encoders else ""
     out = [f"## {protocol}: {PROTOCOL_TITLES.get(protocol, protocol)}", "",
-           f"Mean ± std over {seeds} samplings per k{paired}.", "", header, rule]
+           f"Mean ± std over {seeds} samplings per k{paired_note}.", "", header, rule]
     for dataset in [*datasets, AVERAGE]:
         for encoder in encoders:
             cells = []

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import polars as pl
+from polars.datatypes import DataType, DataTypeClass
 
 from nuner_core.evaluation.benchmarks import Benchmark
+from nuner_core.evaluation.sampling import Supports
 
 PER_TYPE = pl.List(pl.Struct({"type": pl.String, "precision": pl.Float64, "recall": pl.Float64, "f1": pl.Float64,
                               "support": pl.Int64, "predicted": pl.Int64}))
 SHORTFALL = pl.List(pl.Struct({"type": pl.String, "found": pl.Int64}))
-RESULTS_SCHEMA = {
+RESULTS_SCHEMA: dict[str, DataType | DataTypeClass] = {
     "encoder": pl.String, "encoder_ref": pl.String, "encoder_id": pl.String, "is_base": pl.Boolean,
     "dataset": pl.String, "protocol": pl.String, "k": pl.Int64, "seed": pl.Int64, "metric": pl.String,
     "value": pl.Float64, "per_type": PER_TYPE, "support_sentences": pl.Int64, "support_mentions": pl.Int64,
@@ -24,7 +26,7 @@ def results_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=RESULTS_SCHEMA)
 
 
-def write_support_sets(path: Path, benches: list[Benchmark], supports, grid) -> int:
+def write_support_sets(path: Path, benches: list[Benchmark], supports: Supports, grid: Sequence[tuple[int, int]]) -> int:
     rows = []
     for bench in benches:
         for k, seed in grid:
@@ -32,13 +34,13 @@ def write_support_sets(path: Path, benches: list[Benchmark], supports, grid) -> 
                 sentence = bench.pool.sentences[index]
                 rows.append({"dataset": bench.name, "k": k, "seed": seed, "position": position, "pool_index": index,
                              "tokens": list(sentence.tokens), "tags": list(sentence.tags)})
-    schema = {"dataset": pl.String, "k": pl.Int64, "seed": pl.Int64, "position": pl.Int64, "pool_index": pl.Int64,
+    schema: dict[str, DataType | DataTypeClass] = {"dataset": pl.String, "k": pl.Int64, "seed": pl.Int64, "position": pl.Int64, "pool_index": pl.Int64,
               "tokens": pl.List(pl.String), "tags": pl.List(pl.String)}
     pl.DataFrame(rows, schema=schema).write_parquet(path)
     return len(rows)
 
 
-def shortfalls(benches: list[Benchmark], supports, grid) -> list[dict[str, Any]]:
+def shortfalls(benches: list[Benchmark], supports: Supports, grid: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
     out = []
     for bench in benches:
         for k in sorted({k for k, _ in grid}):

@@ -53,17 +53,20 @@ class SupportSet:
         return not self.shortfall
 
 
-def mention_counts(sentences: Sequence[Sentence]) -> list[Counter]:
+Supports = dict[str, dict[tuple[int, int], SupportSet]]  # benchmark name -> (k, sampling) -> support set
+
+
+def mention_counts(sentences: Sequence[Sentence]) -> list[Counter[str]]:
     """Entity mentions per type of every sentence."""
     return [Counter(t for _, _, t in mentions(s.tags)) for s in sentences]
 
 
-def word_counts(sentences: Sequence[Sentence]) -> list[Counter]:
+def word_counts(sentences: Sequence[Sentence]) -> list[Counter[str]]:
     """Entity words per type of every sentence (B-X and I-X words both count for X)."""
     return [Counter(tag[2:] for tag in s.tags if tag != "O") for s in sentences]
 
 
-def unit_counts(sentences: Sequence[Sentence], method: Method) -> list[Counter]:
+def unit_counts(sentences: Sequence[Sentence], method: Method) -> list[Counter[str]]:
     """What the sampling method counts, per sentence."""
     if method == "k2k":
         return mention_counts(sentences)
@@ -73,18 +76,18 @@ def unit_counts(sentences: Sequence[Sentence], method: Method) -> list[Counter]:
 
 
 def greedy_k_2k(
-    counts: Sequence[Counter],
+    counts: Sequence[Counter[str]],
     types: Sequence[str],
     k: int,
     rng: np.random.Generator,
     max_attempts: int | None = None,
-) -> tuple[list[int], Counter, int]:
+) -> tuple[list[int], Counter[str], int]:
     """Accepted sentence indices, the counts per type they hold, and the sentences examined.
 
     ``counts`` are per-sentence mentions (k~2k) or entity words (k_w~2k_w): the procedure is
     the same, only the unit differs (see the module docstring).
     """
-    total: Counter = Counter({t: 0 for t in types})
+    total: Counter[str] = Counter({t: 0 for t in types})
     accepted: list[int] = []
     order = rng.permutation(len(counts))
     if max_attempts is not None:
@@ -105,7 +108,7 @@ def greedy_k_2k(
 
 
 def sample_support(
-    counts: Sequence[Counter], types: Sequence[str], k: int, seed: int, base_seed: int = 0, max_attempts: int | None = None,
+    counts: Sequence[Counter[str]], types: Sequence[str], k: int, seed: int, base_seed: int = 0, max_attempts: int | None = None,
     method: Method = "k2k",
 ) -> SupportSet:
     """One support set; the same arguments always give the same set.
@@ -134,7 +137,7 @@ def support_sets(
     Returns the sets and how many came from the cache. Saved sets make every competitor
     (encoders and LLMs), in this run and later ones, see exactly the same training sentences.
     """
-    counts: list[Counter] | None = None
+    counts: list[Counter[str]] | None = None
     found: dict[tuple[int, int], SupportSet] = {}
     hits = 0
     for k, seed in grid:
@@ -154,7 +157,7 @@ def support_sets(
 
 def _cache_path(root: Path, pool: str, types: Sequence[str], k: int, seed: int, base_seed: int, cap: int | None,
                 method: Method = "k2k") -> Path:
-    parts: list = [SAMPLER_VERSION, pool, list(types), base_seed, cap]
+    parts: list[object] = [SAMPLER_VERSION, pool, list(types), base_seed, cap]
     if method != "k2k":  # k2k keeps the paths (and the saved sets) of earlier versions
         parts.append(method)
     key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]

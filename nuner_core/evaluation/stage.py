@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -82,7 +83,7 @@ def describe(config: EvaluateConfig, inputs: Inputs) -> str:
     return f"evaluate · {who} · {len(config.benchmarks)} benchmark(s) · {', '.join(grids) or 'no protocol'}"
 
 
-def cache_root(config: EvaluateConfig, ctx: StageContext) -> Path:
+def cache_root(config: EvaluateConfig, ctx: StageContext[EvaluateConfig]) -> Path:
     if config.cache_dir:
         return Path(expand_path(config.cache_dir))
     return ctx.cache_dir / "evaluate"
@@ -151,7 +152,7 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
         notes.append(f"Zero-shot (k = 0): {len(duals)} two-encoder model(s) tag each test set from its type names "
                      f"in {zero.seconds:.0f} s; the threshold is fixed before any benchmark is read.")
     sections = []
-    extra_llm: dict = {}
+    extra_llm: dict[str, Any] = {}
     if llm is not None:
         pl.DataFrame(llm.answers, schema=answers_schema()).write_parquet(ctx.out_dir / "llm_answers.parquet")
         speed = encoder_speed(scores, encoders, benches, device, timings)
