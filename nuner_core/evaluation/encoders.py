@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nuner_core.devices import device_name
 from nuner_core.dual_encoder.pretrain_artifact import read_outputs
@@ -24,6 +24,10 @@ from nuner_core.hashing import file_sha256
 from nuner_core.models import resolve_model
 from nuner_core.stage_api import StageError
 from nuner_core.tokenizer import load_tokenizer
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +121,7 @@ def localise(ref: EncoderRef) -> EncoderRef:
     return EncoderRef(ref.name, _hub_snapshot(location), ref.origin, ref.random_init, ref.init_seed)
 
 
-def load_encoder(ref: EncoderRef, device: str = "cpu"):
+def load_encoder(ref: EncoderRef, device: str = "cpu") -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """(model in eval mode on ``device``, fast tokenizer)."""
     import torch
     from transformers import AutoConfig, AutoModel
@@ -125,7 +129,8 @@ def load_encoder(ref: EncoderRef, device: str = "cpu"):
     location = ref.location()
     if ref.random_init:
         torch.manual_seed(ref.init_seed)
-        model = AutoModel.from_config(AutoConfig.from_pretrained(location))
+        model: torch.nn.Module = AutoModel.from_config(AutoConfig.from_pretrained(location))  # type: ignore[no-untyped-call]
     else:
         model = AutoModel.from_pretrained(location)
-    return model.to(device_name(device)).eval(), load_tokenizer(ref.reference, pre_split_words=True, name=ref.name)
+    model.to(device_name(device))
+    return model.eval(), load_tokenizer(ref.reference, pre_split_words=True, name=ref.name)

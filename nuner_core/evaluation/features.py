@@ -16,12 +16,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from nuner_core.devices import pad_id
 from nuner_core.stage_api import StageError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 FEATURE_VERSION = "1"  # bump when the same encoder and sentences would give different features
 
@@ -41,8 +45,8 @@ class EncodeStats:
 
 
 def encode_words(
-    model,
-    tokenizer,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     sentences: Sequence[Sequence[str]],
     layers: tuple[int, ...],
     max_length: int = 512,

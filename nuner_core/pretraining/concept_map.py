@@ -66,7 +66,9 @@ def embed(reference: str, names: list[str], settings: MapSettings, device: str =
     from nuner_core.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(reference)
-    model = load_encoder(reference).to(device).eval()
+    model: torch.nn.Module = load_encoder(reference)
+    model.to(device)  # in place (nn.Module.to returns self)
+    model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(names), settings.batch_size):
@@ -182,6 +184,8 @@ def maps_for_artifact(pretrain_dir: Path, out_dir: Path, settings: MapSettings, 
     dataset_dir = pretrain_dir.parent.parent / "dataset" / dataset_key
     config = manifest.get("config") or {}
     base = config.get("concept_model") or manifest.get("base_model") or config.get("base_model")
+    if not isinstance(base, str):
+        raise ValueError(f"{pretrain_dir}/manifest.json names no base model (config.concept_model or base_model)")
     out_dir.mkdir(parents=True, exist_ok=True)
     encoders = {"base": base, "trained": str(pretrain_dir / "concept_encoder")}
     return concept_maps(dataset_dir / "concepts.parquet", encoders, out_dir, settings, device)

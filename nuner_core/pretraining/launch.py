@@ -58,7 +58,8 @@ def run_training(
     if proc.returncode != 0 or not (work_dir / SUMMARY).is_file():
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
         raise StageError(f"torchrun with {cfg.nproc} processes failed (exit {proc.returncode}); {log_path} ends with:\n{tail}")
-    return json.loads((work_dir / SUMMARY).read_text())
+    summary: dict[str, Any] = json.loads((work_dir / SUMMARY).read_text())
+    return summary
 
 
 def _report(metrics: Path, progress: Progress) -> None:

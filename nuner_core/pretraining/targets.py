@@ -80,8 +80,11 @@ class Batch:
     num_tokens: int  # real text tokens (special ones included), for tokens/s
 
     def to(self, device: torch.device) -> Batch:
-        moved = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
-        return Batch(**moved)
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
+
+        return Batch(move(self.text_ids), move(self.text_mask), move(self.token_mask), move(self.concept_ids), move(self.concept_mask),
+                     move(self.concept_valid), self.concept_groups, self.concepts, move(self.targets), self.num_tokens)
 
 
 def _pad(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

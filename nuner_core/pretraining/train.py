@@ -60,7 +60,9 @@ BEST = "best.pt"
 
 def param_groups(model: torch.nn.Module, cfg: PretrainConfig) -> list[dict[str, Any]]:
     """Weight decay on matrices only; the logit bias b gets its own learning rate and no decay."""
-    decay, no_decay, bias = [], [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    bias: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -87,7 +89,7 @@ def pick_device(cfg: PretrainConfig, d: distributed.Dist) -> torch.device:
 def memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return psutil.Process().memory_info().rss / 2**20
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 def train(
@@ -160,13 +162,13 @@ def train(
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in state["history"]))
 
-    raw_model = model
+    ddp: DDP | None = None  # the model wrapped for data parallelism; forward through it when there is one
     if cfg.compile:  # in place: the state dict keeps its keys, the concept groups stay plain Python
-        raw_model.text_encoder.compile(dynamic=True)
-        raw_model.concept_encoder.compile(dynamic=True)
+        model.text_encoder.compile(dynamic=True)
+        model.concept_encoder.compile(dynamic=True)
     if d.enabled:  # buffers (position ids) are constants: nothing to broadcast before each forward
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-    params = [p for p in raw_model.parameters() if p.requires_grad]
+        ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    params = [p for p in model.parameters() if p.requires_grad]
 
     def record(row: dict[str, Any]) -> None:
         state["history"].append(row)
@@ -177,16 +179,16 @@ def train(
     @torch.no_grad()
     def validation_loss() -> float | None:
         """Mean BCE over every validation entry; each rank its share, no collective but the sum."""
-        raw_model.eval()
+        model.eval()
         total = torch.zeros(2, dtype=torch.float64, device=device)  # [sum of loss x entries, entries]
         for idx in val_batches:
             batch = collate(val_set, idx, vocab, pad_id, concept_pad_id).to(device)
             with autocast:
-                logits = raw_model(batch.text_ids, batch.text_mask, batch.concept_ids, batch.concept_mask, batch.concept_groups)
+                logits = model(batch.text_ids, batch.text_mask, batch.concept_ids, batch.concept_mask, batch.concept_groups)
             n = batch.token_mask.sum() * batch.concept_valid.sum()
             total += torch.stack([concept_bce(logits, batch.targets, batch.token_mask, batch.concept_valid) * n, n.to(total)])
         distributed.all_sum(total, d)
-        raw_model.train()
+        model.train()
         return None if total[1] == 0 else float(total[0] / total[1])
 
     def save(step: int) -> None:
@@ -196,7 +198,7 @@ def train(
                 ckpt_dir,
                 step,
                 {
-                    "model": raw_model.state_dict(),
+                    "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
@@ -227,7 +229,7 @@ def train(
             if val is not None and val < state["best_val"]:
                 state["best_val"], state["best_step"] = val, step
                 if d.master:
-                    ckpt.save_atomic(raw_model.state_dict(), work_dir / BEST)
+                    ckpt.save_atomic(model.state_dict(), work_dir / BEST)
         if step != resumed_at and step > 0 and (step % cfg.checkpoint_every == 0 or last):
             save(step)
         if last:
@@ -244,11 +246,11 @@ def train(
         for micro, idx in enumerate(mine):
             batch = collate(train_set, idx, vocab, pad_id, concept_pad_id).to(device)
             sync = micro == len(mine) - 1
-            with model.no_sync() if d.enabled and not sync else nullcontext():
+            with ddp.no_sync() if ddp is not None and not sync else nullcontext():
                 with autocast:
-                    logits = model(batch.text_ids, batch.text_mask, batch.concept_ids, batch.concept_mask, batch.concept_groups)  # (B, T, C)
+                    logits = (ddp or model)(batch.text_ids, batch.text_mask, batch.concept_ids, batch.concept_mask, batch.concept_groups)  # (B, T, C)
                 loss = concept_bce(logits, batch.targets, batch.token_mask, batch.concept_valid) / len(mine)
-                loss.backward()
+                torch.autograd.backward(loss)
             step_loss += loss.detach()
             pending_tokens += batch.num_tokens
 
@@ -281,7 +283,7 @@ def train(
                 "loss": loss_mean,
                 "lr": lr,
                 "grad_norm": None if grad_norm is None else float(grad_norm),
-                "logit_bias": raw_model.logit_bias.item(),
+                "logit_bias": model.logit_bias.item(),
                 "tokens": state["tokens"],
                 "tokens_per_s": tokens / max(pending_time, 1e-9),
                 "memory_mb": memory_mb(device),
@@ -293,7 +295,7 @@ def train(
 
     # ---- export (rank 0): the best (lowest validation loss) or the last weights
     if cfg.export == "best" and state["best_step"] is not None and (work_dir / BEST).is_file():
-        raw_model.load_state_dict(ckpt.load(work_dir / BEST))
+        model.load_state_dict(ckpt.load(work_dir / BEST))
         exported_step = state["best_step"]
     else:
         exported_step = step
@@ -313,7 +315,7 @@ def train(
         "final_val_loss": val_rows[-1]["loss"] if val_rows else None,
         "best_val_loss": None if state["best_step"] is None else state["best_val"],
         "best_step": state["best_step"],
-        "logit_bias": raw_model.logit_bias.item(),
+        "logit_bias": model.logit_bias.item(),
         "world_size": d.world,
         "micro_batch_size": layout.micro_batch_size,
         "grad_accum": layout.accum,
@@ -334,14 +336,14 @@ def train(
     }
     if d.master:
         for name, encoder, tok in (
-            (TEXT_ENCODER, raw_model.text_encoder, tokenizer),
-            (CONCEPT_ENCODER, raw_model.concept_encoder, concept_tokenizer),
+            (TEXT_ENCODER, model.text_encoder, tokenizer),
+            (CONCEPT_ENCODER, model.concept_encoder, concept_tokenizer),
         ):
             encoder.save_pretrained(out_dir / name)
             tok.save_pretrained(out_dir / name)
         (out_dir / DUAL_ENCODER_FILE).write_text(
             json.dumps(
-                {"similarity": cfg.similarity, "temperature": cfg.temperature, "logit_bias": raw_model.logit_bias.item(), "pooling": "mean",
+                {"similarity": cfg.similarity, "temperature": cfg.temperature, "logit_bias": model.logit_bias.item(), "pooling": "mean",
                  "max_concept_length": cfg.max_concept_length},
                 indent=2,
             )
