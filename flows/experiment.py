@@ -12,6 +12,9 @@
 
 A failed point does not stop the others; the artifact is then published *incomplete*,
 the summary says which point failed and why, and the run ends Failed with that message.
+
+What is decided is in ``nuner_core/experiment/`` (``scheduler``: steps 1 to 4, ``runner``:
+step 5); this module gives it Prefect: the ``point`` task and the launcher that submits it.
 """
 
 from __future__ import annotations
