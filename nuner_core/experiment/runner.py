@@ -21,8 +21,10 @@ from typing import Any, Sequence
 
 from nuner_core.artifacts import INCOMPLETE, ArtifactRef, ArtifactStore, artifact_key
 from nuner_core.config import load_config
-from nuner_core.experiment.collate import PointOutcome, collate, plot, reported_scores, write_summary
+from nuner_core.experiment.collate import PointOutcome, collate, reported_scores
+from nuner_core.experiment.figure import plot
 from nuner_core.experiment.spec import Experiment, Point
+from nuner_core.experiment.summary import write_summary
 from nuner_core.pipeline import plan
 from nuner_core.registry import STAGE_NAMES
 from nuner_core.stage_api import Report
@@ -119,9 +121,8 @@ def publish(
         table = collate(experiment, outcomes)
         table.write_parquet(out / RESULTS)
         scores = reported_scores(experiment, table)
-        figure = f"f1_vs_{spec.x_key.rsplit('.', 1)[-1]}.png"
-        if not plot(out / figure, experiment, scores):
-            figure = None
+        drawn = f"f1_vs_{spec.x_key.rsplit('.', 1)[-1]}.png"
+        figure = drawn if plot(out / drawn, experiment, scores) else None
         summary = write_summary(out / SUMMARY, experiment, outcomes, scores, figure)
         (out / "experiment.yaml").write_text(_yaml(spec.model_dump(mode="json")))
         (out / "points.json").write_text(json.dumps([o.as_dict() for o in outcomes], indent=2, default=str))

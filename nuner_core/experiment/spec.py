@@ -157,9 +157,8 @@ def _explain(err: Any) -> str:
     if loc and loc[0] == "sweep" and len(loc) >= 2:
         key = f"sweep.{loc[1]}" + (f"[{loc[2]}]" if len(loc) > 2 else "")
     if err["type"] == "extra_forbidden":
-        known = {
-            (): ExperimentSpec, ("report",): ReportSpec, ("figure",): FigureSpec,
-        }.get(tuple(loc[:-1]))  # fmt: skip
+        sections: dict[tuple[Any, ...], type[BaseModel]] = {(): ExperimentSpec, ("report",): ReportSpec, ("figure",): FigureSpec}
+        known = sections.get(tuple(loc[:-1]))
         hint = f"; known keys: {', '.join(known.model_fields)}" if known else ""
         return f"{key}: unknown key{hint}"
     if err["type"] == "missing":

@@ -3,6 +3,11 @@ flow at a time (``--limit 1``), one artifact store. ``nuner experiment FILE --de
 nuner/full-pipeline --max-parallel 2`` submits each point as a run of the deployment; the test
 checks that the two point runs overlapped in time, ran on different workers, and that their shared
 stages were built once in the one store both workers write to.
+
+Who ran what is read from Prefect's records, not from the workers' logs: both workers may log
+"submitting flow run X" for the same scheduled run (each saw it in its poll), and the server then
+aborts the second one's Pending proposal. The records say which worker won (its name label on the
+run, the process it started) and that each run went to Running exactly once.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import psutil
 import pytest
 from experiment_helpers import artifact_counts, experiment_ref, points, write_experiment
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+from prefect.client.schemas.objects import FlowRun, State, StateType
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 POOL = "nuner-process"  # the pool prefect.yaml's full-pipeline deployment names
 START_TIMEOUT_S = 240.0
 RUN_TIMEOUT_S = 600.0
+WORKER_LABEL = "prefect.worker.name"  # set on a flow run by the worker that took it (its Pending proposal won)
 
 
 def _free_port() -> int:
@@ -118,8 +128,18 @@ class Cluster:
             except psutil.NoSuchProcess:
                 pass
 
-    def flow_run(self, run_id: str) -> dict:
-        return httpx.get(f"{self.api}/flow_runs/{run_id}", timeout=30).json()
+    def client(self) -> SyncPrefectClient:
+        return SyncPrefectClient(self.api)
+
+    def flow_run(self, run_id: str) -> FlowRun:
+        with self.client() as client:
+            return client.read_flow_run(UUID(run_id))
+
+    def pool_runs(self) -> list[tuple[FlowRun, list[State]]]:
+        """Every flow run of the pool, with its state history (oldest first)."""
+        with self.client() as client:
+            runs = client.read_flow_runs(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[POOL])))
+            return [(r, sorted(client.read_flow_run_states(r.id), key=lambda s: s.timestamp)) for r in runs]
 
 
 @pytest.fixture()
@@ -159,27 +179,34 @@ def test_two_points_on_two_workers_share_one_store(cluster, tmp_path, tiny):
     outcomes = points(experiment_ref(cluster.data))
     assert [o["status"] for o in outcomes] == ["built", "built"]
     runs = [cluster.flow_run(o["flow_run"]) for o in outcomes]
-    assert all(r["state"]["type"] == "COMPLETED" and r["work_pool_name"] == POOL for r in runs)
-    assert all(r["parent_task_run_id"] for r in runs), "the point runs are not linked to the experiment run"
+    assert all(r.state_type == StateType.COMPLETED and r.work_pool_name == POOL for r in runs)
+    assert all(r.parent_task_run_id for r in runs), "the point runs are not linked to the experiment run"
 
     # At the same time ...
-    (s0, e0), (s1, e1) = ((r["start_time"], r["end_time"]) for r in runs)
-    assert s0 < e1 and s1 < e0, f"the two point runs did not overlap: {s0}..{e0} and {s1}..{e1}"
-    # ... on different workers (each worker logs the flow runs it submits).
-    taken = {
-        name: set(re.findall(r"Worker '" + name + r"' submitting flow run '([0-9a-f-]{36})'", cluster.log(name)))
-        for name in ("w1", "w2")
-    }  # fmt: skip
-    where = {o["flow_run"]: [n for n, ids in taken.items() if o["flow_run"] in ids] for o in outcomes}
-    assert sorted(sum(where.values(), [])) == ["w1", "w2"], f"point runs by worker: {where}\n{json.dumps(taken, default=list)}"
+    (s0, e0), (s1, e1) = ((r.start_time, r.end_time) for r in runs)
+    assert s0 and s1 and e0 and e1 and s0 < e1 and s1 < e0, f"the two point runs did not overlap: {s0}..{e0} and {s1}..{e1}"
+    # ... on different workers, in different processes (each started by the worker that took the run).
+    assert sorted(r.labels.get(WORKER_LABEL) for r in runs) == ["w1", "w2"], [dict(r.labels) for r in runs]
+    assert all(r.infrastructure_pid for r in runs) and runs[0].infrastructure_pid != runs[1].infrastructure_pid
 
     # The same file through the nuner/experiment deployment, on a worker: every point is done, so Cached.
     done = cluster.cli(sys.executable, "-m", "prefect", "deployment", "run", "nuner/experiment", "--params", json.dumps({"file": str(file)}))
     run_id = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout).group(1)
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    while (run := cluster.flow_run(run_id))["state"]["type"] not in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+    while (run := cluster.flow_run(run_id)).state_type not in {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}:
         assert time.monotonic() < deadline, f"nuner/experiment did not finish\n{cluster.logs()}"
         time.sleep(1.0)
-    assert run["state"]["type"] == "COMPLETED", f"{run['state']}\n{cluster.logs()}"
-    assert run["name"] == "experiment · tiny-sweep · 2 points"
+    assert run.state_type == StateType.COMPLETED, f"{run.state}\n{cluster.logs()}"
+    assert run.name == "experiment · tiny-sweep · 2 points"
     assert artifact_counts(cluster.data)["experiment"] == 1  # found, not rebuilt
+
+    # Every run the workers took (shared stages, the points, the experiment) ran once: one worker's
+    # Pending accepted, one Running, then Completed. Two workers polling the pool may both see a run
+    # scheduled and log that they submit it; the server aborts the second one's Pending.
+    history = cluster.pool_runs()
+    assert len(history) == 4, [r.name for r, _ in history]
+    for r, states in history:
+        steps = [(s.type.value, s.name) for s in states]
+        assert sum(s == ("PENDING", "Pending") for s in steps) == 1, f"{r.name}: taken more than once: {steps}"
+        assert sum(t == "RUNNING" for t, _ in steps) == 1, f"{r.name}: executed more than once: {steps}"
+        assert steps[-1][0] == "COMPLETED" and r.labels.get(WORKER_LABEL) in {"w1", "w2"}, f"{r.name}: {steps}, {dict(r.labels)}"
