@@ -27,12 +27,12 @@ from prefect.runtime import flow_run, task_run
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import ConfigError
 from nuner_core.experiment.collate import PointOutcome
 from nuner_core.experiment.runner import default_parallel, done_points, existing, point_keys, publish, shared_stages
 from nuner_core.experiment.spec import Experiment, ExperimentError, Point, load_experiment
 from nuner_core.stage_api import StageError
+from nuner_core.store import ArtifactStore, open_store
 from tasks.common import debug, publish_reports
 
 MAX_THREADS = 64  # the task runner's ceiling; max_parallel is enforced by the flow itself
@@ -93,7 +93,7 @@ def experiment(file: str, max_parallel: int | None = None, deployment: str | Non
     """
     logger = get_run_logger()
     started = time.time()
-    store = ArtifactStore()
+    store = open_store()
     try:
         exp = load_experiment(file)
         keys = {p.index: point_keys(exp, p, store) for p in exp.points}

@@ -15,10 +15,10 @@ from nuner_core.annotation.cache_import import resolve_cache_dir
 from nuner_core.annotation.cache_sync import ARTIFACT_FILE, SEGMENTS, AnswerJournal, save_answers
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
-from nuner_core.artifacts import INCOMPLETE
 from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Inputs, Report, StageContext, StageResult
+from nuner_core.store import INCOMPLETE
 
 CODE_VERSION = "1"
 SENTENCES = "sentences.parquet"

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import polars as pl
 
-from nuner_core.artifacts import INCOMPLETE
 from nuner_core.evaluation.benchmarks import resolve_spec, spec_fingerprint
 from nuner_core.evaluation.compare import comparison, encoder_speed
 from nuner_core.evaluation.config import EvaluateConfig
@@ -37,6 +36,7 @@ from nuner_core.evaluation.timing import TimingStore
 from nuner_core.paths import expand_path
 from nuner_core.pretraining.outputs import read_outputs
 from nuner_core.stage_api import Inputs, Report, StageContext, StageError, StageResult
+from nuner_core.store import INCOMPLETE
 
 CODE_VERSION = "1"
 log = logging.getLogger(__name__)
