@@ -60,8 +60,8 @@ import pyarrow.parquet as pq
 from nuner_core.annotation import stage as annotate_stage
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
-from nuner_core.artifacts import ArtifactRef, ArtifactStore, CorruptArtifact
 from nuner_core.stage_api import LogProgress, StageContext
+from nuner_core.store import ArtifactRef, ArtifactStore, CorruptArtifact, open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake server is test support
 from fake_openai import FakeOpenAIServer, Fault  # noqa: E402
@@ -112,7 +112,7 @@ def child(argv: list[str]) -> None:
     """``--child ROOT CONFIG_JSON``: one run of the stage in this process (to be killed, or run beside another)."""
     root, config_json = argv
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    store = ArtifactStore(Path(root))
+    store = open_store(Path(root))
     corpus = store.lookup("corpus", CORPUS_KEY)
     assert corpus is not None
     config = AnnotateConfig.model_validate_json(config_json)
@@ -136,7 +136,7 @@ def texts() -> list[str]:
 
 
 def new_store(root: Path) -> tuple[ArtifactStore, ArtifactRef]:
-    store = ArtifactStore(root)
+    store = open_store(root)
     with store.publish("corpus", CORPUS_KEY, {"stage": "corpus"}) as out:
         pq.write_table(pa.table({"id": [f"c{i:04d}" for i in range(N)], "text": texts(),
                                  "doc_id": ["d"] * N, "source": ["chaos"] * N}), out / "sentences.parquet")
@@ -283,7 +283,7 @@ def scenario_damage(source: ArtifactStore, scratch: Path) -> tuple[int, int]:
         for where in (0.1, 0.5, 0.85):
             root = scratch / f"{stage}-{where}"
             shutil.copytree(source.root / stage, root / stage, ignore=shutil.ignore_patterns(".*"))
-            store = ArtifactStore(root)
+            store = open_store(root)
             key = CORPUS_KEY if stage == "corpus" else ANNOTATE_KEY
             ref = store.lookup(stage, key)
             assert ref is not None

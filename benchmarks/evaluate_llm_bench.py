@@ -35,12 +35,12 @@ from pathlib import Path
 import polars as pl
 
 from nuner_core.annotation.config import DEFAULT_PRICES
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import load_config
 from nuner_core.evaluation.benchmarks import load_benchmark, resolve_spec
 from nuner_core.evaluation.conll import Sentence
 from nuner_core.evaluation.llm_prompt import INPUT, NONE, gold_answer, sentence_text
 from nuner_core.pipeline import plan, run_stage
+from nuner_core.store import open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake server is test support
 from fake_openai import FakeOpenAIServer  # noqa: E402
@@ -116,13 +116,13 @@ def main() -> None:
                 }
                 config = load_config("demo", overrides)
                 started = time.perf_counter()
-                store = ArtifactStore(root / f"data-{style}")
+                store = open_store(root / f"data-{style}")
                 (step,) = plan(config, ["evaluate"], store)
                 ref = run_stage(step, {}, store)
                 wall = time.perf_counter() - started
                 info = ref.manifest()["evaluate"]
                 requests = srv.request_count
-                rerun_store = ArtifactStore(root / f"rerun-{style}")  # another store, the same caches
+                rerun_store = open_store(root / f"rerun-{style}")  # another store, the same caches
                 (step2,) = plan(config, ["evaluate"], rerun_store)
                 again = run_stage(step2, {}, rerun_store).manifest()["evaluate"]["llms"][0]["run"]
                 rerun_requests = srv.request_count - requests

@@ -57,7 +57,7 @@ def main() -> None:
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     import fsspec
 
-    from nuner_core.artifacts import RemoteArtifactStore
+    from nuner_core.store import open_store
 
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
     fsspec.filesystem("s3", use_listings_cache=False).mkdir(bucket)
@@ -76,14 +76,14 @@ def main() -> None:
             shutil.copytree(src, tmp / "copy")
             copy_s = time.perf_counter() - started
 
-            a = RemoteArtifactStore(url, local_dir=tmp / "a")
+            a = open_store(url, local_dir=tmp / "a")
             started = time.perf_counter()
             with a.publish("bench", "k1", {}) as out:
                 for f in src.iterdir():
                     os.link(f, out / f.name)  # the stage's files are there already: time the publishing only
             publish_s = time.perf_counter() - started
 
-            b = RemoteArtifactStore(url, local_dir=tmp / "b")
+            b = open_store(url, local_dir=tmp / "b")
             started = time.perf_counter()
             ref = b.lookup("bench", "k1")
             fetch_s = time.perf_counter() - started

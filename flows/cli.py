@@ -41,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     from prefect.exceptions import FailedRun
 
     from flows.pipeline import nuner
-    from nuner_core.artifacts import ArtifactError
+    from nuner_core.store import ArtifactError
 
     try:
         summary = nuner(profile=args.profile, overrides=overrides, stages=stages)

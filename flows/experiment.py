@@ -31,12 +31,12 @@ from prefect.runtime import flow_run, task_run
 from prefect.states import Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import ConfigError
 from nuner_core.experiment.runner import existing, publish
 from nuner_core.experiment.scheduler import PointJob, PointResult, cached, ending, plan_experiment, run_points
 from nuner_core.experiment.spec import ExperimentError, load_experiment
 from nuner_core.stage_api import StageError
+from nuner_core.store import ArtifactStore, open_store
 from tasks.common import debug, publish_reports
 
 MAX_THREADS = 64  # the task runner's ceiling; max_parallel is enforced by the scheduler
@@ -115,7 +115,7 @@ def experiment(file: str, max_parallel: int | None = None, deployment: str | Non
     """
     logger = get_run_logger()
     started = time.time()
-    store = ArtifactStore()
+    store = open_store()
     try:  # 1. the file and every point's keys
         plan = plan_experiment(file, store)
     except (ExperimentError, ConfigError, StageError) as exc:

@@ -10,10 +10,10 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from nuner_core.artifacts import ArtifactError, ArtifactRef, ArtifactStore
 from nuner_core.config import ConfigError, load_config
 from nuner_core.pipeline import plan
 from nuner_core.stage_api import StageError
+from nuner_core.store import ArtifactError, ArtifactRef, open_store
 from tasks.common import debug, result_storage
 from tasks.stages import STAGE_TASKS
 
@@ -52,7 +52,7 @@ def nuner(
     """
     logger = get_run_logger()
     try:
-        store = ArtifactStore()  # $NUNER_DATA_DIR: a directory or an object-store URL
+        store = open_store()  # $NUNER_DATA_DIR: a directory or an object-store URL
         config = load_config(profile, overrides, overrides_source="flow parameter overrides")
         steps = plan(config, stages, store)
     except (ConfigError, StageError, ArtifactError) as exc:  # the user's to fix: one message, no traceback

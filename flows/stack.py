@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import psutil
 
-from nuner_core.artifacts import data_root, store_location
+from nuner_core.store import data_root, store_location
 from nuner_core.store.objects import is_url
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]  # the clone: prefect.yaml lives here

@@ -37,14 +37,13 @@ def add_parser(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from nuner_core.artifacts import ArtifactError, ArtifactStore
     from nuner_core.config import ConfigError
     from nuner_core.experiment.spec import ExperimentError
     from nuner_core.stage_api import StageError
-    from nuner_core.store import inventory
+    from nuner_core.store import ArtifactError, inventory, open_store
 
     try:
-        store = ArtifactStore(args.store) if args.store else ArtifactStore()
+        store = open_store(args.store or None)
         if args.store_command == "gc":
             wanted = _wanted_keys(args, store)  # first: a bad profile fails before anything is listed
         items = inventory.scan(store)
@@ -55,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
         return _ls(store, items, args)
     if args.store_command == "du":
         return _du(store, items, args)
-    plan = inventory.plan_gc(items, wanted=wanted, keep_days=args.keep_days, grace_hours=args.grace_hours)
+    plan = inventory.plan_gc(items, wanted=wanted, keep_days=args.keep_days, grace_hours=args.grace_hours, now=store.clock())
     print(f"store {store.location}")
     for label, why in sorted(plan.keep.items()):
         print(f"  keep    {label}: {why}")
@@ -162,12 +161,12 @@ def import_saved_answers(args: argparse.Namespace) -> int:
     from nuner_core.annotation.cache import ResponseCache
     from nuner_core.annotation.cache_import import resolve_cache_dir
     from nuner_core.annotation.cache_sync import ARTIFACT_FILE, import_segment
-    from nuner_core.artifacts import ArtifactError, ArtifactStore
     from nuner_core.config import ConfigError, load_config
     from nuner_core.stage_api import StageError
+    from nuner_core.store import ArtifactError, open_store
 
     try:
-        store = ArtifactStore()
+        store = open_store()
         if args.artifact:
             ref = store.lookup("annotate", args.artifact)
             if ref is None:

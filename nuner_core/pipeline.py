@@ -20,7 +20,6 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel
 
-from nuner_core.artifacts import INCOMPLETE, ArtifactRef, ArtifactStore, artifact_key
 from nuner_core.config import PipelineConfig
 from nuner_core.registry import STAGE_NAMES, STAGES, spec
 from nuner_core.stage_api import (
@@ -30,6 +29,7 @@ from nuner_core.stage_api import (
     StageError,
     StageSpec,
 )
+from nuner_core.store import INCOMPLETE, ArtifactRef, ArtifactStore, artifact_key
 
 log = logging.getLogger(__name__)
 

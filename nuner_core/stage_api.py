@@ -32,7 +32,7 @@ from typing import Any, Generic, Literal, Mapping, Protocol, TypeVar, runtime_ch
 
 from pydantic import BaseModel
 
-from nuner_core.artifacts import ArtifactRef
+from nuner_core.store import ArtifactRef
 
 C = TypeVar("C", bound=BaseModel)
 Inputs = Mapping[str, ArtifactRef]  # upstream stage name -> its published artifact

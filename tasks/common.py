@@ -24,11 +24,11 @@ from prefect.filesystems import RemoteFileSystem, WritableFileSystem
 from prefect.runtime import task_run
 from prefect.states import Failed
 
-from nuner_core.artifacts import ArtifactError, ArtifactRef, ArtifactStore
 from nuner_core.pipeline import PlannedStage, run_stage
 from nuner_core.pipeline import title as stage_title
 from nuner_core.progress_bar import BarProgress, TeeProgress
 from nuner_core.stage_api import LogProgress, Progress, StageError
+from nuner_core.store import ArtifactError, ArtifactRef, ArtifactStore, open_store
 from tasks.sync import sync_result
 
 MAX_INLINE_IMAGE_BYTES = 2_000_000  # larger plots are linked by path instead of inlined
@@ -146,7 +146,7 @@ def execute(step: PlannedStage, built: dict[str, ArtifactRef], store_root: str) 
     Failed state whose message is the error, logged once, without a traceback; anything else
     is a bug and raises with its traceback. ``NUNER_DEBUG=1`` (``nuner run --debug``) raises always.
     """
-    store = ArtifactStore(store_root)  # a directory, or an object-store URL (the same store as the flow's)
+    store = open_store(store_root)  # a directory, or an object-store URL (the same store as the flow's)
     progress: Progress = PrefectProgress(step.stage)
     if sys.stderr.isatty():  # `nuner run` on a terminal also gets a progress bar
         progress = TeeProgress(progress, BarProgress(step.stage))

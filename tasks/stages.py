@@ -11,10 +11,10 @@ from typing import Any, TypeAlias
 
 from prefect import State, Task, task
 
-from nuner_core.artifacts import ArtifactRef
 from nuner_core.pipeline import PlannedStage
 from nuner_core.registry import STAGES
 from nuner_core.stage_api import StageSpec
+from nuner_core.store import ArtifactRef
 from tasks.common import STAGE_TASK_OPTIONS, execute
 
 # A stage task: (the planned stage, the artifacts built so far in this run, the store's location) -> its artifact.

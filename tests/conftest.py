@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,31 @@ def data_dir(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "data"
     monkeypatch.setenv("NUNER_DATA_DIR", str(root))
     return root
+
+
+class FakeClock:
+    """A clock for the store (``open_store(..., clock=clock)``) that moves only when a test advances it.
+
+    It starts an hour behind the wall clock: what it stamps is in the past for any code that
+    reads the wall clock (a ``nuner store gc`` run by the test), and the test may advance it by
+    up to an hour and still stay there.
+    """
+
+    def __init__(self, start: float | None = None):
+        self.now = time.time() - 3600.0 if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock to pass to ``open_store``: manifests' creation times, "latest" and gc ages without sleeping."""
+    return FakeClock()
 
 
 @pytest.fixture(scope="session")

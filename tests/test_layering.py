@@ -129,6 +129,31 @@ def test_no_import_cycles_between_packages():
     assert _cycles(_package_graph(_imports())) == [], "import cycles between packages of nuner_core"
 
 
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+INVENTORY = "nuner_core.store.inventory"
+
+
+def test_the_store_backends_never_import_the_inventory():
+    """``nuner store ls|du|gc`` is built above the store's backends (local, remote, their parts), never under them."""
+    graph = _imports()
+    backends = [m for m in graph if (m == "nuner_core.store" or m.startswith("nuner_core.store.")) and m != INVENTORY]
+    assert len(backends) > 5 and INVENTORY in graph  # the check sees the package
+    assert INVENTORY not in _reachable(graph, "nuner_core.store")  # `import nuner_core.store` alone never loads it
+    assert [m for m in backends if INVENTORY in _reachable(graph, m)] == []
+    assert "nuner_core.store.remote" in graph[INVENTORY]  # the inventory does stand on a backend
+
+
 def test_the_package_cycle_check_fails_on_a_planted_cycle(tmp_path):
     root = tmp_path / "planted"
     for package in ("alpha", "beta", "gamma"):

@@ -2,15 +2,15 @@
 
 import pytest
 
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import load_config
 from nuner_core.pipeline import MissingInput, plan, run_stage
 from nuner_core.registry import STAGE_NAMES
+from nuner_core.store import open_store
 
 
 def _keys(overrides=None, store=None, stages=None):
     config = load_config("demo", overrides)
-    return {p.stage: p.key for p in plan(config, stages, store or ArtifactStore())}
+    return {p.stage: p.key for p in plan(config, stages, store or open_store())}
 
 
 FULL_RUN = ["corpus", "annotate", "dataset", "pretrain", "evaluate"]  # the demo's targets (evaluate) and what it reads
@@ -38,11 +38,11 @@ def test_fields_outside_the_key_change_nothing(data_dir):
 
 def test_subset_without_inputs_is_a_clear_error(data_dir):
     with pytest.raises(MissingInput, match="run the 'corpus' stage first"):
-        plan(load_config("demo"), ["annotate"], ArtifactStore())
+        plan(load_config("demo"), ["annotate"], open_store())
 
 
 def test_subset_takes_inputs_from_the_store(data_dir):
-    store = ArtifactStore()
+    store = open_store()
     config = load_config("demo", {"corpus.num_sentences": 20})
     (corpus_step,) = plan(config, ["corpus"], store)
     ref = run_stage(corpus_step, {}, store)
@@ -97,7 +97,7 @@ def test_each_fingerprint_is_computed_once_per_plan(data_dir, monkeypatch):
     _keys()
     assert sorted(calls) == sorted(FULL_RUN)
     calls.clear()
-    _keys(stages=["evaluate"], store=ArtifactStore())  # inputs resolved from the (empty) store
+    _keys(stages=["evaluate"], store=open_store())  # inputs resolved from the (empty) store
     assert sorted(calls) == sorted(FULL_RUN)
 
 

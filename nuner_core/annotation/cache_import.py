@@ -25,10 +25,10 @@ from nuner_core.annotation.cache import (
 )
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
+from nuner_core.store import open_store
 
 log = logging.getLogger("nuner.annotate")
 BATCH = 5_000  # entries per SQLite transaction
@@ -58,7 +58,7 @@ def resolve_cache_dir(config: AnnotateConfig, shared_cache: Path | None = None) 
     """``annotate.cache_dir`` if set, else ``llm-responses`` in the store's shared cache directory."""
     if config.cache_dir:
         return Path(expand_path(config.cache_dir))
-    return (shared_cache if shared_cache is not None else ArtifactStore().cache_dir) / "llm-responses"
+    return (shared_cache if shared_cache is not None else open_store().cache_dir) / "llm-responses"
 
 
 def import_responses(

@@ -16,10 +16,10 @@ from nuner_core.annotation.cache_sync import ARTIFACT_FILE, SEGMENTS, AnswerJour
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
 from nuner_core.annotation.result import AnnotationResult
-from nuner_core.artifacts import INCOMPLETE
 from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Inputs, Report, StageContext, StageResult
+from nuner_core.store import INCOMPLETE
 
 CODE_VERSION = "1"
 SENTENCES = "sentences.parquet"

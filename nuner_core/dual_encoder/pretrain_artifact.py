@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from nuner_core.artifacts import MANIFEST
 from nuner_core.stage_api import StageError
+from nuner_core.store import MANIFEST
 
 MAIN_RUN = "nuner"
 TEXT_ENCODER = "text_encoder"

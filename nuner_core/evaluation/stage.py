@@ -24,7 +24,6 @@ from typing import Any
 
 import polars as pl
 
-from nuner_core.artifacts import INCOMPLETE
 from nuner_core.devices import device_name
 from nuner_core.dual_encoder.pretrain_artifact import read_outputs
 from nuner_core.evaluation.benchmarks import resolve_spec, spec_fingerprint
@@ -39,6 +38,7 @@ from nuner_core.evaluation.sampling import UNITS
 from nuner_core.evaluation.timing import TimingStore
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Inputs, Report, StageContext, StageError, StageResult
+from nuner_core.store import INCOMPLETE
 
 CODE_VERSION = "1"
 log = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from nuner_core.artifacts import INCOMPLETE, ArtifactRef, ArtifactStore, artifact_key
 from nuner_core.config import load_config
 from nuner_core.experiment.collate import PointOutcome, collate, reported_scores
 from nuner_core.experiment.figure import plot
@@ -28,6 +27,7 @@ from nuner_core.experiment.summary import write_summary
 from nuner_core.pipeline import plan
 from nuner_core.registry import STAGE_NAMES
 from nuner_core.stage_api import Report
+from nuner_core.store import INCOMPLETE, ArtifactRef, ArtifactStore, artifact_key
 
 STAGE = "experiment"  # the artifact store's directory for experiment artifacts
 CODE_VERSION = "1"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Protocol, Sequence, TypeVar
 
-from nuner_core.artifacts import ArtifactRef, ArtifactStore
+from nuner_core.store import ArtifactRef, ArtifactStore
 from nuner_core.experiment.collate import PointOutcome
 from nuner_core.experiment.runner import SharedBuild, default_parallel, done_points, point_keys, shared_stages
 from nuner_core.experiment.spec import Experiment, Point, load_experiment

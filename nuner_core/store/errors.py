@@ -1,6 +1,6 @@
 """The artifact store's errors, in one module that every part of the store can import.
 
-``nuner_core.artifacts`` re-exports them; callers keep importing them from there.
+``nuner_core.store`` exports them; callers import them from there.
 """
 
 from __future__ import annotations

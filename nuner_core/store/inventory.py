@@ -26,11 +26,13 @@ import logging
 import os
 import re
 import shutil
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from nuner_core.artifacts import INCOMPLETE, MANIFEST, ArtifactStore, RemoteArtifactStore, content_id
+from nuner_core.store.manifest import INCOMPLETE, MANIFEST, content_id
+from nuner_core.store.protocol import ArtifactStore
+from nuner_core.store.remote import RemoteStore
+from nuner_core.store.staging import alive
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,8 @@ class Item:
 
 def _files(store: ArtifactStore) -> dict[str, tuple[int, float]]:
     """Every file under the store's root: relative name -> (size, modification time)."""
-    if isinstance(store, RemoteArtifactStore):
-        store._ready()
+    if isinstance(store, RemoteStore):
+        store.ready()
         return {rel: (info["size"], info["mtime"]) for rel, info in store.objects.list_files("").items()}
     found: dict[str, tuple[int, float]] = {}
     if not store.root.is_dir():
@@ -86,7 +88,7 @@ def _files(store: ArtifactStore) -> dict[str, tuple[int, float]]:
 
 def _manifests(store: ArtifactStore, names: list[str]) -> dict[str, dict[str, Any] | None]:
     raws: dict[str, bytes | None]
-    if isinstance(store, RemoteArtifactStore):
+    if isinstance(store, RemoteStore):
         raws = store.objects.read_many(names)
     else:
         raws = {}
@@ -108,7 +110,7 @@ def _manifests(store: ArtifactStore, names: list[str]) -> dict[str, dict[str, An
 def scan(store: ArtifactStore) -> list[Item]:
     """Everything the store holds, as items (artifacts first, in stage and time order)."""
     files = _files(store)
-    remote = isinstance(store, RemoteArtifactStore)
+    remote = isinstance(store, RemoteStore)
     manifests = _manifests(store, sorted(n for n in files if n.count("/") == 2 and n.endswith("/" + MANIFEST)
                                           and not n.split("/")[1].startswith(".")))
     committed: dict[tuple[str, str], dict[str, Any]] = {}
@@ -160,14 +162,14 @@ def scan(store: ArtifactStore) -> list[Item]:
         for up_stage, up_key in item.upstream.items():
             if (up_stage, up_key) in artifacts:
                 artifacts[(up_stage, up_key)].used_by.append(item.name)
-    if remote:
-        for item in _stale_local_copies(store, committed):  # type: ignore[arg-type]
+    if isinstance(store, RemoteStore):
+        for item in _stale_local_copies(store, committed):
             items[(item.kind, item.stage, item.key + item.title)] = item
     order = {"artifact": 0, "work": 1, "uncommitted": 2, "aside": 3, "records": 4, "local copy": 5}
     return sorted(items.values(), key=lambda i: (order[i.kind], i.stage, i.created, i.key))
 
 
-def _stale_local_copies(store: RemoteArtifactStore, committed: dict[tuple[str, str], dict[str, Any]]) -> list[Item]:
+def _stale_local_copies(store: RemoteStore, committed: dict[tuple[str, str], dict[str, Any]]) -> list[Item]:
     """This machine's copies (``<local>/remote/<store>/<stage>/<key>/<content id>``) that the store no longer names."""
     out: list[Item] = []
     if not store.root.is_dir():
@@ -184,22 +186,12 @@ def _stale_local_copies(store: RemoteArtifactStore, committed: dict[tuple[str, s
                     continue
                 if copy.name.startswith(".tmp-"):
                     pid = copy.name.rsplit("-", 1)[-1]
-                    if pid.isdigit() and _alive(int(pid)):
+                    if pid.isdigit() and alive(int(pid)):
                         continue  # being downloaded right now
                 size = sum(p.stat().st_size for p in copy.rglob("*") if p.is_file())
                 out.append(Item("local copy", stage_dir.name, key_dir.name, size, copy.stat().st_mtime,
                                 title=f" ({copy.name})", paths={str(copy)}))
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -218,13 +210,13 @@ def plan_gc(
     wanted: Iterable[tuple[str, str]] = (),
     keep_days: float = 14.0,
     grace_hours: float = 24.0,
-    now: float | None = None,
+    now: float,
 ) -> GcPlan:
     """Decide what goes. Kept: artifacts created in the last ``keep_days``, the latest final artifact of
     each stage, the ``wanted`` (stage, key) pairs, and every artifact those were built from (their
     Prefect records and resumable work with them); files of unfinished or damaged publications
-    younger than ``grace_hours`` (a publication may be in progress). Everything else is removed."""
-    now = time.time() if now is None else now
+    younger than ``grace_hours`` (a publication may be in progress). Everything else is removed.
+    Ages are measured at ``now``: the store's clock (``store.clock()``)."""
     artifacts = {(i.stage, i.key): i for i in items if i.kind == "artifact"}
     why: dict[tuple[str, str], str] = {}
     for pair in wanted:
@@ -284,7 +276,7 @@ def remove(store: ArtifactStore, items: Iterable[Item]) -> int:
         if item.kind == "local copy":
             for path in item.paths:
                 shutil.rmtree(path, ignore_errors=True)
-        elif isinstance(store, RemoteArtifactStore):
+        elif isinstance(store, RemoteStore):
             if item.kind == "artifact":
                 store.objects.delete([f"{item.stage}/{item.key}/{MANIFEST}"])  # uncommitted from here on
                 shutil.rmtree(store.root / item.stage / item.key, ignore_errors=True)  # and this machine's copy

@@ -147,9 +147,10 @@ class ObjectStore:
     def read_bytes(self, rel: str) -> bytes | None:
         """The object's bytes, or None when there is none."""
         try:
-            return self._call(f"reading {rel}", lambda: self.fs.cat_file(self.path(rel)))
+            data: bytes = self._call(f"reading {rel}", lambda: self.fs.cat_file(self.path(rel)))
         except FileNotFoundError:
             return None
+        return data
 
     def read_many(self, rels: Iterable[str]) -> dict[str, bytes | None]:
         """Several objects at once (concurrently where the backend can); None for a missing one."""

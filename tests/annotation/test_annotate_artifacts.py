@@ -7,11 +7,11 @@ import json
 import pytest
 from annotate_helpers import KEY, KEY_ENV, make_config, sentence, write_sentences
 
-from nuner_core.artifacts import ArtifactStore, CorruptArtifact
 from nuner_core.config import PipelineConfig
 from nuner_core.dataset.sources import SourceLog, read_responses
 from nuner_core.pipeline import PlannedStage, run_stage
 from nuner_core.stage_api import StageError
+from nuner_core.store import CorruptArtifact, open_store
 
 N = 200
 
@@ -29,7 +29,7 @@ def built(server, tmp_path, monkeypatch):
     """A corpus artifact and the annotate artifact made from it, through the real client."""
     monkeypatch.setenv(KEY_ENV, KEY)
     srv = server()
-    store = ArtifactStore(tmp_path / "data")
+    store = open_store(tmp_path / "data")
     with store.publish("corpus", "corpus-test", {"stage": "corpus"}) as out:
         write_sentences(out / "sentences.parquet", [sentence(i) for i in range(N)])
     corpus = store.lookup("corpus", "corpus-test")

@@ -10,10 +10,10 @@ from annotate_helpers import KEY, KEY_ENV, make_config, sentence, write_sentence
 from nuner_core.annotation import stage
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.endpoint import redact_url
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import PipelineConfig
 from nuner_core.pipeline import PlannedStage, run_stage, title
 from nuner_core.stage_api import StageError
+from nuner_core.store import ArtifactStore, open_store
 
 PASSWORD = "hunter2-PASSWORD-in-url"
 QUERY_SECRET = "qs-SECRET-in-query"
@@ -44,7 +44,7 @@ def test_credentials_in_base_url_are_redacted_everywhere_and_the_key_is_sent_as_
     monkeypatch.setenv(KEY_ENV, KEY)
     srv = server()  # accepts only "Authorization: Bearer <KEY>"
     url = f"http://someone:{PASSWORD}@127.0.0.1:{srv.port}/v1?api-key={QUERY_SECRET}"
-    store = ArtifactStore(tmp_path / "data")
+    store = open_store(tmp_path / "data")
     corpus = _corpus(store, 6)
     config = PipelineConfig(profile="test", annotate=make_config(url))
     step = PlannedStage("annotate", "annotate-test", config)

@@ -9,12 +9,12 @@ from annotate_helpers import KEY, KEY_ENV, make_config, sentence, write_sentence
 from fake_openai import Fault
 
 from nuner_core.annotation import stage
-from nuner_core.artifacts import INCOMPLETE, ArtifactStore
 from nuner_core.config import PipelineConfig
 from nuner_core.dataset.config import DatasetConfig
 from nuner_core.dataset.stage import run as run_dataset
 from nuner_core.pipeline import PlannedStage, run_stage
 from nuner_core.stage_api import LogProgress, StageContext
+from nuner_core.store import INCOMPLETE, open_store
 
 N = 10
 VICTIM = 3
@@ -24,7 +24,7 @@ def test_failed_sentence_is_recorded_as_failed_left_out_of_the_dataset_and_asked
     monkeypatch.setenv(KEY_ENV, KEY)
     # Three cut-off answers in a row: the sentence fails (on_truncated=retry, invalid_retries=2).
     srv = server(script={sentence(VICTIM): [Fault.truncated()] * 3})
-    store = ArtifactStore(tmp_path / "data")
+    store = open_store(tmp_path / "data")
     with store.publish("corpus", "corpus-test", {"stage": "corpus", "rows": {"sentences": N}}) as out:
         write_sentences(out / "sentences.parquet", [sentence(i) for i in range(N)])
     corpus = store.lookup("corpus", "corpus-test")

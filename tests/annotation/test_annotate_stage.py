@@ -13,11 +13,11 @@ from fake_openai import Fault
 
 from nuner_core.annotation import stage
 from nuner_core.annotation.config import AnnotateConfig
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import PipelineConfig, load_config
 from nuner_core.pipeline import PlannedStage, key_config, run_stage
 from nuner_core.progress_bar import BarProgress, TeeProgress
 from nuner_core.stage_api import StageError
+from nuner_core.store import ArtifactStore, open_store
 
 
 class Recorder:
@@ -66,7 +66,7 @@ def test_budget_needs_a_price():
 def test_demo_replays_every_recorded_answer_from_the_cache(tmp_path, assets):
     """The done criterion: 1,662 of 1,662 from the cache, 0 requests, through the demo profile's config."""
     records = [json.loads(line) for line in (assets / "annotations.jsonl").read_text().splitlines()]
-    store = ArtifactStore(tmp_path / "data")
+    store = open_store(tmp_path / "data")
     corpus = _corpus_artifact(store, [r["text"] for r in records])
     config = load_config("demo")
     progress = Recorder()
@@ -86,7 +86,7 @@ def test_demo_replays_every_recorded_answer_from_the_cache(tmp_path, assets):
 
 
 def test_demo_replays_through_the_real_corpus_stage(tmp_path):
-    store = ArtifactStore(tmp_path / "data")
+    store = open_store(tmp_path / "data")
     config = load_config("demo")
     corpus = run_stage(PlannedStage("corpus", "corpus-real", config), {}, store)
     ref = run_stage(_annotate_step(config), {"corpus": corpus}, store)
@@ -98,7 +98,7 @@ def test_demo_replays_through_the_real_corpus_stage(tmp_path):
 def test_manifest_counts_and_the_key_never_leaves_the_process(server, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(KEY_ENV, KEY)
     srv = server(script={sentence(1): [Fault.status_code(429, retry_after=0.01)]})
-    store = ArtifactStore(tmp_path / "data")
+    store = open_store(tmp_path / "data")
     corpus = _corpus_artifact(store, [sentence(i) for i in range(12)])
     config = PipelineConfig(profile="test", annotate=make_config(srv.base_url, backoff_initial_s=0.01))
     step = _annotate_step(config)
@@ -131,7 +131,7 @@ def test_manifest_counts_and_the_key_never_leaves_the_process(server, tmp_path, 
 
 
 def test_describe_and_fingerprint(tmp_path, assets):
-    store = ArtifactStore(tmp_path / "data")
+    store = open_store(tmp_path / "data")
     corpus = _corpus_artifact(store, ["one two three four five six"])
     demo = load_config("demo").annotate
     assert stage.describe(demo, {"corpus": corpus}) == "annotate · recorded-nuner-llm · 1 sentences · offline"

@@ -9,10 +9,10 @@ from annotate_helpers import KEY, KEY_ENV, make_config, sentence, wait_for, writ
 from nuner_core.annotation.cache import CachedAnswer, ResponseCache
 from nuner_core.annotation.cache_sync import ARTIFACT_FILE, SEGMENTS, AnswerJournal, import_segment, import_segments
 from nuner_core.annotation.leases import Holder
-from nuner_core.artifacts import RemoteArtifactStore
 from nuner_core.config import PipelineConfig
 from nuner_core.pipeline import PlannedStage, run_stage
 from nuner_core.stage_api import StageError
+from nuner_core.store import open_store
 
 N = 40
 
@@ -52,8 +52,8 @@ def test_a_stopped_run_resumes_on_another_machine_without_paying_twice(server, s
     another key from the artifact's saved answers, offline."""
     monkeypatch.setenv(KEY_ENV, KEY)
     srv = server()
-    a = RemoteArtifactStore(s3_bucket, local_dir=tmp_path / "a")
-    b = RemoteArtifactStore(s3_bucket, local_dir=tmp_path / "b")
+    a = open_store(s3_bucket, local_dir=tmp_path / "a")
+    b = open_store(s3_bucket, local_dir=tmp_path / "b")
     with a.publish("corpus", "corpus-k", {"stage": "corpus"}) as out:
         write_sentences(out / "sentences.parquet", [sentence(i) for i in range(N)])
     corpus = a.lookup("corpus", "corpus-k")
@@ -73,7 +73,7 @@ def test_a_stopped_run_resumes_on_another_machine_without_paying_twice(server, s
     assert saved.num_rows == N and ref.manifest()["response_cache"]["answers"] == N
     assert not b.objects.list_files("annotate/.work/k1")  # final: the resumable work is gone from the store
 
-    c = RemoteArtifactStore(s3_bucket, local_dir=tmp_path / "c")
+    c = open_store(s3_bucket, local_dir=tmp_path / "c")
     with ResponseCache(c.cache_dir / "llm-responses") as cache:
         assert import_segment(cache, b.fetch(ref).dir / ARTIFACT_FILE).added == N
     offline = PipelineConfig(profile="test", annotate=make_config(srv.base_url, offline=True, max_failed_share=0.0))

@@ -8,11 +8,11 @@ from typing import Any
 import polars as pl
 import pytest
 
-from nuner_core.artifacts import ArtifactRef
 from nuner_core.dataset.config import DatasetConfig
 from nuner_core.dataset.stage import run
 from nuner_core.paths import assets_dir
 from nuner_core.stage_api import LogProgress, StageContext, StageResult
+from nuner_core.store import ArtifactRef
 
 RESPONSES_SCHEMA = {
     "id": pl.String,

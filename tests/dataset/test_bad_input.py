@@ -4,9 +4,9 @@ import polars as pl
 import pytest
 from dataset_helpers import run_dataset, write_responses
 
-from nuner_core.artifacts import ArtifactRef
 from nuner_core.dataset.build import check_accounting
 from nuner_core.stage_api import StageError
+from nuner_core.store import ArtifactRef
 
 
 def test_empty_responses_file(tmp_path):

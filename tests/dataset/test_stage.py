@@ -7,11 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 from dataset_helpers import run_dataset, shared_annotations, write_responses
 
-from nuner_core.artifacts import ArtifactStore, artifact_key
 from nuner_core.config import load_config
 from nuner_core.dataset import stage
 from nuner_core.dataset.build import ANNOTATED_SCHEMA, CONCEPTS_SCHEMA, check_accounting
 from nuner_core.pipeline import PlannedStage, key_config, run_stage
+from nuner_core.store import artifact_key, open_store
 
 
 def test_demo_accounts_for_every_line(tmp_path, demo_responses):
@@ -144,7 +144,7 @@ def test_case_insensitive_fallback_is_counted_apart(tmp_path):
 def test_run_through_the_artifact_store(tmp_path, demo_responses):
     """run_stage publishes atomically with a manifest holding every count and the reports."""
     config = load_config("demo", [f"dataset.path={demo_responses}"])
-    store = ArtifactStore(tmp_path / "store")
+    store = open_store(tmp_path / "store")
     key = artifact_key("dataset", stage.CODE_VERSION, {"config": key_config(config.dataset)}, {})
     step = PlannedStage("dataset", key, config)
     ref = run_stage(step, {}, store)

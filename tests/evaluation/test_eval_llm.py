@@ -16,7 +16,6 @@ import polars as pl
 import pytest
 from fake_openai import FakeOpenAIServer, Fault
 
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import ConfigError, load_config
 from nuner_core.evaluation.benchmarks import load_benchmark, resolve_spec
 from nuner_core.evaluation.conll import Sentence, mentions
@@ -25,6 +24,7 @@ from nuner_core.evaluation.llm_prompt import INPUT, NONE, gold_answer, sentence_
 from nuner_core.evaluation.metrics import entity_micro_f1, token_macro_f1
 from nuner_core.pipeline import key_config, plan, run_stage
 from nuner_core.stage_api import StageError
+from nuner_core.store import ArtifactStore, open_store
 
 MODEL = "fake-model"
 PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
@@ -93,7 +93,7 @@ def server():
 
 @pytest.fixture
 def store(tmp_path) -> ArtifactStore:
-    return ArtifactStore(tmp_path / "data")
+    return open_store(tmp_path / "data")
 
 
 def fake_cost(record, respond: Callable[[list], str]) -> float:
@@ -161,7 +161,7 @@ def test_gold_answers_score_as_the_metrics_say_and_a_rerun_costs_nothing(server,
     assert "incomplete" not in manifest
 
     # A rerun elsewhere (another artifact store, the same response cache): no request, the same scores and figures.
-    again, manifest2 = evaluate(ArtifactStore(tmp_path / "other"), load_config("demo", overrides(tiny_benchmark, [spec], **shared)))
+    again, manifest2 = evaluate(open_store(tmp_path / "other"), load_config("demo", overrides(tiny_benchmark, [spec], **shared)))
     assert srv.request_count == 60
     run2 = manifest2["evaluate"]["llms"][0]["run"]
     assert (run2["requests"], run2["cache_hits"], run2["cost_usd"]) == (0, 60, 0.0)

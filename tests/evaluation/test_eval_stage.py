@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import load_config
 from nuner_core.evaluation.conll import ConllFormatError
 from nuner_core.pipeline import PlannedStage, plan, run_stage
+from nuner_core.store import ArtifactStore, open_store
 
 
 def overrides(tiny_benchmark, encoders, **extra):
@@ -39,7 +39,7 @@ def evaluate(store: ArtifactStore, config, inputs=None):
 
 @pytest.fixture
 def store(tmp_path) -> ArtifactStore:
-    return ArtifactStore(tmp_path / "data")
+    return open_store(tmp_path / "data")
 
 
 def test_compares_encoders_and_reuses_caches(store, tiny_encoders, tiny_benchmark):

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from nuner_core.artifacts import ArtifactStore
+from nuner_core.store import open_store
 
 
 def make_tiny_bert(path: Path, seed: int = 0) -> str:
@@ -89,7 +89,7 @@ def artifact_counts(root: Path) -> dict[str, int]:
 
 
 def experiment_ref(root: Path):
-    store = ArtifactStore(root)
+    store = open_store(root)
     return store.latest("experiment")
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from nuner_core.artifacts import ArtifactRef
 from nuner_core.finetuning import stage
 from nuner_core.finetuning.config import FilesData, FinetuneConfig
 from nuner_core.stage_api import LogProgress, StageContext, StageError
+from nuner_core.store import ArtifactRef
 from nuner_core.text.words import SEGMENTATION
 
 

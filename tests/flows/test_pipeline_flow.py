@@ -47,3 +47,43 @@ def test_a_stage_error_fails_the_run_with_its_message_and_no_traceback(prefect_h
 def test_a_bad_override_fails_the_run_with_its_message(prefect_harness, data_dir):
     state = nuner(profile="demo", overrides={"corpus.nosuchfield": 1}, stages=["corpus"], return_state=True)
     assert state.is_failed() and "corpus.nosuchfield: unknown key" in state.message
+
+
+def test_a_cache_record_naming_a_class_that_moved_is_a_miss_and_the_artifact_is_found_again(run, data_dir, monkeypatch):
+    """Records written before ``ArtifactRef`` moved (``nuner_core.artifacts`` -> ``nuner_core.store``) cannot be
+    unpickled: Prefect counts that as a cache miss, and the stage task finds the artifact in the store instead
+    of rebuilding it."""
+    import dataclasses
+    import json
+    import sys
+    import types
+
+    from prefect.results import ResultRecord
+
+    first = run(stages=["corpus"])
+    created = json.loads((data_dir / "corpus" / first["corpus"]["key"] / "manifest.json").read_text())["created_at"]
+    [record] = (data_dir / ".prefect-results").glob(f"nuner-corpus-{first['corpus']['key']}-*")
+
+    @dataclasses.dataclass(frozen=True)
+    class ArtifactRef:  # what the record held before the move
+        stage: str
+        key: str
+        path: str
+        url: str | None = None
+
+    old = types.ModuleType("nuner_core.artifacts")
+    ArtifactRef.__module__, ArtifactRef.__qualname__ = old.__name__, "ArtifactRef"
+    old.ArtifactRef = ArtifactRef
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, old.__name__, old)
+        stale = ResultRecord.deserialize(record.read_bytes())
+        stale.result = ArtifactRef(**dataclasses.asdict(stale.result))
+        record.write_bytes(stale.serialize())
+    with pytest.raises(ModuleNotFoundError, match="nuner_core.artifacts"):  # what reading the record now meets
+        ResultRecord.deserialize(record.read_bytes())
+
+    second = run(stages=["corpus"])
+    assert second["corpus"] == first["corpus"]  # a miss (the task ran: Completed) ...
+    after = json.loads((data_dir / "corpus" / first["corpus"]["key"] / "manifest.json").read_text())["created_at"]
+    assert after == created  # ... that found the artifact: nothing rebuilt
+    assert run(stages=["corpus"])["corpus"] == first["corpus"] | {"state": "Cached"}  # and the record is readable again

@@ -10,7 +10,7 @@ from prefect.client.orchestration import get_client
 from s3_env import S3_ENV
 
 from flows.pipeline import nuner
-from nuner_core.artifacts import ArtifactStore, RemoteArtifactStore
+from nuner_core.store import RemoteStore, open_store
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_demo_pipeline_on_s3_then_cached_on_an_empty_machine(prefect_harness, s3
         runs = [r.model_dump_json() for r in client.read_flow_runs()]
     assert any(f"{s3_bucket}/.prefect-results" in b for b in blocks)
     assert not [text for text in blocks + runs if S3_ENV["AWS_SECRET_ACCESS_KEY"] in text or "AWS_SECRET" in text]
-    annotate = ArtifactStore().lookup("annotate", first["annotate"]["key"])
+    annotate = open_store().lookup("annotate", first["annotate"]["key"])
     assert (annotate.dir / "response-cache.parquet").is_file()  # the answers, saved with the artifact
 
     # Another machine: nothing on its disk. The evaluation it asks for is Cached and downloads nothing.
@@ -85,6 +85,6 @@ def test_demo_pipeline_on_s3_then_cached_on_an_empty_machine(prefect_harness, s3
     # A new evaluation setting there: only the evaluation runs, on the encoders fetched from the store.
     changed = nuner(profile="demo", overrides=overrides | {"evaluate.test_seed": 1}, stages=["evaluate"])
     assert changed["evaluate"]["state"] == "Completed" and changed["evaluate"]["key"] != first["evaluate"]["key"]
-    store = ArtifactStore()
-    assert isinstance(store, RemoteArtifactStore)
+    store = open_store()
+    assert isinstance(store, RemoteStore)
     assert (store.root / "pretrain" / first["pretrain"]["key"]).is_dir()  # fetched once, for the stage that read it

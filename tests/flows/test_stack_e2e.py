@@ -34,9 +34,9 @@ import httpx
 import psutil
 import pytest
 
-from nuner_core.artifacts import ArtifactStore, RemoteArtifactStore
 from nuner_core.config import load_config
 from nuner_core.pipeline import plan
+from nuner_core.store import open_store
 from tasks.stages import STAGE_TASKS
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ CI_OVERRIDES: dict[str, Any] = {
     "evaluate.finetune.enabled": False,
 }
 # The stages a full run builds: the targets this config asks for and what they read (no finetune or tag data here).
-FULL_RUN = [step.stage for step in plan(load_config("demo", CI_OVERRIDES), None, ArtifactStore(Path(tempfile.mkdtemp())))]
+FULL_RUN = [step.stage for step in plan(load_config("demo", CI_OVERRIDES), None, open_store(Path(tempfile.mkdtemp())))]
 
 
 def _free_port() -> int:
@@ -245,7 +245,7 @@ def test_full_pipeline_completes_then_is_cached(stack):
     states = stack.stage_states(run["id"])
     assert states == {stage: ["Completed"] for stage in FULL_RUN}
 
-    store = RemoteArtifactStore(stack.store_url, local_dir=stack.base / "inspect")
+    store = open_store(stack.store_url, local_dir=stack.base / "inspect")
     config = load_config("demo", CI_OVERRIDES)
     for step in plan(config, None, store):
         ref = store.lookup(step.stage, step.key, fetch=False)

@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 from pretrain_helpers import toy_rows, write_annotated
 
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import load_config
 from nuner_core.pipeline import plan, run_stage
 from nuner_core.pretraining.concept_map import MIN_CONCEPTS, UMAP_MISSING, MapSettings, concept_maps, top_concepts
+from nuner_core.store import open_store
 
 pytest.importorskip("umap", reason="umap-learn draws the concept maps")
 
@@ -60,7 +60,7 @@ def test_too_few_concepts_or_no_umap_is_said_not_silent(tmp_path, tiny_model_dir
 
 
 def test_the_pretrain_stage_draws_both_maps_out_of_the_key(tmp_path, tiny_model_dir):
-    store = ArtifactStore(tmp_path / "data")
+    store = open_store(tmp_path / "data")
     with store.publish("dataset", "toy", {"stage": "dataset"}) as out:
         write_annotated(out / "annotated.parquet", toy_rows())
         _concepts(out / "concepts.parquet")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pretrain_helpers import toy_rows, write_annotated
 
-from nuner_core.artifacts import RemoteArtifactStore
 from nuner_core.config import load_config
 from nuner_core.pipeline import plan, run_stage
 from nuner_core.stage_api import LogProgress
+from nuner_core.store import open_store
 
 
 class Killed(Exception):
@@ -26,8 +26,8 @@ class KillAt(LogProgress):
 
 
 def test_pretraining_resumes_on_another_machine(s3_bucket, tmp_path, tiny_model_dir):
-    a = RemoteArtifactStore(s3_bucket, local_dir=tmp_path / "machine-a")
-    b = RemoteArtifactStore(s3_bucket, local_dir=tmp_path / "machine-b")
+    a = open_store(s3_bucket, local_dir=tmp_path / "machine-a")
+    b = open_store(s3_bucket, local_dir=tmp_path / "machine-b")
     with a.publish("dataset", "toy", {"stage": "dataset"}) as out:
         write_annotated(out / "annotated.parquet", toy_rows())
     overrides = {

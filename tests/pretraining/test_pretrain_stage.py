@@ -8,10 +8,10 @@ import pytest
 from pretrain_helpers import toy_rows, write_annotated
 from transformers import AutoModel, AutoTokenizer
 
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import load_config
 from nuner_core.pipeline import plan, run_stage
 from nuner_core.stage_api import LogProgress
+from nuner_core.store import open_store
 
 
 class Killed(Exception):
@@ -32,7 +32,7 @@ class KillAt(LogProgress):
 
 @pytest.fixture()
 def store(tmp_path):
-    store = ArtifactStore(tmp_path / "data")
+    store = open_store(tmp_path / "data")
     with store.publish("dataset", "toy", {"stage": "dataset"}) as out:
         write_annotated(out / "annotated.parquet", toy_rows())
     return store

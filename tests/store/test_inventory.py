@@ -3,34 +3,32 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from flows.cli import main
-from nuner_core.artifacts import MANIFEST, ArtifactStore, RemoteArtifactStore
-from nuner_core.store import inventory
+from nuner_core.store import MANIFEST, ArtifactStore, RemoteStore, inventory, open_store
 
 K0, K1, A0, A1, D1 = ("c0" * 8, "c1" * 8, "a0" * 8, "a1" * 8, "d1" * 8)
 LATER = 20 * 86400  # plan_gc's clock, 20 days on: nothing is "recent" any more
 
 
 @pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path) -> ArtifactStore:
+def store(request, tmp_path, clock) -> ArtifactStore:
     if request.param == "local":
-        return ArtifactStore(tmp_path / "data")
-    return RemoteArtifactStore(request.getfixturevalue("s3_bucket"), local_dir=tmp_path / "local")
+        return open_store(tmp_path / "data", clock=clock)
+    return open_store(request.getfixturevalue("s3_bucket"), local_dir=tmp_path / "local", clock=clock)
 
 
 def _publish(store: ArtifactStore, stage: str, key: str, upstream: dict[str, str], size: int = 1000) -> None:
     with store.publish(stage, key, {"stage": stage, "key": key, "title": f"{stage} {key[:2]}", "upstream": upstream}) as out:
         (out / "data.bin").write_bytes(b"x" * size)
-    time.sleep(0.01)  # distinct creation times: "latest" is well defined
+    store.clock.advance(1.0)  # distinct creation times: "latest" is well defined
 
 
 def _leftovers(store: ArtifactStore) -> None:
     """A publication killed half-way, a Prefect record for K0, resumable work of a build never finished."""
-    if isinstance(store, RemoteArtifactStore):
+    if isinstance(store, RemoteStore):
         store.objects.write_bytes(f"corpus/{'e' * 16}/{'f' * 16}/part.bin", b"p" * 500)
         store.objects.write_bytes(f".prefect-results/nuner-corpus-{K0}-0123abcd", b"record")
         store.objects.write_bytes(f"dataset/.work/{'b' * 16}/step.pt", b"w" * 300)
@@ -60,21 +58,23 @@ def test_scan_lists_artifacts_with_sizes_and_users_and_the_leftovers(filled):
     assert set(artifacts) == {f"corpus/{K0}", f"annotate/{A0}", f"corpus/{K1}", f"annotate/{A1}", f"dataset/{D1}"}
     assert artifacts[f"corpus/{K1}"].used_by == [f"annotate/{A1}"] and artifacts[f"dataset/{D1}"].used_by == []
     assert all(i.state == "final" and i.size > 1000 for i in artifacts.values())  # the file and the manifest
+    now = filled.clock()
+    assert sorted(i.created for i in artifacts.values()) == pytest.approx([now - 5, now - 4, now - 3, now - 2, now - 1])  # the store's clock
     kinds = {(i.kind, i.stage) for i in items if i.kind != "artifact"}
     assert kinds == {("uncommitted", "corpus"), ("records", "corpus"), ("work", "dataset")}
 
 
 def test_gc_keeps_the_latest_the_named_and_their_inputs(filled):
     items = inventory.scan(filled)
-    plan = inventory.plan_gc(items, keep_days=14, now=time.time() + LATER)
+    plan = inventory.plan_gc(items, keep_days=14, now=filled.clock() + LATER)
     assert sorted(f"{i.kind} {i.name}" for i in plan.remove) == sorted([
         f"artifact corpus/{K0}", f"artifact annotate/{A0}", f"records corpus/{K0}",
         f"uncommitted corpus/{'e' * 16}" if filled.remote else "uncommitted corpus/eeee", f"work dataset/{'b' * 16}",
     ])  # fmt: skip
     assert plan.keep[f"artifact corpus/{K1}"] == "the latest final artifact of its stage"
-    named = inventory.plan_gc(items, wanted={("annotate", A0)}, keep_days=14, now=time.time() + LATER)
+    named = inventory.plan_gc(items, wanted={("annotate", A0)}, keep_days=14, now=filled.clock() + LATER)
     assert named.keep[f"artifact corpus/{K0}"] == f"an input of annotate/{A0}" and f"records corpus/{K0}" in named.keep
-    recent = inventory.plan_gc(items, keep_days=14)
+    recent = inventory.plan_gc(items, keep_days=14, now=filled.clock())
     assert [i.kind for i in recent.remove] == []  # everything is recent, the leftovers within their grace time
 
     freed = inventory.remove(filled, plan.remove)

@@ -15,15 +15,17 @@ import fsspec
 import pytest
 from s3_env import S3_ENV
 
-from nuner_core.artifacts import (
+from nuner_core.store import (
     INCOMPLETE,
     MANIFEST,
     ArtifactStore,
     CorruptArtifact,
-    RemoteArtifactStore,
+    LocalStore,
+    RemoteStore,
     StoreError,
     content_id,
     local_root,
+    open_store,
     store_location,
 )
 
@@ -43,24 +45,24 @@ FILES = {"a.txt": b"alpha" * 1000, "sub/b.bin": bytes(range(256)) * 40}
 
 
 @pytest.fixture
-def machines(s3_bucket, tmp_path):
-    """Two "machines": stores on the same bucket with their own local directories."""
+def machines(s3_bucket, tmp_path, clock):
+    """Two "machines": stores on the same bucket with their own local directories (and one clock)."""
     return (
-        RemoteArtifactStore(s3_bucket, local_dir=tmp_path / "machine-a"),
-        RemoteArtifactStore(s3_bucket, local_dir=tmp_path / "machine-b"),
+        open_store(s3_bucket, local_dir=tmp_path / "machine-a", clock=clock),
+        open_store(s3_bucket, local_dir=tmp_path / "machine-b", clock=clock),
     )
 
 
 def test_a_url_in_nuner_data_dir_makes_a_remote_store_and_keeps_local_paths_local(s3_bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("NUNER_DATA_DIR", s3_bucket + "/")
     monkeypatch.setenv("NUNER_LOCAL_DIR", str(tmp_path / "local"))
-    store = ArtifactStore()
-    assert isinstance(store, RemoteArtifactStore) and store.location == s3_bucket and store_location() == s3_bucket
+    store = open_store()
+    assert isinstance(store, RemoteStore) and store.location == s3_bucket and store_location() == s3_bucket
     assert local_root() == tmp_path / "local" and store.cache_dir == tmp_path / "local" / "cache"
     assert store.root.parent == tmp_path / "local" / "remote"
     monkeypatch.setenv("NUNER_DATA_DIR", f"file://{tmp_path}/plain")
-    local = ArtifactStore()
-    assert type(local) is ArtifactStore and local.root == tmp_path / "plain" and local.location == str(tmp_path / "plain")
+    local = open_store()
+    assert type(local) is LocalStore and local.root == tmp_path / "plain" and local.location == str(tmp_path / "plain")
 
 
 def test_publish_then_fetch_on_another_machine(machines, s3_bucket):
@@ -142,19 +144,20 @@ def test_incomplete_is_replaced_and_a_final_one_kept(machines, s3_bucket):
     assert (a.lookup("s", "k1").dir / "a.txt").read_bytes() == b"complete"
 
 
-def test_latest_is_the_newest_committed_artifact(machines):
+def test_latest_is_the_newest_committed_artifact(machines, clock):
     a, b = machines
-    _publish(a, "k1", {"a.txt": b"1"})
-    time.sleep(0.01)
     _publish(a, "k2", {"a.txt": b"2"})
-    assert b.latest("s").key == "k2"
+    clock.advance(1.0)
+    _publish(b, "k1", {"a.txt": b"1"})
+    assert a.lookup("s", "k1").manifest()["created_at"] == clock()  # stamped by the store's clock
+    assert a.latest("s").key == b.latest("s").key == "k1"  # newest, whatever the keys' order
 
 
 KILLED_PUBLISHER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from nuner_core.artifacts import RemoteArtifactStore
+    from nuner_core.store import open_store
     from nuner_core.store.objects import ObjectStore
 
     url, local, marker = sys.argv[1:]
@@ -167,7 +170,7 @@ KILLED_PUBLISHER = textwrap.dedent(
             time.sleep(60)  # killed here, between two files
 
     ObjectStore.upload = slow_upload
-    store = RemoteArtifactStore(url, local_dir=local)
+    store = open_store(url, local_dir=local)
     with store.publish("s", "k1", {}) as out:
         (out / "a.txt").write_bytes(b"a" * 100_000)
         (out / "b.txt").write_bytes(b"b" * 100_000)
@@ -225,13 +228,13 @@ def test_resumable_work_is_pushed_at_checkpoints_and_pulled_elsewhere(machines, 
 
 def test_credentials_never_come_from_the_url(s3_bucket):
     with pytest.raises(StoreError) as info:
-        ArtifactStore("s3://AKIAEXAMPLE:hunter2@bucket/prefix")
+        open_store("s3://AKIAEXAMPLE:hunter2@bucket/prefix")
     assert "hunter2" not in str(info.value) and "AKIAEXAMPLE" not in str(info.value)
     assert "environment or profile" in str(info.value)
 
 
 def test_a_missing_bucket_is_one_clear_error(s3_bucket, tmp_path):
-    store = RemoteArtifactStore("s3://no-such-bucket-here/x", local_dir=tmp_path)
+    store = open_store("s3://no-such-bucket-here/x", local_dir=tmp_path)
     with pytest.raises(StoreError, match="no-such-bucket-here.* does not exist"):
         store.lookup("s", "k1")
 
@@ -250,6 +253,6 @@ def test_the_store_never_enters_a_key(machines, tmp_path):
     from nuner_core.pipeline import plan
 
     config = load_config("demo")
-    local = {s.stage: s.key for s in plan(config, None, ArtifactStore(tmp_path / "local-store"))}
+    local = {s.stage: s.key for s in plan(config, None, open_store(tmp_path / "local-store"))}
     remote = {s.stage: s.key for s in plan(config, None, machines[0])}
     assert remote == local

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import load_config
 from nuner_core.pipeline import plan, run_stage
+from nuner_core.store import open_store
 
 TEXTS = ["Alice ate pizza in Paris.", "", "Bob flew to New York with Marie."]
 
@@ -77,7 +77,7 @@ def test_nuner_tag_bad_input_is_one_clear_line(case, message, planted_dir, input
 
 def test_tag_stage_is_keyed_on_labels_threshold_and_input_content(planted_dir, inputs, tmp_path):
     text, _ = inputs
-    store = ArtifactStore(tmp_path / "store")
+    store = open_store(tmp_path / "store")
     base = {"tag.model": str(planted_dir), "tag.labels": ["city", "person"], "tag.inputs": [str(text)], "tag.threshold": 0.5}
     config = load_config("demo", base)
     assert [s.stage for s in plan(config, None, store) if s.stage == "tag"] == ["tag"]  # configured: part of a full run
@@ -100,7 +100,7 @@ def test_tag_stage_is_keyed_on_labels_threshold_and_input_content(planted_dir, i
 
 def test_tag_stage_without_labels_is_a_clear_error(planted_dir, inputs, tmp_path):
     text, _ = inputs
-    store = ArtifactStore(tmp_path / "store")
+    store = open_store(tmp_path / "store")
     (step,) = plan(load_config("demo", {"tag.model": str(planted_dir), "tag.inputs": [str(text)]}), ["tag"], store)
     with pytest.raises(Exception, match="no labels"):
         run_stage(step, {}, store)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nuner_core.artifacts import CHECKSUM, INCOMPLETE, MANIFEST, ArtifactStore, CorruptArtifact, artifact_key, file_checksum
+from nuner_core.store import CHECKSUM, INCOMPLETE, MANIFEST, CorruptArtifact, artifact_key, file_checksum, open_store
 
 
 def test_key_is_deterministic_and_sensitive():
@@ -24,17 +24,17 @@ def _publish(store, key="k1", content="hello"):
     return store.lookup("s", key)
 
 
-def test_publish_then_lookup(tmp_path):
-    store = ArtifactStore(tmp_path)
+def test_publish_then_lookup(tmp_path, clock):
+    store = open_store(tmp_path, clock=clock)
     ref = _publish(store)
     assert ref is not None and (ref.dir / "a.txt").read_text() == "hello"
     manifest = ref.manifest()
-    assert manifest["files"] == {"a.txt": 5} and manifest["created_at"] > 0
+    assert manifest["files"] == {"a.txt": 5} and manifest["created_at"] == clock()  # the store's clock
     assert [p.name for p in (tmp_path / "s").iterdir()] == ["k1"]  # no temporary directory left
 
 
 def test_crash_leaves_nothing_that_looks_finished(tmp_path):
-    store = ArtifactStore(tmp_path)
+    store = open_store(tmp_path)
     with pytest.raises(RuntimeError):
         with store.publish("s", "k1", {}) as out:
             (out / "a.txt").write_text("half")
@@ -54,7 +54,7 @@ def test_crash_leaves_nothing_that_looks_finished(tmp_path):
     ids=["missing-file", "size-mismatch", "no-manifest", "bad-manifest"],
 )
 def test_corrupt_artifact_is_reported_and_moved_aside(tmp_path, damage, caplog):
-    store = ArtifactStore(tmp_path)
+    store = open_store(tmp_path)
     ref = _publish(store)
     damage(ref.dir)
     assert not store.exists("s", "k1")
@@ -64,13 +64,17 @@ def test_corrupt_artifact_is_reported_and_moved_aside(tmp_path, damage, caplog):
     assert _publish(store) is not None  # and it can be rebuilt
 
 
-def test_latest_skips_corrupt(tmp_path):
-    store = ArtifactStore(tmp_path)
+def test_latest_is_the_newest_and_skips_corrupt(tmp_path, clock):
+    store = open_store(tmp_path, clock=clock)
+    _publish(store, "k2")
+    clock.advance(1.0)
     first = _publish(store, "k1")
-    second = _publish(store, "k2")
-    assert store.latest("s").key == "k2"
-    (second.dir / MANIFEST).write_text(json.dumps({"files": {"gone.txt": 1}}))
-    assert store.latest("s").key == first.key
+    assert store.latest("s").key == "k1"  # by creation time, not by name
+    clock.advance(1.0)
+    second = _publish(store, "k2", content="again")  # the same key: the final one is kept, its time too
+    assert store.latest("s").key == "k1"
+    (first.dir / MANIFEST).write_text(json.dumps({"files": {"gone.txt": 1}, "created_at": clock()}))
+    assert store.latest("s").key == second.key
     assert store.latest("nothing") is None
 
 
@@ -86,7 +90,7 @@ def _damage_same_size(file, at: int = 0, n: int = 4) -> None:
 
 
 def test_manifest_records_a_checksum_of_every_file(tmp_path):
-    store = ArtifactStore(tmp_path)
+    store = open_store(tmp_path)
     with store.publish("s", "k1", {}) as out:
         (out / "a.txt").write_text("hello")
         (out / "sub").mkdir()
@@ -98,7 +102,7 @@ def test_manifest_records_a_checksum_of_every_file(tmp_path):
 
 
 def test_same_size_damage_is_found_when_verified_and_the_artifact_moved_aside(tmp_path, caplog):
-    store = ArtifactStore(tmp_path)
+    store = open_store(tmp_path)
     ref = _publish(store)
     _damage_same_size(ref.dir / "a.txt")
     assert store.lookup("s", "k1") is not None  # sizes only: cheap, does not see it
@@ -109,7 +113,7 @@ def test_same_size_damage_is_found_when_verified_and_the_artifact_moved_aside(tm
 
 
 def test_verify_names_the_file_and_the_stage_to_rerun(tmp_path):
-    store = ArtifactStore(tmp_path)
+    store = open_store(tmp_path)
     ref = _publish(store)
     assert store.verify(ref) == ref
     _damage_same_size(ref.dir / "a.txt", at=2)
@@ -119,7 +123,7 @@ def test_verify_names_the_file_and_the_stage_to_rerun(tmp_path):
 
 
 def test_reading_turns_a_read_error_of_a_damaged_input_into_one_clear_error(tmp_path):
-    store = ArtifactStore(tmp_path)
+    store = open_store(tmp_path)
     ref = _publish(store)
     with pytest.raises(CorruptArtifact, match="a.txt is damaged.*rerun the 's' stage") as err:
         with store.reading({"s": ref}):
@@ -133,7 +137,7 @@ def test_reading_turns_a_read_error_of_a_damaged_input_into_one_clear_error(tmp_
 
 
 def test_reading_names_the_file_when_an_old_manifest_has_no_checksums(tmp_path):
-    store = ArtifactStore(tmp_path)
+    store = open_store(tmp_path)
     ref = _publish(store)
     manifest = ref.manifest()
     del manifest["checksums"]
@@ -145,7 +149,7 @@ def test_reading_names_the_file_when_an_old_manifest_has_no_checksums(tmp_path):
 
 
 def test_publish_keeps_a_final_artifact_and_replaces_an_incomplete_or_damaged_one(tmp_path):
-    store = ArtifactStore(tmp_path)
+    store = open_store(tmp_path)
     first = _publish(store, content="first")
     assert _publish(store, content="again").dir.joinpath("a.txt").read_text() == "first"  # same key: kept
     with store.publish("s", "k2", {INCOMPLETE: {"count": 1}}) as out:
@@ -164,7 +168,7 @@ def test_publish_removes_what_killed_runs_left_behind(tmp_path):
     import subprocess
     import sys
 
-    store = ArtifactStore(tmp_path)
+    store = open_store(tmp_path)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     orphan = tmp_path / "corpus" / f".tmp-oldkey-{gone}"
     orphan.mkdir(parents=True)

@@ -1,0 +1,151 @@
+"""An artifact's manifest, and how its files are checked against it.
+
+Every artifact directory holds a ``manifest.json``: what its stage recorded (config, inputs,
+figures), every file with its size and a checksum of its content, and its creation time
+(from the store's clock). Sizes are checked whenever an artifact is looked up (cheap);
+content when it is about to be read: damage that keeps a file's size (zeroed blocks, a bad
+sector, a partial copy over the old file) is found there.
+
+The checksum is xxHash's XXH3-128 (``xxhash``, installed with ``datasets``) when it can be
+imported, else SHA-256; the manifest names the algorithm. Measured on 2 CPU cores with
+``torch.save`` of a 537 MB checkpoint (2.26 s to write): XXH3 hashes it in 0.07 s (3% of
+the write), SHA-256 in 0.41 s (18%, with the CPU's SHA instructions), BLAKE2b in 1.0 s
+(44%). A checksum detects damage, not tampering: whoever can rewrite a file can rewrite
+the manifest too.
+
+An artifact may be published *incomplete* (the manifest's ``incomplete`` entry says how
+much is missing and why, e.g. sentences the LLM failed to answer): it is valid input, but
+not final, and the runner builds it again (``ArtifactRef.incomplete``, ``is_final``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from nuner_core.store.errors import CorruptArtifact
+from nuner_core.store.objects import ObjectStore
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+INCOMPLETE = "incomplete"  # manifest entry of an artifact a rerun of its stage would complete
+BLOCK = 1 << 20  # bytes read at a time when hashing
+
+
+def _hashers() -> dict[str, Callable[[], Any]]:
+    found: dict[str, Callable[[], Any]] = {}
+    try:
+        import xxhash
+
+        found["xxh3_128"] = xxhash.xxh3_128
+    except ImportError:  # not a direct dependency: datasets brings it
+        pass
+    found["sha256"] = hashlib.sha256
+    return found
+
+
+HASHERS = _hashers()
+CHECKSUM = next(iter(HASHERS))  # the algorithm new manifests use: the fastest available
+
+
+def file_checksum(path: Path, algorithm: str = CHECKSUM) -> str:
+    """``"<algorithm>:<hex digest>"`` of a file's bytes."""
+    digest = HASHERS[algorithm]()
+    buffer = bytearray(BLOCK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buffer):
+            digest.update(view[:n])
+    return f"{algorithm}:{digest.hexdigest()}"
+
+
+def content_id(manifest: Mapping[str, Any]) -> str:
+    """A short hash of an artifact's content as its manifest records it (names, sizes, checksums).
+
+    Two publications of the same key with the same bytes share it; a rebuild that changed a
+    byte gets another. It names the artifact's files on object storage and its local copy.
+    """
+    payload = json.dumps(
+        {"files": manifest.get("files", {}), "checksums": manifest.get("checksums", {})}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def validate(path: Path) -> dict[str, Any]:
+    """Return the manifest of a complete artifact (every file there, of its size), or raise CorruptArtifact."""
+    try:
+        manifest: dict[str, Any] = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise CorruptArtifact(f"{path}: no {MANIFEST}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptArtifact(f"{path}: unreadable {MANIFEST} ({exc})") from None
+    for rel, size in manifest.get("files", {}).items():
+        file = path / rel
+        if not file.is_file():
+            raise CorruptArtifact(f"{path}: {rel} is missing")
+        if file.stat().st_size != size:
+            raise CorruptArtifact(f"{path}: {rel} has {file.stat().st_size} bytes, manifest says {size}")
+    return manifest
+
+
+def check_content(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Raise CorruptArtifact naming the first file whose content differs from its recorded checksum.
+
+    Manifests written before checksums were recorded have none: their content is not checked.
+    """
+    for rel, recorded in (manifest.get("checksums") or {}).items():
+        algorithm = str(recorded).split(":", 1)[0]
+        if algorithm not in HASHERS:
+            log.warning("%s: cannot check %s: checksum algorithm %s is not available here", path, rel, algorithm)
+            continue
+        file = path / rel
+        try:
+            actual = file_checksum(file, algorithm)
+        except OSError as exc:
+            raise CorruptArtifact(f"{path}: {rel} cannot be read ({exc})") from None
+        if actual != recorded:
+            raise CorruptArtifact(
+                f"{path}: {rel} is damaged: its content no longer matches the checksum recorded when it was "
+                f"published (same size, different bytes)"
+            )
+
+
+def seal(directory: Path, manifest: dict[str, Any], created_at: float) -> None:
+    """Record every file of a finished ``directory`` (sizes, checksums) and its creation time in
+    ``manifest``, and write it there as ``manifest.json``."""
+    files = [p for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST]
+    manifest["files"] = {str(p.relative_to(directory)): p.stat().st_size for p in files}
+    manifest["checksums"] = {str(p.relative_to(directory)): file_checksum(p) for p in files}
+    manifest["created_at"] = created_at
+    write_json_atomic(directory / MANIFEST, manifest)
+
+
+def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
+    part = path.with_suffix(".part")
+    part.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(part, path)
+
+
+# ------------------------------------------------ manifests of artifacts on object storage, not fetched yet
+
+_FOUND: dict[str, dict[str, Any]] = {}  # local path of a content id -> its manifest, read from the store once
+
+
+def remember(path: str, manifest: dict[str, Any]) -> None:
+    """Keep the manifest of the artifact whose local copy is (or will be) at ``path``: it was just read or written."""
+    _FOUND[path] = manifest
+
+
+def remote_manifest(url: str, path: str) -> dict[str, Any]:
+    """The manifest of an artifact not fetched yet, read from the store (once per content id and process)."""
+    if path not in _FOUND:
+        raw = ObjectStore(url).read_bytes(MANIFEST)
+        if raw is None:
+            raise CorruptArtifact(f"{url}: no {MANIFEST} (removed from the store since it was found)")
+        _FOUND[path] = json.loads(raw)
+    return _FOUND[path]
