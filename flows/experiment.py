@@ -36,7 +36,7 @@ from nuner_core.experiment.runner import existing, publish
 from nuner_core.experiment.scheduler import PointJob, PointResult, cached, ending, plan_experiment, run_points
 from nuner_core.experiment.spec import ExperimentError, load_experiment
 from nuner_core.stage_api import StageError
-from nuner_core.store import ArtifactStore, open_store
+from nuner_core.store import open_store
 from tasks.common import debug, publish_reports
 
 MAX_THREADS = 64  # the task runner's ceiling; max_parallel is enforced by the scheduler

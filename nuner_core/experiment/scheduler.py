@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Protocol, Sequence, TypeVar
 
-from nuner_core.store import ArtifactRef, ArtifactStore
 from nuner_core.experiment.collate import PointOutcome
 from nuner_core.experiment.runner import SharedBuild, default_parallel, done_points, point_keys, shared_stages
 from nuner_core.experiment.spec import Experiment, Point, load_experiment
+from nuner_core.store import ArtifactRef, ArtifactStore
 
 
 @dataclass(frozen=True)
