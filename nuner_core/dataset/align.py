@@ -189,6 +189,20 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
     status[seen] = _INSIDE
     status[occurrences > 0] = _EXACT
 
+    span_rows, span_starts, span_ends = _reference_passes(
+        sid, entity, texts, deferred, case_insensitive_fallback, status, occurrences, span_rows, span_starts, span_ends
+    )
+    return Alignment(_spans_frame(span_rows, span_starts, span_ends), status, occurrences)
+
+
+def _reference_passes(
+    sid: np.ndarray, entity: pl.Series, texts: pl.Series, deferred: np.ndarray, case_insensitive_fallback: bool,
+    status: np.ndarray, occurrences: np.ndarray,
+    span_rows: list[np.ndarray], span_starts: list[np.ndarray], span_ends: list[np.ndarray],
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """The lines the vectorised pass could not decide, redone whole by ``find_occurrences``; then,
+    if asked, the case-insensitive retry of the lines still without a match. Updates ``status``
+    and ``occurrences`` in place; returns the span lists (the deferred lines' spans replaced)."""
     if deferred.any():
         spans = _spans_frame(span_rows, span_starts, span_ends)
         spans = spans.filter(~pl.Series(deferred[spans["row"].to_numpy()]))
@@ -209,7 +223,7 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
                 status, occurrences, span_rows, span_starts, span_ends,
             )  # fmt: skip
 
-    return Alignment(_spans_frame(span_rows, span_starts, span_ends), status, occurrences)
+    return span_rows, span_starts, span_ends
 
 
 def _both_word(a: np.ndarray, b: np.ndarray) -> np.ndarray:

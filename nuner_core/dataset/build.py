@@ -36,10 +36,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from polars import CompatLevel
 
-from nuner_core.dataset.align import STATUSES, align
+from nuner_core.dataset.align import STATUSES, Alignment, align
 from nuner_core.dataset.config import DatasetConfig
 from nuner_core.dataset.parse import (
     DROP_REASONS,
+    ParsedLines,
     explode_lines,
     normalise_concept_str,
     parse_lines,
@@ -195,20 +196,7 @@ def _scan(
             clock("read")
             n = frame.height
             text = frame["text"]
-            no_text = (text.is_null() | (text.str.strip_chars() == "")).fill_null(True).to_numpy()
-            no_id = frame["id"].is_null().to_numpy()
-            failed = frame["lines"].is_null().to_numpy() & ~no_text & ~no_id
-            reason = np.zeros(n, dtype=np.int8)
-            reason[no_text] = _CODE["no_text"]
-            reason[no_id] = _CODE["no_id"]
-            reason[failed] = _CODE["failed_response"]
-            # Lines of a sentence without id or text cannot be used: count them as dropped lines.
-            for why, mask in (("no_id", no_id), ("no_text", no_text & ~no_id)):
-                orphan = explode_lines(frame["lines"].filter(pl.Series(mask)))
-                orphan_lines = int((orphan["raw"].fill_null("").str.strip_chars() != "").sum())
-                counts["lines"] += orphan_lines
-                counts[f"lines.dropped.{why}"] += orphan_lines
-
+            reason = _unusable_sentences(frame, counts)
             valid = np.flatnonzero(reason == 0)
             exploded = explode_lines(frame["lines"].gather(valid), sid=valid)
             result = parse_lines(exploded)
@@ -241,26 +229,7 @@ def _scan(
             )
             ids = frame["id"].fill_null("")
             clock("collect")
-            entities_writer.write_table(
-                _arrow(
-                    parsed.select(
-                        id=ids.gather(parsed["sid"]),
-                        line=pl.col("line"),
-                        entity=pl.col("entity"),
-                        concept=pl.col("concept"),
-                        description=pl.col("description"),
-                        match=pl.Series(STATUSES, dtype=pl.String).gather(al.status.astype(np.uint32)),
-                        occurrences=pl.Series(al.occurrences),
-                    ),
-                    ENTITIES_SCHEMA,
-                )
-            )
-            rejected_writer.write_table(
-                _arrow(
-                    result.rejected.select(id=ids.gather(result.rejected["sid"]), line="line", raw="raw", reason="reason"),
-                    REJECTED_SCHEMA,
-                )
-            )
+            _write_side_files(entities_writer, rejected_writer, ids, result, al)
             clock("write_side_files")
             ids_parts.append(ids.to_arrow(compat_level=CompatLevel.oldest()).cast(pa.string()))
             text_parts.append(texts.to_arrow(compat_level=CompatLevel.oldest()).cast(pa.string()))
@@ -279,6 +248,52 @@ def _scan(
         drop_hit=np.concatenate(drop_hit_parts) if drop_hit_parts else np.zeros(0, dtype=bool),
         spans=pl.concat(span_parts) if span_parts else pl.DataFrame(),
         concepts_parsed=int(pl.concat(concept_parts).n_unique()) if concept_parts else 0,
+    )
+
+
+def _unusable_sentences(frame: pl.DataFrame, counts: Counter[str]) -> np.ndarray:
+    """(S,) int8: why each sentence of the batch cannot be used (0: it can), counting the lines
+    of those without id or text as dropped lines."""
+    text = frame["text"]
+    no_text = (text.is_null() | (text.str.strip_chars() == "")).fill_null(True).to_numpy()
+    no_id = frame["id"].is_null().to_numpy()
+    failed = frame["lines"].is_null().to_numpy() & ~no_text & ~no_id
+    reason = np.zeros(frame.height, dtype=np.int8)
+    reason[no_text] = _CODE["no_text"]
+    reason[no_id] = _CODE["no_id"]
+    reason[failed] = _CODE["failed_response"]
+    for why, mask in (("no_id", no_id), ("no_text", no_text & ~no_id)):
+        orphan = explode_lines(frame["lines"].filter(pl.Series(mask)))
+        orphan_lines = int((orphan["raw"].fill_null("").str.strip_chars() != "").sum())
+        counts["lines"] += orphan_lines
+        counts[f"lines.dropped.{why}"] += orphan_lines
+    return reason
+
+
+def _write_side_files(
+    entities_writer: pq.ParquetWriter, rejected_writer: pq.ParquetWriter, ids: pl.Series, result: ParsedLines, al: Alignment
+) -> None:
+    """One batch's rows of entities.parquet (every parsed line, how it matched) and rejected_lines.parquet."""
+    parsed = result.parsed
+    entities_writer.write_table(
+        _arrow(
+            parsed.select(
+                id=ids.gather(parsed["sid"]),
+                line=pl.col("line"),
+                entity=pl.col("entity"),
+                concept=pl.col("concept"),
+                description=pl.col("description"),
+                match=pl.Series(STATUSES, dtype=pl.String).gather(al.status.astype(np.uint32)),
+                occurrences=pl.Series(al.occurrences),
+            ),
+            ENTITIES_SCHEMA,
+        )
+    )
+    rejected_writer.write_table(
+        _arrow(
+            result.rejected.select(id=ids.gather(result.rejected["sid"]), line="line", raw="raw", reason="reason"),
+            REJECTED_SCHEMA,
+        )
     )
 
 
