@@ -26,12 +26,14 @@ import polars as pl
 
 from nuner_core.devices import device_name
 from nuner_core.dual_encoder.pretrain_artifact import read_outputs
-from nuner_core.evaluation.benchmarks import resolve_spec, spec_fingerprint
+from nuner_core.evaluation.benchmarks import Benchmark, resolve_spec, spec_fingerprint
 from nuner_core.evaluation.compare import comparison, encoder_speed
 from nuner_core.evaluation.config import EvaluateConfig
 from nuner_core.evaluation.encoders import EncoderRef, encoders_for_run, identity
-from nuner_core.evaluation.harness import grids, load_benchmarks, score_encoders, score_zero_shot, unique_encoders
-from nuner_core.evaluation.llm import answers_schema, score_llms
+from nuner_core.evaluation.features import EncodeStats
+from nuner_core.evaluation.frozen import ProbeTimings
+from nuner_core.evaluation.harness import Grid, Scores, ZeroShotScores, grids, load_benchmarks, score_encoders, score_zero_shot, unique_encoders
+from nuner_core.evaluation.llm import LLMScores, answers_schema, score_llms
 from nuner_core.evaluation.report import llm_section, plot_f1_vs_k, plot_f1_vs_threshold, write_summary
 from nuner_core.evaluation.results import headline, results_frame, shortfalls, write_support_sets
 from nuner_core.evaluation.sampling import UNITS
@@ -133,64 +135,18 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
     bench_info = [b.describe() for b in benches]
     wall = time.perf_counter() - started
     stats, probe_timings = scores.encoding, scores.probes
-    method = ("greedy k~2k sampling (Ding et al. 2021): k entity mentions per type" if config.sampling.method == "k2k" else
-              "greedy k_w~2k_w sampling (NuNER section 6): k entity words per type")
-    notes = [
-        f"Grid: {', '.join(f'{p} k in {sorted({k for k, _ in g})} x {len({s for _, s in g})} samplings' for p, g in plan.items())}; "
-        f"support sets by {method}, base seed {config.sampling.seed}, shared by all encoders"
-        + (" and LLMs." if config.llms else "."),
-        f"Frozen features: first sub-token of each word, layers {list(config.frozen.layer_indices)} (hidden_states indices); "
-        f"probe: L-BFGS, {config.frozen.max_iter} iterations, l2 {config.frozen.l2}.",
-        f"Time: {wall:.0f} s in all; encoding {stats.seconds:.0f} s ({stats.sentences:,} sentences encoded, "
-        f"{stats.cached_sentences:,} read from the cache {cache}); probes {probe_timings.fit_s:.1f} s for {probe_timings.fits} fits"
-        + (f"; fine-tuning {scores.finetune_s:.0f} s" if "finetune" in plan else "") + ".",
-    ]
-    if merged:
-        notes.append("Merged duplicates (same weights): " + ", ".join(f"{a} -> {b}" for a, b in merged.items()) + ".")
+    notes = _notes(config, plan, wall, stats, probe_timings, scores.finetune_s, cache, merged)
     if zero is not None:
         pl.DataFrame(zero.curves).write_parquet(ctx.out_dir / "zero_shot_thresholds.parquet")
         notes.append(f"Zero-shot (k = 0): {len(duals)} two-encoder model(s) tag each test set from its type names "
                      f"in {zero.seconds:.0f} s; the threshold is fixed before any benchmark is read.")
-    sections = []
-    extra_llm: dict[str, Any] = {}
-    if llm is not None:
-        pl.DataFrame(llm.answers, schema=answers_schema()).write_parquet(ctx.out_dir / "llm_answers.parquet")
-        speed = encoder_speed(scores, encoders, benches, device, timings)
-        compared = comparison(llm, scores, scores.rows + (llm.rows or []), benches, [r.name for r, _ in encoders], speed)
-        sections.append(llm_section(compared, llm.llms, llm.cells, UNITS[config.sampling.method]))
-        scored = sum(c["scored"] for c in llm.cells)
-        asked = sum(c["test_sentences"] for c in llm.cells)
-        notes.append(f"LLMs in context: {', '.join(m['name'] for m in llm.llms)}; {scored:,} of {asked:,} test sentences "
-                     f"(over every LLM, data set and sampling) answered and scored in {llm.seconds:.0f} s.")
-        extra_llm = {"llms": llm.llms, "llm_cells": llm.cells, "llm_comparison": compared, "encoder_speed":
-                     [{"encoder": e, "dataset": d, **v} for (e, d), v in speed.items()]}
+    sections, extra_llm = ([], {}) if llm is None else _llm_comparison(ctx.out_dir, config, llm, scores, encoders, benches, device, timings, notes)
     summary = write_summary(ctx.out_dir / "summary.md", results, base, encoder_info, bench_info, short, notes,
                             zero.thresholds if zero else (), sections)
     reports = [Report("markdown", "evaluate-results", "Few-shot NER: mean ± std per data set and k", summary)]
-    k_label = "k (examples per entity type)" if config.sampling.method == "k2k" else "k_w (entity words per type)"
-    for protocol in plan:
-        if not results.filter(pl.col("protocol") == protocol).height:
-            continue  # nothing scored (only LLMs configured, or an LLM stopped before its first answer)
-        name = "f1_vs_k.png" if protocol == "frozen" or "frozen" not in plan else f"f1_vs_k_{protocol}.png"
-        plot_f1_vs_k(ctx.out_dir / name, results, protocol, base, [b.name for b in benches], k_label)
-        reports.append(Report("image", f"evaluate-f1-vs-k-{protocol}", f"F1 vs k ({protocol})", name))
-    if zero is not None:
-        plot_f1_vs_threshold(ctx.out_dir / "f1_vs_threshold.png", zero.curves, zero.thresholds)
-        reports.append(Report("image", "evaluate-zero-shot-threshold", "Zero-shot F1 vs threshold (test sets)",
-                              "f1_vs_threshold.png"))
+    reports += _plots(ctx.out_dir, config, plan, results, base, benches, zero)
 
-    incomplete = {}
-    if llm is not None and llm.incomplete:
-        missing = sum(c["test_sentences"] - c["scored"] for c in llm.incomplete)
-        stopped = [f"{m['name']}: {m['stopped']}" for m in llm.llms if m["stopped"]]
-        incomplete = {INCOMPLETE: {
-            "llm_sentences_not_scored": missing,
-            "why": ("stopped by the budget (" + "; ".join(stopped) + ")" if stopped else
-                    "LLM requests failed or had no cached answer offline"),
-            "rerun": "the next run of the stage asks only for these; raise max_cost / max_requests if the budget stopped it",
-        }}
-        log.warning("evaluate: %s LLM test sentence(s) not scored; the artifact is published incomplete: the next run "
-                    "of the stage asks for exactly these", f"{missing:,}")
+    incomplete = _incomplete(llm) if llm is not None and llm.incomplete else {}
     return StageResult(
         rows={"results": results.height, "support_sets": support_rows,
               **({"llm_answers": len(llm.answers)} if llm is not None else {})},
@@ -224,3 +180,71 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
         },
         reports=reports,
     )
+
+
+def _notes(config: EvaluateConfig, plan: dict[str, Grid], wall: float, stats: EncodeStats,
+           probe_timings: ProbeTimings, finetune_s: float, cache: Path, merged: dict[str, str]) -> list[str]:
+    """The summary's notes on the protocol: the grid, the sampling, the features, the time spent."""
+    method = ("greedy k~2k sampling (Ding et al. 2021): k entity mentions per type" if config.sampling.method == "k2k" else
+              "greedy k_w~2k_w sampling (NuNER section 6): k entity words per type")
+    notes = [
+        f"Grid: {', '.join(f'{p} k in {sorted({k for k, _ in g})} x {len({s for _, s in g})} samplings' for p, g in plan.items())}; "
+        f"support sets by {method}, base seed {config.sampling.seed}, shared by all encoders"
+        + (" and LLMs." if config.llms else "."),
+        f"Frozen features: first sub-token of each word, layers {list(config.frozen.layer_indices)} (hidden_states indices); "
+        f"probe: L-BFGS, {config.frozen.max_iter} iterations, l2 {config.frozen.l2}.",
+        f"Time: {wall:.0f} s in all; encoding {stats.seconds:.0f} s ({stats.sentences:,} sentences encoded, "
+        f"{stats.cached_sentences:,} read from the cache {cache}); probes {probe_timings.fit_s:.1f} s for {probe_timings.fits} fits"
+        + (f"; fine-tuning {finetune_s:.0f} s" if "finetune" in plan else "") + ".",
+    ]
+    if merged:
+        notes.append("Merged duplicates (same weights): " + ", ".join(f"{a} -> {b}" for a, b in merged.items()) + ".")
+    return notes
+
+
+def _plots(out_dir: Path, config: EvaluateConfig, plan: dict[str, Grid], results: pl.DataFrame, base: str,
+           benches: list[Benchmark], zero: ZeroShotScores | None) -> list[Report]:
+    """F1 against k per protocol, and the zero-shot F1 against the threshold: the images and their reports."""
+    reports = []
+    k_label = "k (examples per entity type)" if config.sampling.method == "k2k" else "k_w (entity words per type)"
+    for protocol in plan:
+        if not results.filter(pl.col("protocol") == protocol).height:
+            continue  # nothing scored (only LLMs configured, or an LLM stopped before its first answer)
+        name = "f1_vs_k.png" if protocol == "frozen" or "frozen" not in plan else f"f1_vs_k_{protocol}.png"
+        plot_f1_vs_k(out_dir / name, results, protocol, base, [b.name for b in benches], k_label)
+        reports.append(Report("image", f"evaluate-f1-vs-k-{protocol}", f"F1 vs k ({protocol})", name))
+    if zero is not None:
+        plot_f1_vs_threshold(out_dir / "f1_vs_threshold.png", zero.curves, zero.thresholds)
+        reports.append(Report("image", "evaluate-zero-shot-threshold", "Zero-shot F1 vs threshold (test sets)",
+                              "f1_vs_threshold.png"))
+    return reports
+
+
+def _incomplete(llm: LLMScores) -> dict[str, Any]:
+    """The manifest's note that LLM test sentences are still unscored: the next run asks for exactly these."""
+    missing = sum(c["test_sentences"] - c["scored"] for c in llm.incomplete)
+    stopped = [f"{m['name']}: {m['stopped']}" for m in llm.llms if m["stopped"]]
+    incomplete = {INCOMPLETE: {
+        "llm_sentences_not_scored": missing,
+        "why": ("stopped by the budget (" + "; ".join(stopped) + ")" if stopped else
+                "LLM requests failed or had no cached answer offline"),
+        "rerun": "the next run of the stage asks only for these; raise max_cost / max_requests if the budget stopped it",
+    }}
+    log.warning("evaluate: %s LLM test sentence(s) not scored; the artifact is published incomplete: the next run "
+                "of the stage asks for exactly these", f"{missing:,}")
+    return incomplete
+
+
+def _llm_comparison(out_dir: Path, config: EvaluateConfig, llm: LLMScores, scores: Scores, encoders: list[tuple[EncoderRef, str]],
+                    benches: list[Benchmark], device: str, timings: TimingStore, notes: list[str]) -> tuple[list[list[str]], dict[str, Any]]:
+    """The LLMs beside the encoders (F1, cost, time): the summary's section and the manifest's part; adds a note."""
+    pl.DataFrame(llm.answers, schema=answers_schema()).write_parquet(out_dir / "llm_answers.parquet")
+    speed = encoder_speed(scores, encoders, benches, device, timings)
+    compared = comparison(llm, scores, scores.rows + (llm.rows or []), benches, [r.name for r, _ in encoders], speed)
+    scored = sum(c["scored"] for c in llm.cells)
+    asked = sum(c["test_sentences"] for c in llm.cells)
+    notes.append(f"LLMs in context: {', '.join(m['name'] for m in llm.llms)}; {scored:,} of {asked:,} test sentences "
+                 f"(over every LLM, data set and sampling) answered and scored in {llm.seconds:.0f} s.")
+    extra = {"llms": llm.llms, "llm_cells": llm.cells, "llm_comparison": compared, "encoder_speed":
+             [{"encoder": e, "dataset": d, **v} for (e, d), v in speed.items()]}
+    return [llm_section(compared, llm.llms, llm.cells, UNITS[config.sampling.method])], extra
