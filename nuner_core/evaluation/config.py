@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from nuner_core.annotation.config import AnnotateConfig, OnInvalid
-from nuner_core.basemodel import StrictModel
+from nuner_core.basemodel import StrictModel, run_only
 
 
 class FileSource(StrictModel):
@@ -146,10 +146,10 @@ class EvaluateConfig(StrictModel):
     zero_shot: ZeroShotConfig = ZeroShotConfig()
     llms: tuple[LLMSpec, ...] = ()  # LLMs tagging each test sentence with a support set as worked examples (section 6); () : none
     llm: LLMProtocolConfig = LLMProtocolConfig()  # the LLMs' grid: which k, samplings, benchmarks and test sentences
-    batch_tokens: int = Field(default=4096, ge=64, json_schema_extra={"in_key": False})  # padded sub-tokens per encoding batch
-    num_threads: int | None = Field(default=None, ge=1, json_schema_extra={"in_key": False})  # torch CPU threads; None: torch's default
-    device: str = Field(default="auto", json_schema_extra={"in_key": False})  # encoders run on: auto (cuda when available), cpu, cuda, cuda:1
-    cache_dir: str | None = Field(default=None, json_schema_extra={"in_key": False})  # feature and support-set cache; None: <data root>/cache/evaluate
+    batch_tokens: int = run_only(4096, ge=64)  # padded sub-tokens per encoding batch
+    num_threads: int | None = run_only(None, ge=1)  # torch CPU threads; None: torch's default
+    device: str = run_only("auto")  # encoders run on: auto (cuda when available), cpu, cuda, cuda:1
+    cache_dir: str | None = run_only(None)  # feature and support-set cache; None: <data root>/cache/evaluate
 
     @model_validator(mode="after")
     def _check(self) -> "EvaluateConfig":
