@@ -73,7 +73,7 @@ class PlannedStage:
 
     stage: str
     key: str
-    config: PipelineConfig  # type: ignore[valid-type]
+    config: PipelineConfig
     inputs: dict[str, ArtifactRef] = field(default_factory=dict)  # upstream artifacts not built in this run
     upstream_keys: dict[str, str] = field(default_factory=dict)
 
@@ -86,7 +86,7 @@ class PlannedStage:
         return self.spec.config_of(self.config)
 
 
-def plan(config: PipelineConfig, stages: Iterable[str] | None, store: ArtifactStore) -> list[PlannedStage]:  # type: ignore[valid-type]
+def plan(config: PipelineConfig, stages: Iterable[str] | None, store: ArtifactStore) -> list[PlannedStage]:
     """Keys and inputs for the requested stages, in pipeline order."""
     for name in stages or ():
         spec(name)  # unknown names fail here, before anything runs
@@ -131,7 +131,7 @@ def plan(config: PipelineConfig, stages: Iterable[str] | None, store: ArtifactSt
     return planned
 
 
-def _key(s: StageSpec[Any], config: PipelineConfig, fingerprint: object, upstream_keys: dict[str, str]) -> str:  # type: ignore[valid-type]
+def _key(s: StageSpec[Any], config: PipelineConfig, fingerprint: object, upstream_keys: dict[str, str]) -> str:
     payload = {"config": key_config(s.config_of(config)), "fingerprint": fingerprint}
     return artifact_key(s.name, s.code_version, payload, upstream_keys)
 
@@ -151,7 +151,7 @@ def _from_store(stage: str, config_key: str, store: ArtifactStore) -> ArtifactRe
     return ref
 
 
-def chain_to(stages: Iterable[str], config: PipelineConfig) -> list[str]:  # type: ignore[valid-type]
+def chain_to(stages: Iterable[str], config: PipelineConfig) -> list[str]:
     """``stages`` and every stage they read under ``config``, transitively, in pipeline order."""
     needed = set(stages)
     for s in reversed(STAGES):

@@ -162,4 +162,4 @@ def test_stage_packages_import_neither_the_assembly_nor_each_other():
 def test_the_layering_check_sees_imports():
     """The checks above must be able to fail: the evaluation stage does read the pretrain contract."""
     assert "nuner_core.pretraining.outputs" in _imports()["nuner_core.evaluation.encoders"]
-    assert "nuner_core.registry" in _imports()["nuner_core.config"]
+    assert "nuner_core.registry" in _imports()["nuner_core.pipeline"]
