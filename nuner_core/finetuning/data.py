@@ -31,6 +31,7 @@ import numpy as np
 from nuner_core.evaluation.conll import Sentence, TypeNames, entity_types, mentions, read_conll
 from nuner_core.finetuning.config import BenchmarkData, FilesData
 from nuner_core.finetuning.words import split_words
+from nuner_core.jsonl import JsonLinesError, read_json_lines
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 
@@ -116,19 +117,13 @@ def read_jsonl(path: Path, repair: Literal["snap", "reject"], types: TypeNames) 
     counts = SpanCounts()
     sentences: list[Sentence] = []
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+        records = list(read_json_lines(path))
+    except JsonLinesError as exc:
+        raise DataFormatError(str(exc)) from None
+    for lineno, record in records:
         where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{where}: not JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise DataFormatError(f"{where}: expected an object with a string 'text', got {line[:80]!r}")
+        if not isinstance(record.get("text"), str):
+            raise DataFormatError(f"{where}: expected an object with a string 'text', got {json.dumps(record)[:80]}")
         raw = record.get("entities", [])
         if not isinstance(raw, list):
             raise DataFormatError(f"{where}: 'entities' must be a list of {{start, end, label}}")

@@ -24,6 +24,7 @@ from typing import Any
 
 from nuner_core.finetuning.config import BenchmarkData, FilesData, FinetuneConfig
 from nuner_core.hashing import file_sha256
+from nuner_core.jsonl import read_json_objects
 from nuner_core.models import resolve_model
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Inputs, Progress, Report, StageContext, StageError, StageResult
@@ -163,7 +164,7 @@ def run(ctx: StageContext[FinetuneConfig]) -> StageResult:
         work = _run_dir(ctx.work_dir, spec)
         summaries[(spec.name, spec.seed)] = train_run(cfg, spec, data, work, _RunProgress(ctx.progress, index, len(specs)))
 
-    history = [json.loads(line) for spec in specs for line in (_run_dir(ctx.work_dir, spec) / METRICS).read_text().splitlines() if line]
+    history = [row for spec in specs for row in read_json_objects(_run_dir(ctx.work_dir, spec) / METRICS)]
     (ctx.out_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
     loss_curve(history, ctx.out_dir / "loss_curve.png")
 
