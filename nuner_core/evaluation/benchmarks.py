@@ -20,7 +20,7 @@ from typing import Any, Union
 import numpy as np
 
 from nuner_core.evaluation.config import BenchmarkSpec, FileSource, HubSource
-from nuner_core.evaluation.conll import (
+from nuner_core.iob2.conll import (
     ConllStats,
     Sentence,
     TypeNames,

@@ -26,7 +26,7 @@ import numpy as np
 
 from nuner_core.evaluation.benchmarks import Benchmark
 from nuner_core.evaluation.frozen import word_labels
-from nuner_core.evaluation.metrics import token_macro_f1
+from nuner_core.iob2.metrics import token_macro_f1
 from nuner_core.evaluation.timing import TimingStore
 
 

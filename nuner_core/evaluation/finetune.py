@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from nuner_core.evaluation.benchmarks import Benchmark
 from nuner_core.evaluation.config import FinetuneConfig
 from nuner_core.evaluation.encoders import EncoderRef, load_encoder
-from nuner_core.evaluation.metrics import entity_micro_f1
+from nuner_core.iob2.metrics import entity_micro_f1
 from nuner_core.evaluation.sampling import SupportSet
 
 log = logging.getLogger(__name__)

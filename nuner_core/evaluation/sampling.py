@@ -30,7 +30,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from nuner_core.evaluation.conll import Sentence, mentions
+from nuner_core.iob2.conll import Sentence, mentions
 from nuner_core.hashing import short_hash
 
 SAMPLER_VERSION = "1"  # bump when the same inputs would give different support sets

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nuner_core.evaluation.conll import Sentence, TypeNames, entity_types, mentions, read_conll
+from nuner_core.iob2.conll import Sentence, TypeNames, entity_types, mentions, read_conll
 from nuner_core.finetuning.config import BenchmarkData, FilesData
 from nuner_core.finetuning.words import split_words
 from nuner_core.jsonl import JsonLinesError, read_json_lines

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nuner_core.evaluation.conll import Sentence
+from nuner_core.iob2.conll import Sentence
 from nuner_core.evaluation.llm import INPUT, NONE, ParseStats, build_messages, gold_answer, parse_answer
 
 TYPES = ["Amenity", "Cuisine", "Location", "Rating", "Restaurant_Name"]

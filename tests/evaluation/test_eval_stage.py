@@ -11,7 +11,7 @@ import pytest
 
 from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import load_config
-from nuner_core.evaluation.conll import ConllFormatError
+from nuner_core.iob2.conll import ConllFormatError
 from nuner_core.pipeline import PlannedStage, plan, run_stage
 
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from nuner_core import checkpoint as ckpt
-from nuner_core.evaluation.conll import Sentence
-from nuner_core.evaluation.metrics import TypeScore, entity_micro_f1
+from nuner_core.iob2.conll import Sentence
+from nuner_core.iob2.metrics import TypeScore, entity_micro_f1
 from nuner_core.finetuning.config import FinetuneConfig
 from nuner_core.finetuning.data import FinetuneData
 from nuner_core.finetuning.model import (
