@@ -38,8 +38,8 @@ from nuner_core.annotation.config import DEFAULT_PRICES
 from nuner_core.artifacts import ArtifactStore
 from nuner_core.config import load_config
 from nuner_core.evaluation.benchmarks import load_benchmark, resolve_spec
-from nuner_core.iob2.conll import Sentence
 from nuner_core.evaluation.llm import INPUT, NONE, gold_answer, sentence_text
+from nuner_core.iob2.conll import Sentence
 from nuner_core.pipeline import plan, run_stage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake server is test support

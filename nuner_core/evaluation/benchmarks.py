@@ -20,6 +20,7 @@ from typing import Any, Union
 import numpy as np
 
 from nuner_core.evaluation.config import BenchmarkSpec, FileSource, HubSource
+from nuner_core.hashing import file_sha256, short_hash
 from nuner_core.iob2.conll import (
     ConllStats,
     Sentence,
@@ -29,7 +30,6 @@ from nuner_core.iob2.conll import (
     read_conll,
     to_iob2,
 )
-from nuner_core.hashing import file_sha256, short_hash
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 

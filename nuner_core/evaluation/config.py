@@ -63,7 +63,7 @@ class FrozenConfig(StrictModel):
         return (-1,) if self.layers == "last" else (-1, self.concat_layer)
 
 
-class FinetuneConfig(StrictModel):
+class FinetuneProtocolConfig(StrictModel):
     enabled: bool = False  # fine-tune the whole encoder plus a two-layer head (paper section 6); slow on CPU
     ks: tuple[int, ...] = (4, 16)  # entity mentions per type
     seeds: int = Field(default=3, ge=1)  # the first `seeds` support sets of each k (shared with the frozen grid)
@@ -142,7 +142,7 @@ class EvaluateConfig(StrictModel):
     max_length: int = Field(default=512, ge=8)  # sub-tokens per sentence; words beyond are counted and get zero features
     sampling: SamplingConfig = SamplingConfig()
     frozen: FrozenConfig = FrozenConfig()
-    finetune: FinetuneConfig = FinetuneConfig()
+    finetune: FinetuneProtocolConfig = FinetuneProtocolConfig()
     zero_shot: ZeroShotConfig = ZeroShotConfig()
     llms: tuple[LLMSpec, ...] = ()  # LLMs tagging each test sentence with a support set as worked examples (section 6); () : none
     llm: LLMProtocolConfig = LLMProtocolConfig()  # the LLMs' grid: which k, samplings, benchmarks and test sentences

@@ -30,8 +30,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from nuner_core.iob2.conll import Sentence, mentions
 from nuner_core.hashing import short_hash
+from nuner_core.iob2.conll import Sentence, mentions
 
 SAMPLER_VERSION = "1"  # bump when the same inputs would give different support sets
 Method = Literal["k2k", "kw"]  # what k counts: entity mentions per type (k2k) or entity words per type (kw)

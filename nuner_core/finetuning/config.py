@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from nuner_core.basemodel import StrictModel, run_only
+from nuner_core.token_classifier.config import TrainingConfig
 
 
 class FilesData(StrictModel):
@@ -65,6 +66,10 @@ class FinetuneConfig(StrictModel):
     checkpoint_every: int | None = run_only(None, ge=1)  # steps between extra checkpoints (one follows every epoch)
     log_every: int = run_only(5, ge=1)  # steps between metrics.jsonl rows
     num_threads: int | None = run_only(None, ge=1)  # torch CPU threads; None: torch's default
+
+    def training(self) -> TrainingConfig:
+        """How each run trains: this config's fields of the same names (a linear head, resumable runs)."""
+        return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.model_fields if name in type(self).model_fields})
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:

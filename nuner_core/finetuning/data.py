@@ -28,12 +28,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nuner_core.iob2.conll import Sentence, TypeNames, entity_types, mentions, read_conll
 from nuner_core.finetuning.config import BenchmarkData, FilesData
 from nuner_core.finetuning.words import split_words
+from nuner_core.iob2.conll import Sentence, TypeNames, entity_types, mentions, read_conll
 from nuner_core.jsonl import JsonLinesError, read_json_lines
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
+from nuner_core.token_classifier.splits import LabelledSplits
 
 SPLITS = ("train", "dev", "test")
 
@@ -150,21 +151,12 @@ def file_format(path: Path, configured: str) -> str:
 
 
 @dataclass
-class FinetuneData:
-    """Train, dev and test sentences (IOB2), the label types, and what reading them counted."""
+class FinetuneData(LabelledSplits):
+    """Train, dev and test sentences (IOB2), the entity types of the training data (sorted), and what reading them counted."""
 
-    train: list[Sentence]
-    dev: list[Sentence]
-    test: list[Sentence]
-    types: list[str]  # entity types of the training data, sorted: the model's label set
     sources: dict[str, str]  # split -> where it came from (a file, or a benchmark description)
     stats: dict[str, Any]  # per split: sentences, words, mentions per type, reader counts
     dropped: dict[str, int]  # reason -> count (spans and records), over all splits
-
-    @property
-    def labels(self) -> list[str]:
-        """IOB2 labels, ``O`` first, then ``B-``/``I-`` per type (the model's id order)."""
-        return ["O"] + [f"{p}-{t}" for t in self.types for p in ("B", "I")]
 
 
 def check_labels(types: list[str], split: str, source: str, sentences: list[Sentence], train_source: str) -> None:

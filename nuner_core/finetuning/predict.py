@@ -69,7 +69,7 @@ class Tagger:
         from transformers import AutoModelForTokenClassification
 
         from nuner_core.finetuning.export import SETTINGS_FILE
-        from nuner_core.finetuning.model import load_tokenizer, pick_device, quiet_transformers
+        from nuner_core.token_classifier.model import load_tokenizer, pick_device, quiet_transformers
 
         path = Path(model_dir)
         if not (path / "config.json").is_file():
@@ -92,7 +92,7 @@ class Tagger:
 
     def tag(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
         """Entities of every text."""
-        from nuner_core.finetuning.model import encode_windows, predict_words
+        from nuner_core.token_classifier.model import encode_windows, predict_words
 
         spans = [split_words(t, self.pattern) for t in texts]
         words = [[t[s:e] for s, e in w] for t, w in zip(texts, spans)]

@@ -62,9 +62,9 @@ def entity_micro_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
     """
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted ones")
-    tp: Counter = Counter()
-    gold_n: Counter = Counter()
-    pred_n: Counter = Counter()
+    tp: Counter[str] = Counter()
+    gold_n: Counter[str] = Counter()
+    pred_n: Counter[str] = Counter()
     for i, (g, p) in enumerate(zip(gold, pred)):
         if len(g) != len(p):
             raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nuner_core.iob2.conll import Sentence
 from nuner_core.evaluation.llm import INPUT, NONE, ParseStats, build_messages, gold_answer, parse_answer
+from nuner_core.iob2.conll import Sentence
 
 TYPES = ["Amenity", "Cuisine", "Location", "Rating", "Restaurant_Name"]
 

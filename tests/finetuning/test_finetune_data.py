@@ -7,10 +7,10 @@ import json
 import pytest
 from finetune_helpers import toy_records, write_conll, write_jsonl
 
-from nuner_core.iob2.conll import TypeNames
 from nuner_core.finetuning.config import BenchmarkData, FilesData
 from nuner_core.finetuning.data import DataFormatError, SpanCounts, load_data, read_jsonl, spans_to_tags
 from nuner_core.finetuning.words import split_words
+from nuner_core.iob2.conll import TypeNames
 from nuner_core.stage_api import StageError
 
 
