@@ -41,8 +41,6 @@ CONTRACTS = {
     "nuner_core.pretraining.outputs": "what a pretrain artifact holds (evaluation, fine-tuning and tagging read its encoders)",
     "nuner_core.pretraining.model": "how a token is scored against a concept (the zero-shot tagger reproduces it)",
     "nuner_core.pretraining.data": "a dataset artifact's sentences and spans, as pre-training reads them (calibration)",
-    "nuner_core.evaluation.conll": "labelled NER data: CoNLL/BIO sentences with IOB2 tags",
-    "nuner_core.evaluation.metrics": "the NER metrics (token macro-F1, strict entity micro-F1)",
     "nuner_core.evaluation.benchmarks": "the benchmark registry and loader",
     "nuner_core.evaluation.sampling": "k~2k support sets",
     "nuner_core.evaluation.frozen": "word labels of a benchmark (word_labels)",
