@@ -37,8 +37,8 @@ import polars as pl
 from nuner_core.annotation.config import DEFAULT_PRICES
 from nuner_core.config import load_config
 from nuner_core.evaluation.benchmarks import load_benchmark, resolve_spec
-from nuner_core.evaluation.conll import Sentence
 from nuner_core.evaluation.llm_prompt import INPUT, NONE, gold_answer, sentence_text
+from nuner_core.iob2.conll import Sentence
 from nuner_core.pipeline import plan, run_stage
 from nuner_core.store import open_store
 

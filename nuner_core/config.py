@@ -1,7 +1,8 @@
 """The pipeline config (one section per registered stage), profiles and overrides.
 
-Each stage's frozen config class lives in its own package; ``PipelineConfig`` is assembled
-from the registry, so it has exactly one field per stage, in pipeline order.
+Each stage's frozen config class lives in its own package; ``PipelineConfig`` has exactly one
+field per registered stage, in pipeline order, written out so that type checkers see each
+section's class (a test checks the fields against the registry).
 
 A profile is a YAML file (shipped ones live in ``nuner_core/profiles/``). Overrides are
 dotted keys (``pretrain.lr=1e-4``) given on the command line or as a flow parameter; their
@@ -15,10 +16,16 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
-from pydantic import Field, ValidationError, create_model
+from pydantic import Field, ValidationError
 
+from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.basemodel import StrictModel
-from nuner_core.registry import STAGES
+from nuner_core.corpus.config import CorpusConfig
+from nuner_core.dataset.config import DatasetConfig
+from nuner_core.evaluation.config import EvaluateConfig
+from nuner_core.finetuning.config import FinetuneConfig
+from nuner_core.pretraining.config import PretrainConfig
+from nuner_core.tagging.config import TagConfig
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -27,14 +34,17 @@ class ConfigError(ValueError):
     """A profile or override is invalid; the message names the key and its source."""
 
 
-# profile: the name of the profile this config was built from; then a section per stage with
-# that stage's defaults. Read a section as ``config.pretrain``, or typed as ``spec.config_of(config)``.
-PipelineConfig = create_model(
-    "PipelineConfig",
-    __base__=StrictModel,
-    profile=(str, ...),
-    **{s.name: (s.config, Field(default_factory=s.config)) for s in STAGES},  # type: ignore[call-overload]
-)
+class PipelineConfig(StrictModel):
+    """The profile's name, then a section per stage of ``registry.STAGES`` (same names, same order) with its defaults."""
+
+    profile: str  # the name of the profile this config was built from
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    tag: TagConfig = Field(default_factory=TagConfig)
 
 
 def shipped_profiles() -> list[str]:

@@ -1,7 +1,9 @@
-"""The one file-content hash: sha256, memoised per process on (path, size, mtime).
+"""The hashes: a file's contents (sha256, memoised), and short names derived from text.
 
 Planning computes fingerprints of input files (recorded answers, imported corpora,
 benchmark files) on every run; the memo makes a second plan in the same process free.
+Short hashes name things (cache entries, encoder and data identities, prompt versions):
+always the first hex digits of the text's sha256, so a name written before stays valid.
 """
 
 from __future__ import annotations
@@ -24,3 +26,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
                 digest.update(block)
         _DIGESTS[memo] = digest.hexdigest()
     return _DIGESTS[memo]
+
+
+def short_hash(text: str, n: int = 16) -> str:
+    """The first ``n`` hex digits of the sha256 of ``text`` (UTF-8); hash a payload as ``short_hash(json.dumps(payload))``."""
+    return hashlib.sha256(text.encode()).hexdigest()[:n]

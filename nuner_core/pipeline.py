@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel
 
+from nuner_core.basemodel import is_run_only
 from nuner_core.config import PipelineConfig
 from nuner_core.registry import STAGE_NAMES, STAGES, spec
 from nuner_core.stage_api import (
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 def key_config(config: BaseModel) -> dict[str, Any]:
     """The part of a stage config that determines its output.
 
-    Fields declared with ``json_schema_extra={"in_key": False}`` (rate limits, progress
+    Fields declared with ``basemodel.run_only`` (rate limits, progress
     intervals, device placement...) change how a stage runs, not what it produces.
     Nested models count too (the evaluation's LLMs carry the annotate stage's endpoint,
     limits and budget fields): their run-only fields are left out at any depth.
@@ -50,8 +51,7 @@ def _keyed_model(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, item in dumped.items():
         info = type(model).model_fields.get(name)
-        extra = info.json_schema_extra if info is not None else None
-        if isinstance(extra, dict) and extra.get("in_key") is False:
+        if info is not None and is_run_only(info):
             continue
         out[name] = _keyed(getattr(model, name, None), item)
     return out

@@ -19,7 +19,7 @@ from nuner_core.dataset.config import DatasetConfig
 from nuner_core.evaluation import stage as evaluate
 from nuner_core.evaluation.config import EvaluateConfig
 from nuner_core.finetuning import stage as finetune
-from nuner_core.finetuning.config import FinetuneConfig as FinetuneStageConfig
+from nuner_core.finetuning.config import FinetuneConfig
 from nuner_core.pretraining import stage as pretrain
 from nuner_core.pretraining.config import PretrainConfig
 from nuner_core.stage_api import StageError, StageSpec
@@ -32,7 +32,7 @@ STAGES: tuple[StageSpec[Any], ...] = (
     StageSpec("dataset", dataset, DatasetConfig, upstream=("annotate",)),  # none when importing a corpus
     StageSpec("pretrain", pretrain, PretrainConfig, upstream=("dataset",)),
     StageSpec("evaluate", evaluate, EvaluateConfig, optional_upstream=("pretrain",), target=True),  # configured encoders without it
-    StageSpec("finetune", finetune, FinetuneStageConfig, upstream=("pretrain",), target=True),  # when finetune.data is set
+    StageSpec("finetune", finetune, FinetuneConfig, upstream=("pretrain",), target=True),  # when finetune.data is set
     StageSpec("tag", tag, TagConfig, upstream=("pretrain",), target=True),  # when tag.inputs and tag.labels are set
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -11,6 +11,17 @@ def test_every_shipped_profile_loads(profile):
     assert config.profile == profile
 
 
+def test_pipeline_config_has_one_section_per_registered_stage():
+    """Adding a stage to the registry without its section in PipelineConfig (or the other way round) fails here."""
+    from nuner_core.registry import STAGES
+
+    fields = PipelineConfig.model_fields
+    assert list(fields) == ["profile", *(s.name for s in STAGES)]  # same names, pipeline order
+    for s in STAGES:
+        assert fields[s.name].annotation is s.config, f"PipelineConfig.{s.name} is not typed {s.config.__name__}"
+        assert fields[s.name].default_factory is s.config, f"PipelineConfig.{s.name} does not default to {s.config.__name__}()"
+
+
 def test_shipped_profiles_include_paper_and_demo():
     assert {"paper", "demo"} <= set(shipped_profiles())
 

@@ -1,7 +1,7 @@
 """Annotate stage config: which model at which endpoint, how fast, how much, and the cache.
 
 Fields that change how the stage runs but not what it produces (endpoint, key variable,
-limits, retries, budget, cache location, prices) are marked ``in_key: False``: changing
+limits, retries, budget, cache location, prices) are declared with ``run_only``: changing
 them reuses the artifact. The cache key of one answer is model + rendered prompt +
 sampling parameters (see ``cache.response_key``); the endpoint URL is not part of it.
 
@@ -16,13 +16,9 @@ import os
 from typing import Literal
 
 from pydantic import Field, PrivateAttr, model_validator
-from pydantic.config import JsonDict
 
 from nuner_core.annotation.endpoint import redact_url
-from nuner_core.basemodel import StrictModel
-
-RUN_ONLY: JsonDict = {"in_key": False}
-
+from nuner_core.basemodel import StrictModel, run_only
 
 ENDPOINT_ENV = "NUNER_ANNOTATE_BASE_URL"  # the base_url with its credentials, for a config rebuilt from a redacted copy
 
@@ -68,28 +64,28 @@ class AnnotateConfig(StrictModel):
 
     # --- where and how (not part of any key) ---
     # OpenAI-compatible endpoint; None: api.openai.com; credentials in it are shown as ***
-    base_url: str | None = Field(default=None, json_schema_extra=RUN_ONLY)
-    api_key_env: str | None = Field(default="OPENAI_API_KEY", json_schema_extra=RUN_ONLY)  # NAME of the env var holding the key; None: no key
-    request_timeout_s: float = Field(default=60.0, gt=0, json_schema_extra=RUN_ONLY)  # one HTTP request: connecting, sending, and each wait for data
-    requests_per_minute: float = Field(default=500.0, gt=0, json_schema_extra=RUN_ONLY)  # never exceeded in any window
-    tokens_per_minute: float | None = Field(default=200_000.0, gt=0, json_schema_extra=RUN_ONLY)  # estimated before, corrected after; None: no limit
-    max_in_flight: int = Field(default=32, ge=1, json_schema_extra=RUN_ONLY)  # sentences being requested at once (a retrying one keeps its slot)
-    chars_per_token: float = Field(default=4.0, gt=0, json_schema_extra=RUN_ONLY)  # prompt-token estimate before a call
-    max_attempts: int = Field(default=8, ge=1, json_schema_extra=RUN_ONLY)  # HTTP attempts per sentence on 429 / 5xx / timeouts / dropped connections
-    invalid_retries: int = Field(default=2, ge=0, json_schema_extra=RUN_ONLY)  # extra attempts for an empty / truncated answer (on_* = retry)
-    backoff_initial_s: float = Field(default=1.0, gt=0, json_schema_extra=RUN_ONLY)  # first backoff; doubles per attempt, with jitter
-    backoff_max_s: float = Field(default=60.0, gt=0, json_schema_extra=RUN_ONLY)  # longest backoff without a Retry-After
-    retry_after_cap_s: float = Field(default=120.0, gt=0, json_schema_extra=RUN_ONLY)  # a server's Retry-After is honoured up to this
-    max_failed_share: float = Field(default=0.01, ge=0, le=1, json_schema_extra=RUN_ONLY)  # more failed sentences than this share fails the stage
-    max_cost: float | None = Field(default=None, ge=0, json_schema_extra=RUN_ONLY)  # USD for this run; stop cleanly when reached
-    max_requests: int | None = Field(default=None, ge=0, json_schema_extra=RUN_ONLY)  # HTTP requests (retries included) for this run
-    offline: bool = Field(default=False, json_schema_extra=RUN_ONLY)  # no network: every answer must come from the cache
-    cache_dir: str | None = Field(default=None, json_schema_extra=RUN_ONLY)  # response cache; None: <artifact root>/cache/llm-responses
+    base_url: str | None = run_only(None)
+    api_key_env: str | None = run_only("OPENAI_API_KEY")  # NAME of the env var holding the key; None: no key
+    request_timeout_s: float = run_only(60.0, gt=0)  # one HTTP request: connecting, sending, and each wait for data
+    requests_per_minute: float = run_only(500.0, gt=0)  # never exceeded in any window
+    tokens_per_minute: float | None = run_only(200_000.0, gt=0)  # estimated before, corrected after; None: no limit
+    max_in_flight: int = run_only(32, ge=1)  # sentences being requested at once (a retrying one keeps its slot)
+    chars_per_token: float = run_only(4.0, gt=0)  # prompt-token estimate before a call
+    max_attempts: int = run_only(8, ge=1)  # HTTP attempts per sentence on 429 / 5xx / timeouts / dropped connections
+    invalid_retries: int = run_only(2, ge=0)  # extra attempts for an empty / truncated answer (on_* = retry)
+    backoff_initial_s: float = run_only(1.0, gt=0)  # first backoff; doubles per attempt, with jitter
+    backoff_max_s: float = run_only(60.0, gt=0)  # longest backoff without a Retry-After
+    retry_after_cap_s: float = run_only(120.0, gt=0)  # a server's Retry-After is honoured up to this
+    max_failed_share: float = run_only(0.01, ge=0, le=1)  # more failed sentences than this share fails the stage
+    max_cost: float | None = run_only(None, ge=0)  # USD for this run; stop cleanly when reached
+    max_requests: int | None = run_only(None, ge=0)  # HTTP requests (retries included) for this run
+    offline: bool = run_only(False)  # no network: every answer must come from the cache
+    cache_dir: str | None = run_only(None)  # response cache; None: <artifact root>/cache/llm-responses
     # A sentence in flight is leased in the shared cache this long, renewed while its run lives;
     # a dead run's leases lapse after it.
-    lease_s: float = Field(default=60.0, ge=1, json_schema_extra=RUN_ONLY)
-    shard_size: int = Field(default=20_000, ge=1, json_schema_extra=RUN_ONLY)  # rows per row group of responses.parquet (bounds memory)
-    prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES), json_schema_extra=RUN_ONLY)  # per-model USD prices
+    lease_s: float = run_only(60.0, ge=1)
+    shard_size: int = run_only(20_000, ge=1)  # rows per row group of responses.parquet (bounds memory)
+    prices: dict[str, ModelPrice] = run_only(default_factory=lambda: dict(DEFAULT_PRICES))  # per-model USD prices
 
     # base_url as given, credentials included; never dumped (a private attribute), read by endpoint()
     _endpoint: str | None = PrivateAttr(default=None)

@@ -6,10 +6,10 @@ is sent as the single user message, and what the response cache is keyed on.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from nuner_core.hashing import short_hash
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 
@@ -51,5 +51,5 @@ def load_template(path: str | None) -> PromptTemplate:
     text = _read(file)
     if PLACEHOLDER not in text:
         raise PromptError(f"annotate.prompt_template: {file} has no {PLACEHOLDER} placeholder for the sentence")
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    digest = short_hash(text, 12)
     return PromptTemplate(text, f"{file.stem}-{digest}")

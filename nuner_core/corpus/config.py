@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from nuner_core.basemodel import StrictModel
+from nuner_core.basemodel import StrictModel, run_only
 
 
 class CorpusSource(StrictModel):
@@ -27,4 +27,4 @@ class CorpusConfig(StrictModel):
     max_words: int = Field(default=60, ge=1)  # longer sentences are dropped
     max_token_chars: int = Field(default=40, ge=1)  # a whitespace token longer than this marks junk (URLs, base64)
     min_letter_ratio: float = Field(default=0.6, ge=0, le=1)  # share of letters among non-space characters
-    batch_size: int = Field(default=1000, ge=1, json_schema_extra={"in_key": False})  # records per read batch
+    batch_size: int = run_only(1000, ge=1)  # records per read batch

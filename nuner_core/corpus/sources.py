@@ -9,14 +9,13 @@ cannot parse one, the file is scanned to name the offending line.
 from __future__ import annotations
 
 import glob
-import gzip
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from nuner_core.corpus.config import CorpusSource
+from nuner_core.jsonl import JsonLinesError, read_json_lines
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 
@@ -117,24 +116,12 @@ def _batched_records(stream: _BatchStream, batch_size: int, text_field: str, lab
 
 
 def diagnose_json_lines(path: Path) -> None:
-    """Find the first line of a JSON-lines file that is not valid UTF-8 JSON object; raise naming it."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise CorpusInputError(
-                    f"{path}:{number}: invalid UTF-8 at byte {exc.start} of the line; re-encode the file as UTF-8"
-                ) from None
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusInputError(f"{path}:{number}:{exc.colno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(value, dict):
-                raise CorpusInputError(f"{path}:{number}: a JSON {type(value).__name__}, not an object with a text field")
+    """Find the first line of a JSON-lines file that is not a valid UTF-8 JSON object; raise naming it."""
+    try:
+        for _ in read_json_lines(path):
+            pass
+    except JsonLinesError as exc:
+        raise CorpusInputError(str(exc)) from None
 
 
 def fingerprint_sources(sources: tuple[CorpusSource, ...]) -> list[object]:

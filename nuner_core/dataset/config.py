@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from nuner_core.basemodel import StrictModel
+from nuner_core.basemodel import StrictModel, run_only
 
 
 class DatasetConfig(StrictModel):
@@ -19,8 +19,8 @@ class DatasetConfig(StrictModel):
     keep_empty: bool = False  # keep sentences left without any span (negatives only)
     validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)  # share of sentences in the validation split
     seed: int = 0  # seed of the hashed split and subsample: same seed and ids, same assignment
-    batch_size: int = Field(default=100_000, ge=1, json_schema_extra={"in_key": False})  # sentences per processing batch
-    top_table_rows: int = Field(default=30, ge=1, json_schema_extra={"in_key": False})  # rows of the top-concepts table report
+    batch_size: int = run_only(100_000, ge=1)  # sentences per processing batch
+    top_table_rows: int = run_only(30, ge=1)  # rows of the top-concepts table report
 
     @model_validator(mode="after")
     def _import_needs_path(self) -> "DatasetConfig":

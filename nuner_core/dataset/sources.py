@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nuner_core.dataset.parse import split_answer
+from nuner_core.jsonl import read_json_lines
 from nuner_core.stage_api import StageError
 
 RESPONSES_FILE = "responses.parquet"
@@ -242,13 +243,7 @@ def _json_records(path: Path, log: SourceLog) -> Iterator[tuple[int, Any]]:
                 raise SourceError(f"Pile-NER file {path} is not valid JSON: {exc}") from None
             yield from enumerate(records)
             return
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as exc:
-                log.drop("sentences.dropped.malformed_record", f"{path.name} line {line_no}: invalid JSON ({exc})")
+    yield from read_json_lines(path, on_invalid=lambda exc: log.drop("sentences.dropped.malformed_record", str(exc)))
 
 
 def _pile_record(record: Any, where: str, log: SourceLog) -> tuple[str, str, list[str]] | None:

@@ -12,7 +12,6 @@ A user adds a benchmark with a few lines of config (an inline ``BenchmarkSpec`` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any, Union
 import numpy as np
 
 from nuner_core.evaluation.config import BenchmarkSpec, FileSource, HubSource
-from nuner_core.evaluation.conll import (
+from nuner_core.hashing import file_sha256, short_hash
+from nuner_core.iob2.conll import (
     ConllStats,
     Sentence,
     TypeNames,
@@ -30,7 +30,6 @@ from nuner_core.evaluation.conll import (
     read_conll,
     to_iob2,
 )
-from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 
@@ -198,7 +197,7 @@ def _tag_names(source: HubSource, data: Any) -> list[str] | None:
 
 
 def _hash(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return short_hash(json.dumps(payload, sort_keys=True, default=str))
 
 
 def spec_fingerprint(spec: BenchmarkSpec) -> object:

@@ -26,8 +26,8 @@ import numpy as np
 
 from nuner_core.evaluation.benchmarks import Benchmark
 from nuner_core.evaluation.frozen import word_labels
-from nuner_core.evaluation.metrics import token_macro_f1
 from nuner_core.evaluation.timing import TimingStore
+from nuner_core.iob2.metrics import token_macro_f1
 
 
 def encoder_speed(scores: Any, encoders: Sequence[tuple[Any, str]], benches: Sequence[Benchmark], device: str,

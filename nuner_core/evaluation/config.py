@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from nuner_core.annotation.config import AnnotateConfig, OnInvalid
-from nuner_core.basemodel import StrictModel
+from nuner_core.basemodel import StrictModel, run_only
 
 
 class FileSource(StrictModel):
@@ -63,7 +63,7 @@ class FrozenConfig(StrictModel):
         return (-1,) if self.layers == "last" else (-1, self.concat_layer)
 
 
-class FinetuneConfig(StrictModel):
+class FinetuneProtocolConfig(StrictModel):
     enabled: bool = False  # fine-tune the whole encoder plus a two-layer head (paper section 6); slow on CPU
     ks: tuple[int, ...] = (4, 16)  # entity mentions per type
     seeds: int = Field(default=3, ge=1)  # the first `seeds` support sets of each k (shared with the frozen grid)
@@ -142,14 +142,14 @@ class EvaluateConfig(StrictModel):
     max_length: int = Field(default=512, ge=8)  # sub-tokens per sentence; words beyond are counted and get zero features
     sampling: SamplingConfig = SamplingConfig()
     frozen: FrozenConfig = FrozenConfig()
-    finetune: FinetuneConfig = FinetuneConfig()
+    finetune: FinetuneProtocolConfig = FinetuneProtocolConfig()
     zero_shot: ZeroShotConfig = ZeroShotConfig()
     llms: tuple[LLMSpec, ...] = ()  # LLMs tagging each test sentence with a support set as worked examples (section 6); () : none
     llm: LLMProtocolConfig = LLMProtocolConfig()  # the LLMs' grid: which k, samplings, benchmarks and test sentences
-    batch_tokens: int = Field(default=4096, ge=64, json_schema_extra={"in_key": False})  # padded sub-tokens per encoding batch
-    num_threads: int | None = Field(default=None, ge=1, json_schema_extra={"in_key": False})  # torch CPU threads; None: torch's default
-    device: str = Field(default="auto", json_schema_extra={"in_key": False})  # encoders run on: auto (cuda when available), cpu, cuda, cuda:1
-    cache_dir: str | None = Field(default=None, json_schema_extra={"in_key": False})  # feature and support-set cache; None: <data root>/cache/evaluate
+    batch_tokens: int = run_only(4096, ge=64)  # padded sub-tokens per encoding batch
+    num_threads: int | None = run_only(None, ge=1)  # torch CPU threads; None: torch's default
+    device: str = run_only("auto")  # encoders run on: auto (cuda when available), cpu, cuda, cuda:1
+    cache_dir: str | None = run_only(None)  # feature and support-set cache; None: <data root>/cache/evaluate
 
     @model_validator(mode="after")
     def _check(self) -> "EvaluateConfig":

@@ -10,7 +10,6 @@ directory with the same weights reuses its features, and changed weights never d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from nuner_core.devices import device_name
 from nuner_core.dual_encoder.pretrain_artifact import read_outputs
 from nuner_core.evaluation.config import EncoderSpec, EvaluateConfig
-from nuner_core.hashing import file_sha256
+from nuner_core.hashing import file_sha256, short_hash
 from nuner_core.models import resolve_model
 from nuner_core.stage_api import StageError
 from nuner_core.tokenizer import load_tokenizer
@@ -103,7 +102,7 @@ def identity(ref: EncoderRef) -> str:
         payload = ["hub", location]  # a hub id: its files are hashed once downloaded (see load_encoder)
     if ref.random_init:
         payload = ["random-init", ref.init_seed, payload]
-    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+    return short_hash(json.dumps(payload))
 
 
 def _hub_snapshot(hub_id: str) -> str:

@@ -9,7 +9,6 @@ only the sentences it has not seen, and an unchanged encoder is never loaded aga
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from nuner_core.devices import pad_id
+from nuner_core.hashing import short_hash
 from nuner_core.stage_api import StageError
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class FeatureCache:
     """Word features of one (encoder, split, layers, max length): shards of ``ids``, ``lengths``, ``features``."""
 
     def __init__(self, root: Path, encoder_id: str, split_fingerprint: str, layers: tuple[int, ...], max_length: int):
-        key = hashlib.sha256(json.dumps([FEATURE_VERSION, list(layers), max_length]).encode()).hexdigest()[:12]
+        key = short_hash(json.dumps([FEATURE_VERSION, list(layers), max_length]), 12)
         self.dir = Path(root) / "features" / encoder_id / f"{split_fingerprint}-{key}"
 
     def load(self) -> dict[int, np.ndarray]:

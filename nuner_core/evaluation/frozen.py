@@ -10,10 +10,10 @@ import numpy as np
 
 from nuner_core.evaluation.benchmarks import Benchmark
 from nuner_core.evaluation.config import FrozenConfig
-from nuner_core.evaluation.conll import Sentence
-from nuner_core.evaluation.metrics import token_macro_f1
 from nuner_core.evaluation.probe import fit_probe
 from nuner_core.evaluation.sampling import SupportSet
+from nuner_core.iob2.conll import Sentence
+from nuner_core.iob2.metrics import token_macro_f1
 
 METRIC = "token_macro_f1"
 

@@ -21,7 +21,6 @@ from nuner_core.evaluation import finetune as finetune_protocol
 from nuner_core.evaluation import frozen as frozen_protocol
 from nuner_core.evaluation.benchmarks import Benchmark, load_benchmark, resolve_spec
 from nuner_core.evaluation.config import EvaluateConfig
-from nuner_core.evaluation.conll import mentions
 from nuner_core.evaluation.encoders import EncoderRef, identity, load_encoder, localise
 from nuner_core.evaluation.features import (
     EncodeStats,
@@ -30,6 +29,7 @@ from nuner_core.evaluation.features import (
     encode_words,
 )
 from nuner_core.evaluation.sampling import Supports, SupportSet, support_sets
+from nuner_core.iob2.conll import mentions
 from nuner_core.stage_api import Progress, StageError
 
 log = logging.getLogger(__name__)

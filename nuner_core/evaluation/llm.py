@@ -34,13 +34,13 @@ from nuner_core.annotation.batches import Clock, Outcome, complete_batches
 from nuner_core.annotation.config import ModelPrice
 from nuner_core.evaluation.benchmarks import Benchmark
 from nuner_core.evaluation.config import EvaluateConfig, LLMSpec
-from nuner_core.evaluation.conll import Sentence, mentions
 from nuner_core.evaluation.frozen import word_labels
 from nuner_core.evaluation.llm_parse import ParseStats, parse_answer
 from nuner_core.evaluation.llm_prompt import INPUT, PROMPT_VERSION, example_messages, sentence_text
-from nuner_core.evaluation.metrics import entity_micro_f1, token_macro_f1
 from nuner_core.evaluation.sampling import SupportSet
 from nuner_core.evaluation.timing import TimingStore
+from nuner_core.iob2.conll import Sentence, mentions
+from nuner_core.iob2.metrics import entity_micro_f1, token_macro_f1
 from nuner_core.stage_api import Progress
 
 log = logging.getLogger(__name__)

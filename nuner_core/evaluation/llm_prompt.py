@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from nuner_core.evaluation.conll import Sentence, mentions
+from nuner_core.iob2.conll import Sentence, mentions
 
 PROMPT_VERSION = "ner-icl-v1"  # bump when the prompt's text or layout changes
 INPUT = "Input: "

@@ -21,7 +21,6 @@ says by how much each type fell short.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -31,7 +30,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from nuner_core.evaluation.conll import Sentence, mentions
+from nuner_core.hashing import short_hash
+from nuner_core.iob2.conll import Sentence, mentions
 
 SAMPLER_VERSION = "1"  # bump when the same inputs would give different support sets
 Method = Literal["k2k", "kw"]  # what k counts: entity mentions per type (k2k) or entity words per type (kw)
@@ -160,7 +160,7 @@ def _cache_path(root: Path, pool: str, types: Sequence[str], k: int, seed: int, 
     parts: list[object] = [SAMPLER_VERSION, pool, list(types), base_seed, cap]
     if method != "k2k":  # k2k keeps the paths (and the saved sets) of earlier versions
         parts.append(method)
-    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+    key = short_hash(json.dumps(parts))
     return root / "support" / key / f"k{k}-s{seed}.json"
 
 

@@ -12,13 +12,14 @@ one measurement, never corrupt the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+
+from nuner_core.hashing import short_hash
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class TimingStore:
         self.root = Path(root) / "timings"
 
     def _path(self, key: str) -> Path:
-        return self.root / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+        return self.root / (short_hash(key, 24) + ".json")
 
     def record(self, key: str, sentences: int, seconds: float, detail: Mapping[str, Any] | None = None) -> None:
         """Add one measurement of ``sentences`` in ``seconds``."""

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nuner_core.evaluation.conll import Sentence
 from nuner_core.evaluation.frozen import word_labels
-from nuner_core.evaluation.metrics import TypeScore, entity_micro_f1, token_macro_f1
+from nuner_core.iob2.conll import Sentence
+from nuner_core.iob2.metrics import TypeScore, entity_micro_f1, token_macro_f1
 from nuner_core.tagging import THRESHOLDS, assign, check_threshold, iob2
 
 if TYPE_CHECKING:

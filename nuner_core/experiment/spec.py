@@ -21,7 +21,6 @@ sweep whose third value is ill-typed fails before the first point runs.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from nuner_core.basemodel import StrictModel
 from nuner_core.config import ConfigError, PipelineConfig, load_config
+from nuner_core.hashing import short_hash
 
 
 class ExperimentError(ValueError):
@@ -270,7 +270,7 @@ def _product(sizes: Any) -> int:
 def content_hash(spec: ExperimentSpec) -> str:
     """Hash of what the experiment asks for (``max_parallel`` aside: it changes how, not what)."""
     payload = spec.model_dump(mode="json", exclude={"max_parallel"}, exclude_defaults=True)  # a new optional field changes no hash
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    return short_hash(json.dumps(payload, sort_keys=True, separators=(",", ":")))
 
 
 # ---------------------------------------------------------------- dotted keys of the pipeline config

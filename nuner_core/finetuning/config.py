@@ -2,7 +2,7 @@
 
 The product is a ``transformers`` token classifier (whole encoder + linear head, IOB2 labels)
 trained from the NuNER encoder, scored beside the same fine-tuning of its base encoder.
-Fields marked ``in_key: False`` change how the stage runs, not what it produces.
+Fields declared with ``run_only`` change how the stage runs, not what it produces.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from nuner_core.basemodel import StrictModel
-
-RUN = {"in_key": False}  # marks a field that changes how the stage runs, not its output
+from nuner_core.basemodel import StrictModel, run_only
+from nuner_core.token_classifier.config import TrainingConfig
 
 
 class FilesData(StrictModel):
@@ -62,11 +61,15 @@ class FinetuneConfig(StrictModel):
     export_onnx: bool = False  # also write model/model.onnx, checked against the PyTorch logits on test (or dev) sentences
     onnx_tolerance: float = Field(default=1e-3, gt=0)  # largest absolute logit difference ONNX vs PyTorch accepted
     # --- how it runs (not part of the artifact key)
-    device: str = Field(default="auto", json_schema_extra=RUN)  # auto: cuda when available, else cpu
-    eval_batch_size: int = Field(default=32, ge=1, json_schema_extra=RUN)  # windows per forward when predicting
-    checkpoint_every: int | None = Field(default=None, ge=1, json_schema_extra=RUN)  # steps between extra checkpoints (one follows every epoch)
-    log_every: int = Field(default=5, ge=1, json_schema_extra=RUN)  # steps between metrics.jsonl rows
-    num_threads: int | None = Field(default=None, ge=1, json_schema_extra=RUN)  # torch CPU threads; None: torch's default
+    device: str = run_only("auto")  # auto: cuda when available, else cpu
+    eval_batch_size: int = run_only(32, ge=1)  # windows per forward when predicting
+    checkpoint_every: int | None = run_only(None, ge=1)  # steps between extra checkpoints (one follows every epoch)
+    log_every: int = run_only(5, ge=1)  # steps between metrics.jsonl rows
+    num_threads: int | None = run_only(None, ge=1)  # torch CPU threads; None: torch's default
+
+    def training(self) -> TrainingConfig:
+        """How each run trains: this config's fields of the same names (a linear head, resumable runs)."""
+        return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.model_fields if name in type(self).model_fields})
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:

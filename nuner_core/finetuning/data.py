@@ -28,11 +28,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nuner_core.evaluation.conll import Sentence, TypeNames, entity_types, mentions, read_conll
 from nuner_core.finetuning.config import BenchmarkData, FilesData
+from nuner_core.iob2.conll import Sentence, TypeNames, entity_types, mentions, read_conll
+from nuner_core.jsonl import JsonLinesError, read_json_lines
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 from nuner_core.text.words import segment_words
+from nuner_core.token_classifier.splits import LabelledSplits
 
 SPLITS = ("train", "dev", "test")
 
@@ -116,19 +118,13 @@ def read_jsonl(path: Path, repair: Literal["snap", "reject"], types: TypeNames) 
     counts = SpanCounts()
     sentences: list[Sentence] = []
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+        records = list(read_json_lines(path))
+    except JsonLinesError as exc:
+        raise DataFormatError(str(exc)) from None
+    for lineno, record in records:
         where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{where}: not JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise DataFormatError(f"{where}: expected an object with a string 'text', got {line[:80]!r}")
+        if not isinstance(record.get("text"), str):
+            raise DataFormatError(f"{where}: expected an object with a string 'text', got {json.dumps(record)[:80]}")
         raw = record.get("entities", [])
         if not isinstance(raw, list):
             raise DataFormatError(f"{where}: 'entities' must be a list of {{start, end, label}}")
@@ -155,21 +151,12 @@ def file_format(path: Path, configured: str) -> str:
 
 
 @dataclass
-class FinetuneData:
-    """Train, dev and test sentences (IOB2), the label types, and what reading them counted."""
+class FinetuneData(LabelledSplits):
+    """Train, dev and test sentences (IOB2), the entity types of the training data (sorted), and what reading them counted."""
 
-    train: list[Sentence]
-    dev: list[Sentence]
-    test: list[Sentence]
-    types: list[str]  # entity types of the training data, sorted: the model's label set
     sources: dict[str, str]  # split -> where it came from (a file, or a benchmark description)
     stats: dict[str, Any]  # per split: sentences, words, mentions per type, reader counts
     dropped: dict[str, int]  # reason -> count (spans and records), over all splits
-
-    @property
-    def labels(self) -> list[str]:
-        """IOB2 labels, ``O`` first, then ``B-``/``I-`` per type (the model's id order)."""
-        return ["O"] + [f"{p}-{t}" for t in self.types for p in ("B", "I")]
 
 
 def check_labels(types: list[str], split: str, source: str, sentences: list[Sentence], train_source: str) -> None:

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from nuner_core.finetuning.model import Window, collate
 from nuner_core.stage_api import StageError
+from nuner_core.token_classifier.model import Window, collate
 
 SETTINGS_FILE = "nuner_finetune.json"
 ONNX_FILE = "model.onnx"
@@ -25,7 +25,7 @@ ONNX_OPSET = 17
 
 
 def save_model_dir(model, tokenizer, out: Path, settings: dict[str, Any], card: str) -> Path:
-    from nuner_core.finetuning.model import quiet_transformers
+    from nuner_core.token_classifier.model import quiet_transformers
 
     out.mkdir(parents=True, exist_ok=True)
     with quiet_transformers():

@@ -72,7 +72,7 @@ class Tagger:
 
         from nuner_core.devices import pad_id, resolve_device
         from nuner_core.finetuning.export import SETTINGS_FILE
-        from nuner_core.finetuning.model import quiet_transformers
+        from nuner_core.token_classifier.model import quiet_transformers
         from nuner_core.tokenizer import load_tokenizer
 
         path = Path(model_dir)
@@ -97,7 +97,7 @@ class Tagger:
 
     def tag(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
         """Entities of every text."""
-        from nuner_core.finetuning.model import encode_windows, predict_words
+        from nuner_core.token_classifier.model import encode_windows, predict_words
 
         spans = [[(s, e) for s, e in segment_words(t).tolist()] for t in texts]
         words = [[t[s:e] for s, e in w] for t, w in zip(texts, spans)]

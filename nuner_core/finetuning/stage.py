@@ -24,6 +24,7 @@ from typing import Any
 
 from nuner_core.finetuning.config import BenchmarkData, FilesData, FinetuneConfig
 from nuner_core.hashing import file_sha256
+from nuner_core.jsonl import read_json_objects
 from nuner_core.models import resolve_model
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Inputs, Progress, Report, StageContext, StageError, StageResult
@@ -145,7 +146,7 @@ def run(ctx: StageContext[FinetuneConfig]) -> StageResult:
     # Imported here, not at the top: planning imports this module, and torch + transformers cost seconds.
     from nuner_core.finetuning.data import load_data
     from nuner_core.finetuning.plots import loss_curve
-    from nuner_core.finetuning.train import METRICS, RunSpec, train_run
+    from nuner_core.token_classifier.train import METRICS, RunSpec, train_run
 
     cfg = ctx.config
     if cfg.data is None:
@@ -161,9 +162,9 @@ def run(ctx: StageContext[FinetuneConfig]) -> StageResult:
     summaries: dict[tuple[str, int], dict[str, Any]] = {}
     for index, spec in enumerate(specs):
         work = _run_dir(ctx.work_dir, spec)
-        summaries[(spec.name, spec.seed)] = train_run(cfg, spec, data, work, _RunProgress(ctx.progress, index, len(specs)))
+        summaries[(spec.name, spec.seed)] = train_run(cfg.training(), spec, data, work, _RunProgress(ctx.progress, index, len(specs)))
 
-    history = [json.loads(line) for spec in specs for line in (_run_dir(ctx.work_dir, spec) / METRICS).read_text().splitlines() if line]
+    history = [row for spec in specs for row in read_json_objects(_run_dir(ctx.work_dir, spec) / METRICS)]
     (ctx.out_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
     loss_curve(history, ctx.out_dir / "loss_curve.png")
 
@@ -271,16 +272,16 @@ def _export(ctx, cfg, data, references, locations, selected, aggregate, split) -
     """model/ (and base_model/) from each encoder's selected run, with model cards; model.onnx when asked."""
     from nuner_core.devices import pad_id
     from nuner_core.finetuning.export import export_onnx, model_card, save_model_dir
-    from nuner_core.finetuning.model import encode_windows
-    from nuner_core.finetuning.train import RunSpec, load_selected
     from nuner_core.text.words import SEGMENTATION
+    from nuner_core.token_classifier.model import encode_windows
+    from nuner_core.token_classifier.train import RunSpec, load_selected
     from nuner_core.tokenizer import load_tokenizer
 
     onnx = None
     for name, reference in references.items():
         chosen = selected[name]
         spec = RunSpec(name, locations[name], chosen["seed"])
-        model = load_selected(spec, data.labels, _run_dir(ctx.work_dir, spec), chosen, cfg.dropout)
+        model = load_selected(spec, data.labels, _run_dir(ctx.work_dir, spec), chosen, cfg.training())
         tokenizer = load_tokenizer(locations[name], pre_split_words=True)
         settings = {"segmentation": SEGMENTATION, "max_length": cfg.max_length, "stride": cfg.stride, "labels": data.labels,
                     "label_alignment": "first sub-token of each word", "encoder": reference, "seed": chosen["seed"],

@@ -2,7 +2,7 @@
 
 Defaults are the paper's settings (roberta-base, lr 3e-5, batch 48, tau 5, bottom 6 of 12
 layers frozen, 10 epochs, AdamW (0.9, 0.999, 1e-6), weight decay 0.01, linear schedule with
-10% warm-up). Fields marked ``in_key: False`` change how the stage runs (device, precision,
+10% warm-up). Fields declared with ``run_only`` change how the stage runs (device, precision,
 process count, micro-batching, logging), not what it learns.
 """
 
@@ -12,12 +12,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from nuner_core.basemodel import StrictModel
+from nuner_core.basemodel import StrictModel, run_only
 
 Similarity = Literal["cosine", "dot"]
 Control = Literal["shuffle_concepts", "random_spans"]
 
-RUN = {"in_key": False}  # marks a field that changes how the stage runs, not its output
 
 
 class PretrainConfig(StrictModel):
@@ -49,22 +48,22 @@ class PretrainConfig(StrictModel):
     export: Literal["best", "last"] = "best"  # which weights become text_encoder/: lowest validation loss or final
     controls: tuple[Control, ...] = ()  # extra runs on destroyed annotations, saved under controls/<name>/
     # --- how it runs (not part of the artifact key)
-    device: str = Field(default="auto", json_schema_extra=RUN)  # auto: cuda when available, else cpu
+    device: str = run_only("auto")  # auto: cuda when available, else cpu
     # auto: bf16 on CUDA, fp32 on CPU. Out of the key on purpose, like `device`: the key names the
     # recipe, and "auto" would give one key to bf16 and fp32 runs anyway. The weights differ in the
     # last bits (as across GPU models); the manifest records which precision ran ("bf16").
-    precision: Literal["auto", "bf16", "fp32"] = Field(default="auto", json_schema_extra=RUN)
-    compile: bool = Field(default=False, json_schema_extra=RUN)  # torch.compile the model
-    nproc: int = Field(default=1, ge=1, json_schema_extra=RUN)  # >1: the stage launches torchrun with this many processes
-    micro_batch_size: int | None = Field(default=None, ge=1, json_schema_extra=RUN)  # per process forward; None: batch/nproc
-    checkpoint_every: int = Field(default=200, ge=1, json_schema_extra=RUN)  # steps between resumable checkpoints
-    keep_checkpoints: int = Field(default=2, ge=1, json_schema_extra=RUN)  # step checkpoints kept in the work dir
-    log_every: int = Field(default=10, ge=1, json_schema_extra=RUN)  # steps between metrics.jsonl rows
-    num_threads: int | None = Field(default=None, ge=1, json_schema_extra=RUN)  # CPU threads per process; None: torch's default
+    precision: Literal["auto", "bf16", "fp32"] = run_only("auto")
+    compile: bool = run_only(False)  # torch.compile the model
+    nproc: int = run_only(1, ge=1)  # >1: the stage launches torchrun with this many processes
+    micro_batch_size: int | None = run_only(None, ge=1)  # per process forward; None: batch/nproc
+    checkpoint_every: int = run_only(200, ge=1)  # steps between resumable checkpoints
+    keep_checkpoints: int = run_only(2, ge=1)  # step checkpoints kept in the work dir
+    log_every: int = run_only(10, ge=1)  # steps between metrics.jsonl rows
+    num_threads: int | None = run_only(None, ge=1)  # CPU threads per process; None: torch's default
     # --- the concept map (paper Figure 6): an extra picture of the trained weights, so not part of the key
-    concept_map: bool = Field(default=True, json_schema_extra=RUN)  # draw the base and trained concept maps after training
-    concept_map_size: int = Field(default=50_000, ge=1, json_schema_extra=RUN)  # most frequent concepts on the map
-    concept_map_labels: int = Field(default=40, ge=0, json_schema_extra=RUN)  # most frequent concepts labelled on it
+    concept_map: bool = run_only(True)  # draw the base and trained concept maps after training
+    concept_map_size: int = run_only(50_000, ge=1)  # most frequent concepts on the map
+    concept_map_labels: int = run_only(40, ge=0)  # most frequent concepts labelled on it
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nuner_core.jsonl import read_json_objects
 from nuner_core.pretraining import distributed
 from nuner_core.pretraining.config import PretrainConfig
 from nuner_core.pretraining.train import METRICS, SUMMARY, train
@@ -65,7 +66,7 @@ def run_training(
 def _report(metrics: Path, progress: Progress) -> None:
     if not metrics.is_file():
         return
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = read_json_objects(metrics)
     train_rows = [r for r in rows if r.get("kind") == "train"]
     if train_rows:
         r = train_rows[-1]

@@ -17,13 +17,13 @@ stage continues from the last checkpoint of the run it was in.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from nuner_core.dual_encoder.pretrain_artifact import CONCEPT_ENCODER, MAIN_RUN, encoder_dirs, run_dir, run_name
+from nuner_core.jsonl import read_json_objects
 from nuner_core.pretraining.config import PretrainConfig
 from nuner_core.stage_api import (
     Inputs,
@@ -89,7 +89,7 @@ def run(ctx: StageContext[PretrainConfig]) -> StageResult:
         out.mkdir(parents=True, exist_ok=True)
         summaries[name] = run_training(cfg, data_path, work, out, control, _RunProgress(ctx.progress, index, len(runs), name))
         shutil.copyfile(work / METRICS, out / METRICS)
-        histories[name] = [json.loads(line) for line in (out / METRICS).read_text().splitlines() if line.strip()]
+        histories[name] = read_json_objects(out / METRICS)
         _link_final_checkpoint(work / "checkpoints", out / "checkpoints")
         zero_shot[name] = finish_zero_shot_model(out, data_path, summaries[name], cfg.base_model, ctx.inputs["dataset"].key)
 

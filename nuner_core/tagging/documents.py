@@ -17,14 +17,14 @@ into place when complete.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Literal, Sequence, cast
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence
 
+from nuner_core.jsonl import JsonLinesError, decode_line, open_lines, parse_line
 from nuner_core.stage_api import Progress, StageError
 from nuner_core.tagging.decode import check_threshold
 from nuner_core.tagging.settings import LabelError, clean_labels
@@ -59,12 +59,6 @@ def input_format(path: Path) -> Literal["jsonl", "text"]:
     return "jsonl" if suffixes and suffixes[-1] in JSON_SUFFIXES else "text"
 
 
-def _open(path: Path) -> BinaryIO:
-    if path.suffix.lower() == ".gz":
-        return cast(BinaryIO, gzip.open(path, "rb"))  # typeshed's GzipFile is no BinaryIO, but reads like one
-    return open(path, "rb")
-
-
 def iter_documents(
     path: str | Path,
     fmt: Literal["auto", "jsonl", "text"] = "auto",
@@ -77,16 +71,13 @@ def iter_documents(
     if not path.is_file():
         raise DocumentError(f"{path}: no such file")
     fmt = input_format(path) if fmt == "auto" else fmt
-    with _open(path) as fh:
+    with open_lines(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             stats.lines += 1
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DocumentError(f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-            if lineno == 1:
-                line = line.lstrip("\ufeff")
-            line = line.rstrip("\r\n")
+                line = decode_line(raw, path, lineno)
+            except JsonLinesError as exc:
+                raise DocumentError(str(exc)) from None
             if not line.strip():
                 stats.blank_lines += 1
                 continue
@@ -97,10 +88,9 @@ def iter_documents(
 
 def _json_document(line: str, path: Path, lineno: int, text_field: str) -> Document:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        hint = " (a JSON array? give one object per line)" if lineno == 1 and line.lstrip().startswith("[") else ""
-        raise DocumentError(f"{path}:{lineno}: not JSON (column {exc.colno}: {exc.msg}){hint}") from None
+        record = parse_line(line, path, lineno)
+    except JsonLinesError as exc:
+        raise DocumentError(str(exc)) from None
     if not isinstance(record, dict):
         raise DocumentError(f"{path}:{lineno}: expected a JSON object with a {text_field!r} field, got {type(record).__name__}")
     if text_field not in record:
@@ -124,7 +114,7 @@ def iter_files(
     """
     total = 0
     for path in paths:
-        with _open(Path(path)) as fh:
+        with open_lines(path) as fh:
             total += sum(1 for raw in fh if raw.strip())
     return total, (doc for path in paths for doc in iter_documents(path, fmt, text_field))
 

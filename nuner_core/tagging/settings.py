@@ -11,7 +11,6 @@ model) holds::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -19,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
-from nuner_core.hashing import file_sha256
+from nuner_core.hashing import file_sha256, short_hash
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 
@@ -144,7 +143,7 @@ def model_identity(path: str | Path) -> str:
     for name in ENCODERS:
         files = sorted(p for p in (root / name).iterdir() if p.is_file() and p.suffix in _IDENTITY_SUFFIXES)
         payload += [[f"{name}/{p.name}", file_sha256(p)] for p in files]
-    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+    return short_hash(json.dumps(payload))
 
 
 def clean_labels(labels: Sequence[str]) -> list[str]:

@@ -69,9 +69,9 @@ def test_same_seed_same_sample(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b'{"text": "fine line with enough words in it."}\n{"text": "bad \xff\xfe byte"}\n', ":2: invalid UTF-8"),
-        (b'{"text": "fine line with enough words in it."}\n["a", "list"]\n', ":2: a JSON list"),
-        (b'{"text": "fine line with enough words in it."}\n{"text": oops}\n', ":2:10: not valid JSON"),
+        (b'{"text": "fine line with enough words in it."}\n{"text": "bad \xff\xfe byte"}\n', ":2: not UTF-8 text"),
+        (b'{"text": "fine line with enough words in it."}\n["a", "list"]\n', ":2: expected a JSON object, got a JSON list"),
+        (b'{"text": "fine line with enough words in it."}\n{"text": oops}\n', ":2: not JSON (column 10: "),
     ],
     ids=["invalid-utf8", "not-an-object", "not-json"],
 )

@@ -18,10 +18,10 @@ from fake_openai import FakeOpenAIServer, Fault
 
 from nuner_core.config import ConfigError, load_config
 from nuner_core.evaluation.benchmarks import load_benchmark, resolve_spec
-from nuner_core.evaluation.conll import Sentence, mentions
 from nuner_core.evaluation.frozen import word_labels
 from nuner_core.evaluation.llm_prompt import INPUT, NONE, gold_answer, sentence_text
-from nuner_core.evaluation.metrics import entity_micro_f1, token_macro_f1
+from nuner_core.iob2.conll import Sentence, mentions
+from nuner_core.iob2.metrics import entity_micro_f1, token_macro_f1
 from nuner_core.pipeline import key_config, plan, run_stage
 from nuner_core.stage_api import StageError
 from nuner_core.store import ArtifactStore, open_store

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nuner_core.evaluation.conll import Sentence
 from nuner_core.evaluation.llm_parse import ParseStats, parse_answer
 from nuner_core.evaluation.llm_prompt import INPUT, NONE, build_messages, gold_answer
+from nuner_core.iob2.conll import Sentence
 
 TYPES = ["Amenity", "Cuisine", "Location", "Rating", "Restaurant_Name"]
 

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from nuner_core.evaluation.benchmarks import REGISTRY, load_benchmark
-from nuner_core.evaluation.conll import Sentence
 from nuner_core.evaluation.sampling import mention_counts, sample_support, support_sets
+from nuner_core.iob2.conll import Sentence
 
 
 def sent(*tags: str) -> Sentence:

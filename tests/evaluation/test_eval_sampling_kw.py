@@ -9,7 +9,6 @@ from collections import Counter
 import pytest
 
 from nuner_core.evaluation.benchmarks import REGISTRY, load_benchmark
-from nuner_core.evaluation.conll import Sentence
 from nuner_core.evaluation.sampling import (
     SAMPLER_VERSION,
     _cache_path,
@@ -19,6 +18,7 @@ from nuner_core.evaluation.sampling import (
     unit_counts,
     word_counts,
 )
+from nuner_core.iob2.conll import Sentence
 
 
 def sent(*tags: str) -> Sentence:

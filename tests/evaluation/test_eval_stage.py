@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from nuner_core.config import load_config
-from nuner_core.evaluation.conll import ConllFormatError
+from nuner_core.iob2.conll import ConllFormatError
 from nuner_core.pipeline import PlannedStage, plan, run_stage
 from nuner_core.store import ArtifactStore, open_store
 

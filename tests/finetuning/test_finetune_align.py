@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from nuner_core.finetuning.model import IGNORE, EncodeCounts, encode_windows
 from nuner_core.text.windows import owners, plan_windows
+from nuner_core.token_classifier.model import IGNORE, EncodeCounts, encode_windows
 from nuner_core.tokenizer import load_tokenizer
 
 

@@ -7,9 +7,9 @@ import json
 import pytest
 from finetune_helpers import toy_records, write_conll, write_jsonl
 
-from nuner_core.evaluation.conll import TypeNames
 from nuner_core.finetuning.config import BenchmarkData, FilesData
 from nuner_core.finetuning.data import DataFormatError, SpanCounts, load_data, read_jsonl, spans_to_tags
+from nuner_core.iob2.conll import TypeNames
 from nuner_core.stage_api import StageError
 from nuner_core.text.words import segment_words
 

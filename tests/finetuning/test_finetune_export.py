@@ -11,10 +11,10 @@ from finetune_helpers import toy_records, write_jsonl
 from nuner_core.finetuning.config import FilesData, FinetuneConfig
 from nuner_core.finetuning.data import load_data
 from nuner_core.finetuning.export import SETTINGS_FILE, export_onnx, model_card, save_model_dir
-from nuner_core.finetuning.model import encode_windows
 from nuner_core.finetuning.predict import Tagger, decode_entities, predict_files
-from nuner_core.finetuning.train import RunSpec, load_selected, train_run
 from nuner_core.text.words import SEGMENTATION
+from nuner_core.token_classifier.model import encode_windows
+from nuner_core.token_classifier.train import RunSpec, load_selected, train_run
 from nuner_core.tokenizer import load_tokenizer
 
 
@@ -27,8 +27,8 @@ def trained(tmp_path_factory, tiny_model_dir):
                          max_length=48, stride=8, num_threads=1, patience=None)  # fmt: skip
     data = load_data(cfg.data, "snap")
     spec = RunSpec("nuner", tiny_model_dir, seed=0)
-    summary = train_run(cfg, spec, data, root / "work")
-    model = load_selected(spec, data.labels, root / "work", summary)
+    summary = train_run(cfg.training(), spec, data, root / "work")
+    model = load_selected(spec, data.labels, root / "work", summary, cfg.training())
     tokenizer = load_tokenizer(tiny_model_dir, pre_split_words=True)
     settings = {"segmentation": SEGMENTATION, "max_length": 48, "stride": 8, "labels": data.labels}
     card = model_card(title="toy", encoder=tiny_model_dir, labels=data.labels, data=data.sources, training={}, scores={})

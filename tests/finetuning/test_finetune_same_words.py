@@ -39,7 +39,7 @@ def _words_of_nuner_predict(monkeypatch) -> list[str]:
     def fake_predict_words(model, windows, lengths, pad_id, batch_size):
         return type("P", (), {"label_ids": [[-1] * n for n in lengths], "scores": [[0.0] * n for n in lengths]})()
 
-    import nuner_core.finetuning.model as token_classifier
+    import nuner_core.token_classifier.model as token_classifier
 
     monkeypatch.setattr(token_classifier, "encode_windows", fake_encode_windows)
     monkeypatch.setattr(token_classifier, "predict_words", fake_predict_words)

@@ -11,8 +11,8 @@ from finetune_helpers import write_jsonl
 from nuner_core import checkpoint as ckpt
 from nuner_core.finetuning.config import FilesData, FinetuneConfig
 from nuner_core.finetuning.data import load_data
-from nuner_core.finetuning.train import SUMMARY, RunSpec, train_run
 from nuner_core.stage_api import LogProgress
+from nuner_core.token_classifier.train import SUMMARY, RunSpec, train_run
 
 
 class Killed(Exception):
@@ -40,12 +40,12 @@ def test_resume_after_a_kill_gives_the_same_weights_and_history(tmp_path, toy_fi
     cfg = config(toy_files, dev)
     data = load_data(cfg.data, "snap")
     spec = RunSpec("nuner", tiny_model_dir, seed=3)
-    straight = train_run(cfg, spec, data, tmp_path / "straight")
+    straight = train_run(cfg.training(), spec, data, tmp_path / "straight")
     # 40 sentences / 6 = 7 steps per epoch; killed at step 11: the last checkpoint is step 9 (every 3), mid-epoch 2
     with pytest.raises(Killed):
-        train_run(cfg, spec, data, tmp_path / "killed", KillAt(11))
+        train_run(cfg.training(), spec, data, tmp_path / "killed", KillAt(11))
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "killed" / "checkpoints")] == ["step_00000009.pt"]
-    resumed = train_run(cfg, spec, data, tmp_path / "killed")
+    resumed = train_run(cfg.training(), spec, data, tmp_path / "killed")
     assert resumed["resumed_from_step"] == 9 and straight["resumed_from_step"] is None
     assert straight["steps"] == 28 and not straight["stopped_early"]  # all epochs: patience (5) never ran out
     first = ckpt.load(tmp_path / "straight" / straight["weights"])
@@ -61,7 +61,7 @@ def test_resume_after_a_kill_gives_the_same_weights_and_history(tmp_path, toy_fi
     dev_rows = [r for r in untimed[0] if r["kind"] == "dev"]
     assert len(dev_rows) == (4 if dev else 0)
     assert straight["selected_step"] == (max(dev_rows, key=lambda r: (r["f1"], -r["loss"]))["step"] if dev else 28)
-    assert train_run(cfg, spec, data, tmp_path / "killed", KillAt(0)) == resumed  # finished: summary.json, no training
+    assert train_run(cfg.training(), spec, data, tmp_path / "killed", KillAt(0)) == resumed  # finished: summary.json, no training
     assert (tmp_path / "killed" / SUMMARY).is_file()
 
 
@@ -75,12 +75,12 @@ def test_early_stopping_and_seeds(tmp_path, toy_files, tiny_model_dir):
     write_jsonl(toy_files["dev"], records)
     cfg = config(toy_files, dev=True, epochs=30, lr=3e-3, head_lr=1e-2, patience=2)
     data = load_data(cfg.data, "snap")
-    summary = train_run(cfg, RunSpec("base", tiny_model_dir, seed=0), data, tmp_path / "a")
+    summary = train_run(cfg.training(), RunSpec("base", tiny_model_dir, seed=0), data, tmp_path / "a")
     dev = [json.loads(r) for r in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines() if '"dev"' in r]
     assert summary["stopped_early"] and summary["steps"] < summary["total_steps"]
     best = max(range(len(dev)), key=lambda i: (dev[i]["f1"], -dev[i]["loss"]))
     assert len(dev) == best + 1 + 2  # stopped after `patience` epochs without a better (F1, -loss)
     assert summary["selected_step"] == dev[best]["step"]
-    other = train_run(config(toy_files, dev=True, epochs=1), RunSpec("base", tiny_model_dir, seed=1), data, tmp_path / "b")
-    again = train_run(config(toy_files, dev=True, epochs=1), RunSpec("base", tiny_model_dir, seed=1), data, tmp_path / "c")
+    other = train_run(config(toy_files, dev=True, epochs=1).training(), RunSpec("base", tiny_model_dir, seed=1), data, tmp_path / "b")
+    again = train_run(config(toy_files, dev=True, epochs=1).training(), RunSpec("base", tiny_model_dir, seed=1), data, tmp_path / "c")
     assert other["test"] == again["test"] and other["dev_loss"] == again["dev_loss"]  # seeded

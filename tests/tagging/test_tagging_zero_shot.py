@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nuner_core.evaluation.conll import Sentence
 from nuner_core.evaluation.zero_shot import evaluate_zero_shot, label_name, label_names, score_at, sweep
+from nuner_core.iob2.conll import Sentence
 from nuner_core.tagging import ZeroShotTagger
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nuner_core.evaluation.benchmarks import REGISTRY, load_benchmark
-from nuner_core.evaluation.conll import ConllFormatError, TypeNames, mentions, read_conll, to_iob2
+from nuner_core.iob2.conll import ConllFormatError, TypeNames, mentions, read_conll, to_iob2
 
 # (case, file bytes, expected sentences as [(tokens, IOB2 tags)], expected repaired tags)
 CASES = [

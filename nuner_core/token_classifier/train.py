@@ -12,7 +12,8 @@ Everything a run writes lives in its ``work_dir``: ``checkpoints/step_*.pt`` (mo
 scheduler, RNG, data position, early-stopping state and history; atomic), ``best/step_*.pt``
 (the selected weights, named by step so a kill between writing them and the checkpoint that
 refers to them cannot mix two runs' states), ``metrics.jsonl`` and ``summary.json`` (written
-last: a run that has one is finished and is not trained again).
+last: a run that has one is finished and is not trained again). With ``checkpoints`` off (short
+runs, e.g. the evaluation's protocol) no training state is written and a killed run starts over.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ import torch
 from nuner_core import checkpoint as ckpt
 from nuner_core.devices import pad_id as pad_id_of
 from nuner_core.devices import resolve_device
-from nuner_core.evaluation.conll import Sentence
-from nuner_core.evaluation.metrics import TypeScore, entity_micro_f1
-from nuner_core.finetuning.config import FinetuneConfig
-from nuner_core.finetuning.data import FinetuneData
-from nuner_core.finetuning.model import (
+from nuner_core.iob2.conll import Sentence
+from nuner_core.iob2.metrics import TypeScore, entity_micro_f1
+from nuner_core.schedule import linear_schedule
+from nuner_core.stage_api import LogProgress, Progress, StageError
+from nuner_core.token_classifier.config import TrainingConfig
+from nuner_core.token_classifier.model import (
     EncodeCounts,
     Window,
     WordPredictions,
@@ -46,8 +48,7 @@ from nuner_core.finetuning.model import (
     predict_words,
     token_loss,
 )  # fmt: skip
-from nuner_core.schedule import linear_schedule
-from nuner_core.stage_api import LogProgress, Progress, StageError
+from nuner_core.token_classifier.splits import LabelledSplits
 from nuner_core.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,10 @@ BEST_DIR = "best"
 
 @dataclass(frozen=True)
 class RunSpec:
-    name: str  # "nuner" or "base"
+    name: str  # which encoder, e.g. "nuner" or "base"
     location: str  # a directory or hub id from_pretrained accepts
-    seed: int
+    seed: int  # head initialisation, dropout, batch order
+    init_seed: int | None = None  # the encoder's weights freshly initialised from this seed (a sanity floor); None: pretrained
 
 
 def tags_of(pred: WordPredictions, labels: Sequence[str]) -> list[list[str]]:
@@ -86,10 +88,12 @@ def _type_row(s: TypeScore) -> dict[str, Any]:
     return {"type": s.type, "precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support, "predicted": s.predicted}
 
 
-def param_groups(model: torch.nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]:
+def param_groups(model: Any, cfg: TrainingConfig) -> list[dict[str, Any]]:
     """Encoder: ``lr``, weight decay on matrices only; the fresh head: ``head_lr``."""
     encoder_ids = {id(p) for p in model.base_model.parameters()}
-    decay, no_decay, head = [], [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    head: list[torch.nn.Parameter] = []
     for p in model.parameters():
         (head if id(p) not in encoder_ids else decay if p.ndim >= 2 else no_decay).append(p)
     return [
@@ -100,12 +104,13 @@ def param_groups(model: torch.nn.Module, cfg: FinetuneConfig) -> list[dict[str, 
 
 
 def train_run(
-    cfg: FinetuneConfig, spec: RunSpec, data: FinetuneData, work_dir: Path, progress: Progress | None = None
+    cfg: TrainingConfig, spec: RunSpec, data: LabelledSplits, work_dir: Path, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Fine-tune ``spec.location`` on ``data`` with ``spec.seed`` (resuming if a checkpoint exists); returns the summary."""
     work_dir = Path(work_dir)
     if (work_dir / SUMMARY).is_file():
-        return json.loads((work_dir / SUMMARY).read_text())  # finished before
+        finished: dict[str, Any] = json.loads((work_dir / SUMMARY).read_text())  # finished before
+        return finished
     started = time.time()
     progress = progress or LogProgress(f"finetune {spec.name} seed {spec.seed}")
     if cfg.num_threads:
@@ -124,13 +129,15 @@ def train_run(
         return encode_windows(tokenizer, [s.tokens for s in sentences], cfg.max_length, cfg.stride, tags, counts[split])
 
     train_set, dev_set, test_set = windows("train", data.train), windows("dev", data.dev), windows("test", data.test)
+    if not train_set:
+        raise StageError(f"fine-tuning {spec.name} seed {spec.seed}: the training data holds no sentence")
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     layout = {"train_windows": len(train_set), "batch_size": cfg.batch_size, "steps_per_epoch": steps_per_epoch,
               "total_steps": total_steps, "labels": labels}  # fmt: skip
 
     # ---- model, optimiser, schedule
-    model = build_model(spec.location, labels, spec.seed, cfg.dropout).to(device)
+    model = build_model(spec.location, labels, spec.seed, cfg.dropout, cfg.head_hidden, spec.init_seed).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.999), eps=1e-8, fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(int(cfg.warmup_ratio * total_steps), total_steps))
     state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "bad_epochs": 0, "stopped_early": False,
@@ -141,7 +148,7 @@ def train_run(
     ckpt_dir, best_dir = work_dir / "checkpoints", work_dir / BEST_DIR
     latest = ckpt.latest_checkpoint(ckpt_dir)
     resumed_at: int | None = None
-    if latest is not None:
+    if latest is not None and cfg.checkpoints:
         saved = ckpt.load(latest)
         if saved["layout"] != layout:
             raise StageError(f"{latest}: written for {saved['layout']}, now {layout}; delete {work_dir} to start over")
@@ -194,7 +201,8 @@ def train_run(
                 state["stopped_early"] = cfg.patience is not None and state["bad_epochs"] >= cfg.patience and step < total_steps
         done = step == total_steps or state["stopped_early"]
         if step != resumed_at and step > 0 and (epoch_end or done or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
-            save(step)
+            if cfg.checkpoints:
+                save(step)
             _prune_best(best_dir, state["best_step"])  # only now: the checkpoint refers to the new best weights
         if done:
             break
@@ -206,7 +214,7 @@ def train_run(
         batch = collate([train_set[i] for i in order[within * cfg.batch_size : (within + 1) * cfg.batch_size]], pad_id, device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, L)
         loss = token_loss(logits, batch["labels"])
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
 
         # 4. clip, step, zero
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
@@ -269,9 +277,9 @@ def train_run(
     return summary
 
 
-def load_selected(spec: RunSpec, labels: Sequence[str], work_dir: Path, summary: dict[str, Any], dropout: float | None = None):
+def load_selected(spec: RunSpec, labels: Sequence[str], work_dir: Path, summary: dict[str, Any], cfg: TrainingConfig) -> Any:
     """The run's selected weights in a fresh model (CPU)."""
-    model = build_model(spec.location, labels, spec.seed, dropout)
+    model = build_model(spec.location, labels, spec.seed, cfg.dropout, cfg.head_hidden, spec.init_seed)
     model.load_state_dict(ckpt.load(Path(work_dir) / summary["weights"]))
     return model.eval()
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from nuner_core.evaluation.conll import mentions
+from nuner_core.iob2.conll import mentions
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import pytest
 from seqeval.metrics import classification_report, f1_score
 from seqeval.scheme import IOB2
 
-from nuner_core.evaluation.metrics import entity_micro_f1, token_macro_f1
 from nuner_core.evaluation.probe import fit_probe
+from nuner_core.iob2.metrics import entity_micro_f1, token_macro_f1
 
 TYPES = ["LOC", "PER"]
 

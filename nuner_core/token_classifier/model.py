@@ -1,9 +1,10 @@
 """The token classifier and its inputs: windows of words, first-sub-token labels, the loss, word-level prediction.
 
-The model is ``AutoModelForTokenClassification`` (the whole encoder + a linear head over IOB2
-labels), so the exported directory is a plain ``transformers`` model. Each word's *first*
-sub-token carries its label; its other sub-tokens, the special tokens and the words a window
-does not own (see ``nuner_core.text.windows.owners``) are labelled -100 and ignored by the loss.
+The model is the whole encoder plus a head over IOB2 labels: by default
+``AutoModelForTokenClassification`` (a linear head), so the exported directory is a plain
+``transformers`` model; or a two-layer head (``MlpHeadTagger``, the evaluation's protocol).
+Each word's *first* sub-token carries its label; its other sub-tokens, the special tokens and
+the words a window does not own (see ``nuner_core.text.windows.owners``) are labelled -100 and ignored by the loss.
 """
 
 from __future__ import annotations
@@ -27,30 +28,72 @@ def quiet_transformers() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-def build_model(location: str, labels: Sequence[str], seed: int, dropout: float | None = None):
-    """Encoder weights from ``location`` plus a fresh classifier head (initialised from ``seed``)."""
-    from transformers import AutoModelForTokenClassification
+class MlpHeadTagger(torch.nn.Module):
+    """Encoder + dropout -> Linear(D, H) -> GELU -> dropout -> Linear(H, L), called like a ``transformers`` token classifier."""
 
-    torch.manual_seed(seed)
-    extra = {} if dropout is None else {"classifier_dropout": dropout}
-    with quiet_transformers():
-        return AutoModelForTokenClassification.from_pretrained(
-            location,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            **extra,
+    def __init__(self, encoder: Any, n_labels: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.encoder = encoder
+        width = encoder.config.hidden_size
+        self.head = torch.nn.Sequential(
+            torch.nn.Dropout(dropout), torch.nn.Linear(width, hidden), torch.nn.GELU(), torch.nn.Dropout(dropout), torch.nn.Linear(hidden, n_labels)
         )
+
+    @property
+    def base_model(self) -> Any:
+        """The encoder (named as ``transformers`` models name it: what gets the encoder's learning rate)."""
+        return self.encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        from transformers.modeling_outputs import TokenClassifierOutput
+
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
+        return TokenClassifierOutput(logits=self.head(states))  # logits (B, T, L)
+
+
+def build_model(
+    location: str, labels: Sequence[str], seed: int, dropout: float | None = None, head_hidden: int | None = None,
+    init_seed: int | None = None,
+) -> Any:  # fmt: skip
+    """Encoder weights from ``location`` plus a fresh head initialised from ``seed``.
+
+    ``head_hidden``: None, ``AutoModelForTokenClassification``'s linear head (``dropout``: its
+    classifier dropout, None: the encoder config's); else a two-layer head of that width.
+    ``init_seed``: the encoder's weights freshly initialised from that seed instead (same
+    architecture and tokenizer: a sanity floor); with the linear head, the head too.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification
+
+    with quiet_transformers():
+        if head_hidden is not None:
+            if dropout is None:
+                raise ValueError("a two-layer head needs its dropout")
+            if init_seed is not None:
+                torch.manual_seed(init_seed)
+                encoder = AutoModel.from_config(AutoConfig.from_pretrained(location))  # type: ignore[no-untyped-call]
+            else:
+                encoder = AutoModel.from_pretrained(location)
+            torch.manual_seed(seed)
+            return MlpHeadTagger(encoder, len(labels), head_hidden, dropout)
+        options: dict[str, Any] = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                                   "label2id": {label: i for i, label in enumerate(labels)}}  # fmt: skip
+        if dropout is not None:
+            options["classifier_dropout"] = dropout
+        if init_seed is not None:
+            torch.manual_seed(init_seed)
+            return AutoModelForTokenClassification.from_config(AutoConfig.from_pretrained(location, **options))  # type: ignore[no-untyped-call]
+        torch.manual_seed(seed)
+        return AutoModelForTokenClassification.from_pretrained(location, **options)
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -86,7 +129,7 @@ class EncodeCounts:
 
 
 def encode_windows(
-    tokenizer, sentences: Sequence[Sequence[str]], max_length: int, stride: int,
+    tokenizer: Any, sentences: Sequence[Sequence[str]], max_length: int, stride: int,
     tag_ids: Sequence[Sequence[int]] | None = None, counts: EncodeCounts | None = None,
 ) -> list[Window]:  # fmt: skip
     """Windows of every sentence (words, already split); with ``tag_ids``, training labels too."""
@@ -151,7 +194,7 @@ class WordPredictions:
 
 
 @torch.inference_mode()
-def predict_words(model, windows: Sequence[Window], sentence_lengths: Sequence[int], pad_id: int, batch_size: int) -> WordPredictions:
+def predict_words(model: Any, windows: Sequence[Window], sentence_lengths: Sequence[int], pad_id: int, batch_size: int) -> WordPredictions:
     """Run the model over the windows (similar lengths batched together) and read each owned word's first sub-token."""
     device = next(model.parameters()).device
     was_training = model.training
