@@ -52,8 +52,8 @@ class SpanCounts:
     exact: int = 0
     whitespace_trimmed: int = 0  # leading/trailing whitespace removed, then exact or repaired
     snapped: int = 0  # cut into a word; widened to the words it touches
-    rejected: Counter = field(default_factory=Counter)  # reason -> spans
-    records_dropped: Counter = field(default_factory=Counter)  # reason -> records (a text with no word)
+    rejected: Counter[str] = field(default_factory=Counter)  # reason -> spans
+    records_dropped: Counter[str] = field(default_factory=Counter)  # reason -> records (a text with no word)
 
     def add(self, other: SpanCounts) -> None:
         for name in ("records", "spans", "exact", "whitespace_trimmed", "snapped"):
@@ -181,7 +181,7 @@ def load_files(source: FilesData, repair: Literal["snap", "reject"]) -> Finetune
     splits: dict[str, list[Sentence]] = {}
     sources: dict[str, str] = {}
     stats: dict[str, Any] = {}
-    dropped: Counter = Counter()
+    dropped: Counter[str] = Counter()
     for split in SPLITS:
         configured = getattr(source, split)
         if configured is None:
@@ -224,7 +224,7 @@ def load_benchmark_data(source: BenchmarkData) -> FinetuneData:
         "dev": f"{name}: {len(dev_ids)} other sentences of its training pool",
         "test": f"{name}: {len(bench.test.sentences)} of {bench.test_total} test sentences",
     }
-    stats = {split: _split_stats(s) for split, s in splits.items()}
+    stats: dict[str, Any] = {split: _split_stats(s) for split, s in splits.items()}
     stats["train"]["support_set"] = {"k": support.k, "sampling_seed": support.seed, "counts": support.counts, "shortfall": support.shortfall}
     # Types the support set could not reach at all are not in train: the benchmark's dev/test mentions of them would
     # fail the label check, so for a benchmark they are reported and removed from dev/test instead.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -19,12 +19,15 @@ import torch
 from nuner_core.stage_api import StageError
 from nuner_core.token_classifier.model import Window, collate
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 SETTINGS_FILE = "nuner_finetune.json"
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17
 
 
-def save_model_dir(model, tokenizer, out: Path, settings: dict[str, Any], card: str) -> Path:
+def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, settings: dict[str, Any], card: str) -> Path:
     from nuner_core.token_classifier.model import quiet_transformers
 
     out.mkdir(parents=True, exist_ok=True)
@@ -39,15 +42,16 @@ def save_model_dir(model, tokenizer, out: Path, settings: dict[str, Any], card: 
 class _Logits(torch.nn.Module):
     """``(input_ids, attention_mask) -> logits``: the graph ONNX gets (no loss, no dict output)."""
 
-    def __init__(self, model):
+    def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, L)
+        logits: torch.Tensor = self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, L)
+        return logits
 
 
-def export_onnx(model, out_dir: Path, windows: Sequence[Window], pad_id: int, tolerance: float, batch_size: int = 16) -> dict[str, Any]:
+def export_onnx(model: torch.nn.Module, out_dir: Path, windows: Sequence[Window], pad_id: int, tolerance: float, batch_size: int = 16) -> dict[str, Any]:
     """Write ``out_dir/model.onnx`` and check it against PyTorch on ``windows`` (real sentences).
 
     The parity figure is the largest absolute logit difference over every non-padding

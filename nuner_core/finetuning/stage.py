@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nuner_core.finetuning.config import BenchmarkData, FilesData, FinetuneConfig
 from nuner_core.hashing import file_sha256
@@ -28,6 +28,10 @@ from nuner_core.jsonl import read_json_objects
 from nuner_core.models import resolve_model
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Inputs, Progress, Report, StageContext, StageError, StageResult
+
+if TYPE_CHECKING:  # torch-heavy modules, imported inside run()
+    from nuner_core.finetuning.data import FinetuneData
+    from nuner_core.token_classifier.train import RunSpec
 
 CODE_VERSION = "1"
 NUNER, BASE = "nuner", "base"
@@ -201,7 +205,7 @@ def run(ctx: StageContext[FinetuneConfig]) -> StageResult:
     )
 
 
-def _run_dir(work_dir: Path, spec: Any) -> Path:
+def _run_dir(work_dir: Path, spec: RunSpec) -> Path:
     return work_dir / spec.name / f"seed_{spec.seed}"
 
 
@@ -254,7 +258,7 @@ def _per_type_table(aggregate: dict[str, dict[str, Any]], types: list[str]) -> l
     return rows
 
 
-def _headline(aggregate: dict[str, dict[str, Any]], selected: dict[str, dict[str, Any]], split: str | None, onnx: dict | None) -> dict[str, Any]:
+def _headline(aggregate: dict[str, dict[str, Any]], selected: dict[str, dict[str, Any]], split: str | None, onnx: dict[str, Any] | None) -> dict[str, Any]:
     head: dict[str, Any] = {"scored_on": split, "selected_seed": selected[NUNER]["seed"], "selected_dev_f1": selected[NUNER]["dev_f1"]}
     if split is not None:
         head[f"{split}_f1"] = aggregate[NUNER]["f1_mean"]
@@ -268,7 +272,8 @@ def _headline(aggregate: dict[str, dict[str, Any]], selected: dict[str, dict[str
     return head
 
 
-def _export(ctx, cfg, data, references, locations, selected, aggregate, split) -> dict[str, Any] | None:
+def _export(ctx: StageContext[FinetuneConfig], cfg: FinetuneConfig, data: FinetuneData, references: dict[str, str], locations: dict[str, str],
+            selected: dict[str, dict[str, Any]], aggregate: dict[str, dict[str, Any]], split: str | None) -> dict[str, Any] | None:
     """model/ (and base_model/) from each encoder's selected run, with model cards; model.onnx when asked."""
     from nuner_core.devices import pad_id
     from nuner_core.finetuning.export import export_onnx, model_card, save_model_dir
@@ -327,7 +332,9 @@ def _card_scores(name: str, references: dict[str, str], aggregate: dict[str, Any
     return {"lines": lines, "per_type": run["test"]["per_type"] if split == "test" else []}
 
 
-def _summary_markdown(cfg, data, references, summaries, selected, aggregate, split, onnx) -> str:
+def _summary_markdown(cfg: FinetuneConfig, data: FinetuneData, references: dict[str, str], summaries: dict[tuple[str, int], dict[str, Any]],
+                      selected: dict[str, dict[str, Any]], aggregate: dict[str, dict[str, Any]], split: str | None,
+                      onnx: dict[str, Any] | None) -> str:
     lines = ["| encoder | reference | seed | steps | stopped early | dev F1 | " + (f"{split} F1 |" if split == "test" else ""),
              "| --- | --- | ---: | ---: | --- | ---: |" + (" ---: |" if split == "test" else "")]  # fmt: skip
     for (name, seed), s in summaries.items():
