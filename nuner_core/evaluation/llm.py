@@ -19,7 +19,6 @@ response cache).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -39,6 +38,7 @@ from nuner_core.evaluation.llm_parse import ParseStats, parse_answer
 from nuner_core.evaluation.llm_prompt import INPUT, PROMPT_VERSION, example_messages, sentence_text
 from nuner_core.evaluation.sampling import SupportSet
 from nuner_core.evaluation.timing import TimingStore
+from nuner_core.hashing import short_hash
 from nuner_core.iob2.conll import Sentence, mentions
 from nuner_core.iob2.metrics import entity_micro_f1, token_macro_f1
 from nuner_core.stage_api import Progress
@@ -72,7 +72,7 @@ class LLMScores:
 def llm_identity(spec: LLMSpec) -> str:
     """What the LLM's answers depend on: model, sampling and the prompt's version (not the endpoint)."""
     payload = [spec.model, spec.sampling(), PROMPT_VERSION]
-    return "llm-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return "llm-" + short_hash(json.dumps(payload, sort_keys=True))
 
 
 def llm_test_indices(bench: Benchmark, config: EvaluateConfig) -> list[int]:

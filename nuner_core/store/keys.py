@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nuner_core.hashing import short_hash
 from nuner_core.store.manifest import INCOMPLETE, MANIFEST, remote_manifest
 
 
@@ -19,7 +19,7 @@ def artifact_key(stage: str, code_version: str, config: Any, upstream: dict[str,
         separators=(",", ":"),
         default=str,
     )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return short_hash(payload)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ object storage keeps what this machine fetched, its caches and its local Prefect
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
+from nuner_core.hashing import short_hash
 from nuner_core.store.objects import is_url, local_path_of, redact
 
 
@@ -61,4 +61,4 @@ def local_directory(root: Path | str | None) -> Path:
 def mirror_name(url: str) -> str:
     """A directory name for a store URL: readable, and unique by a hash (``s3_bucket_prefix-1a2b3c4d``)."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", redact(url).replace("://", "_")).strip("_")
-    return f"{readable[:80]}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+    return f"{readable[:80]}-{short_hash(url, 8)}"

@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from nuner_core.hashing import short_hash
 from nuner_core.store.errors import CorruptArtifact
 from nuner_core.store.objects import ObjectStore
 
@@ -73,7 +74,7 @@ def content_id(manifest: Mapping[str, Any]) -> str:
     payload = json.dumps(
         {"files": manifest.get("files", {}), "checksums": manifest.get("checksums", {})}, sort_keys=True, separators=(",", ":")
     )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return short_hash(payload)
 
 
 def validate(path: Path) -> dict[str, Any]:
