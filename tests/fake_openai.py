@@ -10,6 +10,8 @@ through the real ``openai`` client. It can inject, per request:
 - ``Fault.malformed()`` (HTTP 200 with a body that is not JSON)
 - ``Fault.empty()`` / ``Fault.truncated()`` (content ``""`` / ``finish_reason="length"``)
 - ``Fault.hold()`` (never answers until :meth:`FakeOpenAIServer.release` or stop)
+- ``Fault.lone_surrogate()`` (valid JSON whose content holds the escape ``\\ud800``: a lone
+  surrogate, which no UTF-8 text can hold)
 
 Faults come from a per-sentence script (the n-th request for a sentence gets the n-th
 fault of its list), from ``fault_for(index, sentence)``, or at random with fixed
@@ -34,7 +36,7 @@ INPUT_MARKER = "Input: "
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # ok | status | slow | drop | malformed | empty | truncated | hold
+    kind: str  # ok | status | slow | drop | malformed | empty | truncated | hold | lone_surrogate
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
     delay_s: float = 0.0
@@ -76,6 +78,10 @@ class Fault:
     @staticmethod
     def hold() -> "Fault":
         return Fault("hold")
+
+    @staticmethod
+    def lone_surrogate() -> "Fault":
+        return Fault("lone_surrogate")
 
 
 @dataclass
@@ -320,6 +326,8 @@ class FakeOpenAIServer:
             finish = "length" if fault.kind == "truncated" else "stop"
             if fault.kind == "truncated":
                 content = content[: max(1, len(content) // 2)]
+            if fault.kind == "lone_surrogate":
+                content = "\ud800" + content  # json.dumps writes it as the six bytes \ud800, as a broken server would
             result = {
                 "id": f"chatcmpl-{index}",
                 "object": "chat.completion",

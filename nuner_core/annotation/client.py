@@ -5,8 +5,10 @@
 openai-python's ``_base_client.py`` does: send, classify the outcome by type, compute the
 wait, go again. The rules:
 
-- retried: 429, 408, 409, 5xx, timeouts, dropped connections, malformed JSON; and empty or
-  truncated answers when ``on_empty`` / ``on_truncated`` say ``retry``;
+- retried: 429, 408, 409, 5xx, timeouts, dropped connections, malformed JSON; empty or
+  truncated answers when ``on_empty`` / ``on_truncated`` say ``retry``; and *undecodable*
+  answers (text no UTF-8 can hold: a lone surrogate, ``"\\ud800"`` in the JSON), which can
+  be neither cached nor written, always, counted against ``invalid_retries`` like the others;
 - waiting: the server's ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date) when
   given, capped at ``retry_after_cap_s``; otherwise exponential backoff
   ``min(initial * 2^(n-1), max)`` times a random factor in [0.5, 1) (jitter);
@@ -81,7 +83,7 @@ class Answer:
 class Failure:
     """One attempt that gave no usable answer, classified."""
 
-    reason: str  # transport: rate_limited | server_error | timeout | connection | malformed; answer: empty | truncated | content_filter
+    reason: str  # transport: rate_limited | server_error | timeout | connection | malformed; answer: empty | truncated | content_filter | undecodable
     detail: str
     retry: bool  # another attempt may fix it
     transport: bool  # counts against max_attempts; an unusable answer counts against invalid_retries
@@ -311,6 +313,9 @@ class LLMClient:
         """The answer, or why it is unusable (an answer the config accepts as it is counts as usable)."""
         if answer.finish_reason == "content_filter":
             return Failure("content_filter", "the endpoint's content filter withheld the answer", retry=False, transport=False)
+        undecodable = _undecodable(answer)
+        if undecodable is not None:
+            return Failure("undecodable", undecodable, retry=True, transport=False)
         problem, policy = None, "accept"
         if answer.finish_reason == "length":
             problem, policy = "truncated", self.config.on_truncated
@@ -346,3 +351,14 @@ class LLMClient:
 
 class _Malformed(Exception):
     pass
+
+
+def _undecodable(answer: Answer) -> str | None:
+    """Why the answer's text cannot be stored (the cache, responses.parquet: UTF-8 only), or None when it can."""
+    for name in ("content", "finish_reason", "served_model"):
+        text = getattr(answer, name)
+        try:
+            (text or "").encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"the answer's {name} holds {text[exc.start]!r} at character {exc.start}, which no UTF-8 text can hold"
+    return None
