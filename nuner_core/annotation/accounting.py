@@ -29,6 +29,9 @@ class RunStats:
     prompt_tokens: int = 0  # this run's requests
     completion_tokens: int = 0
     cost_usd: float = 0.0  # this run's requests, from the price table
+    # What the answers read from the cache cost when they were asked (by earlier or other runs):
+    # their cached token counts at this run's prices; imported answers count nothing.
+    cached_cost_usd: float = 0.0
     not_requested: int = 0  # sentences left when the budget stopped the run
     from_other_run: int = 0  # answered by another run that held the sentence's lease while this one waited
     taken_over: int = 0  # leases of a dead or silent run taken over (the sentence was then asked here)
@@ -51,6 +54,7 @@ class RunStats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost_usd": round(self.cost_usd, 6),
+            "cached_cost_usd": round(self.cached_cost_usd, 6),
             "not_requested": self.not_requested,
             "from_other_run": self.from_other_run,
             "leases_taken_over": self.taken_over,
@@ -59,7 +63,7 @@ class RunStats:
 
 
 class Budget:
-    """``max_requests`` and ``max_cost`` for one run.
+    """``max_requests`` and ``max_cost`` for one run: caps per run, not running totals (:meth:`per_run`).
 
     Before each request the worst case is reserved (estimated prompt tokens plus
     ``max_tokens`` of completion); once the answer's usage is known it is charged and the
@@ -100,7 +104,7 @@ class Budget:
             if self.in_flight == 0:
                 self.stopped = (
                     f"max_cost={usd(self.max_cost)} reached: one more request could cost up to {usd(worst)} "
-                    f"and {usd(self.stats.cost_usd)} is spent"
+                    f"and this run has spent {usd(self.stats.cost_usd)}"
                 )
                 self._notify()  # the others waiting stop too
                 raise BudgetExhausted(self.stopped)
@@ -114,6 +118,22 @@ class Budget:
         self.in_flight += 1
         self.granted += 1
         return worst
+
+    def per_run(self, field: str) -> str:
+        """A sentence for a budget stop: the cap that stopped the run is per run (a rerun pays up to it again)."""
+        if self.max_requests is not None and self.granted >= self.max_requests:
+            cap, again = "max_requests", f"sends up to {self.max_requests:,} requests more"
+        else:
+            cap, again = "max_cost", f"spends up to {usd(self.max_cost or 0.0)} more"
+        return (f"{field}.{cap} is a cap per run, not a running total: running the same command again continues "
+                f"from the cache and {again}")
+
+    def spent_so_far(self) -> str:
+        """The total spent on the prompts this run met: its own spend and what its cached answers cost when asked."""
+        s = self.stats
+        return (f"about {usd(s.cost_usd + s.cached_cost_usd)} spent on these sentences so far ({usd(s.cost_usd)} by "
+                f"this run, {usd(s.cached_cost_usd)} by the runs that asked for the {s.cache_hits:,} answers this run "
+                f"found in the cache, from the token counts cached with them)")
 
     def release(self, reserved: float) -> None:
         """End one reservation (after its answer was charged, or its attempt failed)."""

@@ -213,8 +213,8 @@ class _Annotation:
             raise StageError(
                 f"annotation stopped by the budget: {self.asker.budget.stopped}. {answered:,} of {self.total:,} sentences "
                 f"have an answer in the cache ({s.cache_hits:,} were cached before this run or answered by another run, "
-                f"{s.answered:,} answered now); this run spent {usd(s.cost_usd)} in {s.requests:,} requests. Nothing "
-                f"was published; rerun with a higher annotate.max_cost / annotate.max_requests to continue from the cache."
+                f"{s.answered:,} answered now); this run spent {usd(s.cost_usd)} in {s.requests:,} requests. "
+                f"{self.asker.budget.per_run('annotate')}; {self.asker.budget.spent_so_far()}. Nothing was published."
             )
         if self.missing:
             self._missing_answers()

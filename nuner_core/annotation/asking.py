@@ -264,11 +264,16 @@ class Asker:
                 self.cache.release(key, self.holder)  # failed, stopped, or found cached: another run may try
             self._held.discard(key)
 
-    def _hit(self, cached: CachedAnswer, source: Source) -> _Settled:
-        """An answer read from the cache: written before this run, or by another run while this one waited."""
+    def _hit(self, cached: CachedAnswer, source: Source, *, paid: bool = True) -> _Settled:
+        """An answer read from the cache: written before this run, or by another run while this one waited.
+
+        ``paid``: its cost counts in ``cached_cost_usd`` (not for an identical prompt's second use of it).
+        """
         self.stats.cache_hits += 1
         self.stats.accepted_empty += not cached.response.strip()
         self.stats.from_other_run += source == "other_run"
+        if paid and cached.prompt_tokens is not None and cached.completion_tokens is not None:
+            self.stats.cached_cost_usd += self.budget.cost(cached.prompt_tokens, cached.completion_tokens)
         outcome = Outcome(cached.response, True, cached.prompt_tokens, cached.completion_tokens, cached.finish_reason)
         return _Settled(outcome, source)
 
@@ -285,7 +290,7 @@ class Asker:
             self.stats.shared += 1
             return dataclasses.replace(outcome, from_cache=True)
         return self._hit(CachedAnswer(outcome.content, outcome.prompt_tokens, outcome.completion_tokens,
-                                      outcome.finish_reason), settled.source).outcome
+                                      outcome.finish_reason), settled.source, paid=False).outcome
 
     # -- leases and other runs ---------------------------------------------------------------
     def _take(self, key: str) -> Holder | None:

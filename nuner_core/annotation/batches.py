@@ -43,6 +43,7 @@ class BatchResult:
     batch_s: list[float]  # wall seconds per batch (the client's one-off creation left out)
     requested: list[int]  # per batch: distinct prompts that were to be asked for (not cached, not offline, budget left)
     stopped: str | None = None  # the budget's reason, when it stopped the run
+    budget_note: str | None = None  # then: the cap is per run, and what was spent on these prompts so far
     joined: str | None = None  # another run met on the same prompts (and joined), if any
     wall_s: float = 0.0
     limiter_wait_s: float = 0.0  # time spent waiting for the rate limiter
@@ -96,8 +97,10 @@ class _Batches:
         except* FatalAPIError as group_error:
             raise StageError(str(group_error.exceptions[0])) from None
         asker.stats.sentences = self.total
+        budget = asker.budget
         return BatchResult(
-            outcomes=outcomes, stats=asker.stats, batch_s=batch_s, requested=requested, stopped=asker.budget.stopped,
+            outcomes=outcomes, stats=asker.stats, batch_s=batch_s, requested=requested, stopped=budget.stopped,
+            budget_note=f"{budget.per_run(asker.field)}; {budget.spent_so_far()}" if budget.stopped else None,
             joined=asker.joined.describe() if asker.joined else None, wall_s=time.monotonic() - started,
             limiter_wait_s=asker.limiter_wait_s,
         )

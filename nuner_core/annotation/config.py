@@ -77,8 +77,8 @@ class AnnotateConfig(StrictModel):
     backoff_max_s: float = run_only(60.0, gt=0)  # longest backoff without a Retry-After
     retry_after_cap_s: float = run_only(120.0, gt=0)  # a server's Retry-After is honoured up to this
     max_failed_share: float = run_only(0.01, ge=0, le=1)  # more failed sentences than this share fails the stage
-    max_cost: float | None = run_only(None, ge=0)  # USD for this run; stop cleanly when reached
-    max_requests: int | None = run_only(None, ge=0)  # HTTP requests (retries included) for this run
+    max_cost: float | None = run_only(None, ge=0)  # USD per run (not a running total); stop cleanly when reached
+    max_requests: int | None = run_only(None, ge=0)  # HTTP requests (retries included) per run
     offline: bool = run_only(False)  # no network: every answer must come from the cache
     cache_dir: str | None = run_only(None)  # response cache; None: <artifact root>/cache/llm-responses
     # A sentence in flight is leased in the shared cache this long, renewed while its run lives;

@@ -138,8 +138,7 @@ def score_llms(
         })
         if result.stopped:
             log.warning("evaluate.llms[%s]: stopped by the budget (%s); the sentences answered so far are scored, the "
-                        "rest are not: rerun with a higher max_cost / max_requests to continue from the cache",
-                        spec.name, result.stopped)
+                        "rest are not. %s.", spec.name, result.stopped, result.budget_note)
     out.seconds = time.perf_counter() - started
     return out
 

@@ -119,7 +119,7 @@ def test_import_names_the_bad_line(tmp_path, line, problem):
 
 def test_max_requests_stops_cleanly_and_a_bigger_budget_continues(server, sentences, annotate):
     srv = server(latency_s=0.01)
-    with pytest.raises(StageError, match=r"budget: max_requests=10 reached.*rerun with a higher"):
+    with pytest.raises(StageError, match=r"budget: max_requests=10 reached.*a cap per run"):
         annotate(make_config(srv.base_url, max_requests=10), sentences(30))
     assert srv.request_count == 10
     result, table = annotate(make_config(srv.base_url, max_requests=100), sentences(30), out="more")
