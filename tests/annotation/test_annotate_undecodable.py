@@ -9,7 +9,7 @@ evaluation's LLM path (the same request path).
 from __future__ import annotations
 
 from annotate_helpers import make_config, sentence
-from fake_openai import Fault, FakeOpenAIServer, default_answer
+from fake_openai import FakeOpenAIServer, Fault, default_answer
 
 from nuner_core.annotation.batches import complete_batches
 from nuner_core.annotation.cache import ResponseCache
