@@ -47,6 +47,12 @@ def test_a_budget_stop_says_the_cap_is_per_run_and_how_much_was_spent_so_far(ser
     assert float(TOTAL.search(second).group(1)) == pytest.approx(spent_first + spent_second, abs=2e-4)
     assert "answers this run found in the cache" in second
 
+    # A finished run's accounting (the manifest's annotation section) holds the same two parts.
+    result, _ = annotate(make_config(srv.base_url, max_cost=50.0, prices=PRICES), path, out="done")
+    summary = result.summary()
+    assert summary["cached_cost_usd"] == pytest.approx(spent_first + spent_second, abs=2e-4)
+    assert 0 < summary["cost_usd"] <= 50.0
+
 
 def test_a_max_requests_stop_says_it_is_per_run_too(server, sentences, annotate):
     srv = server()
