@@ -133,12 +133,14 @@ def _half_publish(root: Path, key: str, host: str | None) -> Path:
         if {host!r} is not None:
             socket.gethostname = lambda: {host!r}
         from nuner_core.store import open_store
-        out = open_store({str(root)!r}).publish("corpus", {key!r}, {{}}).__enter__()
+        publishing = open_store({str(root)!r}).publish("corpus", {key!r}, {{}})  # kept: its exit would remove the directory
+        out = publishing.__enter__()
         (out / "half.bin").write_bytes(b"h")
         print(out.name, flush=True)
         os._exit(0)
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     return root / "corpus" / done.stdout.strip()
 
 
