@@ -364,7 +364,9 @@ def remove(store: ArtifactStore, items: Iterable[Item]) -> list[Item]:
 
 def _remove_objects(store: RemoteStore, item: Item) -> None:
     """Delete the objects the scan found for ``item`` (a manifest first), never a whole prefix: another
-    worker may be uploading a new content id beside them."""
+    worker may be uploading a new content id beside them. An object store has no conditional delete:
+    a manifest written between ``remove``'s read and this delete is lost (its files stay, uncommitted,
+    and the next run rebuilds the artifact); the window is one request."""
     marker = f"{item.stage}/{item.key}/{MANIFEST}"
     if marker in item.paths:
         store.objects.delete([marker])  # uncommitted from here on
