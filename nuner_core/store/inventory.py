@@ -96,21 +96,22 @@ def _marker(store: ArtifactStore, stage: str, key: str) -> str:
         return ""
 
 
-def _files(store: ArtifactStore, stages: Collection[str]) -> tuple[dict[str, tuple[int, float]], list[str]]:
+def _files(store: ArtifactStore, stages: Collection[str]) -> tuple[dict[str, tuple[int, float]], dict[str, tuple[int, float]]]:
     """Every file under the store's root: relative name -> (size, modification time); and, on a local
-    root, the names at its top that are neither a stage nor the store's own (not walked)."""
+    root, the names at its top that are neither a stage nor the store's own (a directory: not walked, size 0)."""
     if isinstance(store, RemoteStore):
         store.ready()
-        return {rel: (info["size"], info["mtime"]) for rel, info in store.objects.list_files("").items()}, []
+        return {rel: (info["size"], info["mtime"]) for rel, info in store.objects.list_files("").items()}, {}
     found: dict[str, tuple[int, float]] = {}
-    foreign: list[str] = []
+    foreign: dict[str, tuple[int, float]] = {}
     if not store.root.is_dir():
         return found, foreign
     for top in store.root.iterdir():
         if top.name in NOT_STAGES:
             continue
         if top.name not in stages and top.name != RESULTS or not top.is_dir():
-            foreign.append(top.name)
+            stat = top.lstat()
+            foreign[top.name] = (0 if top.is_dir() else stat.st_size, stat.st_mtime)
             continue
         for path in top.rglob("*"):
             try:
@@ -205,8 +206,8 @@ def scan(store: ArtifactStore, stages: Collection[str]) -> list[Item]:
         kind, stage, key, where = _place(rel.split("/"), stages, remote, committed)
         if kind:
             add(kind, stage, key, where, size, mtime)
-    for name in foreign:
-        add("unknown", name, "", name, 0, 0.0)
+    for name, (size, mtime) in foreign.items():
+        add("unknown", name, "", name, size, mtime)
     for (stage, key), manifest in committed.items():
         item = items.setdefault(("artifact", stage, key), Item("artifact", stage, key, paths={f"{stage}/{key}"}, seen=seen[(stage, key)]))
         item.created = float(manifest.get("created_at") or item.created)

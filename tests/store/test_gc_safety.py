@@ -165,3 +165,16 @@ def test_gc_on_a_shared_file_system_leaves_another_hosts_temporary_directory_alo
     assert "gpu-7.cluster" in plan.keep[f"uncommitted corpus/{'a' * 16}"]
     inventory.remove(store, plan.remove)
     assert (theirs / "half.bin").exists()
+
+
+def test_gc_puts_back_a_local_artifact_rebuilt_between_its_last_check_and_the_rename(tmp_path, clock, monkeypatch):
+    store = open_store(tmp_path / "data", clock=clock)
+    _publish(store, K, b"old", incomplete=True)
+    plan = _plan(store, store.clock() + LATER)
+    _publish(store, K, b"complete now")
+    seen = {f"{i.stage}/{i.key}": i.seen for i in plan.remove}
+    monkeypatch.setattr(inventory, "_marker", lambda store, stage, key: seen.get(f"{stage}/{key}", ""))  # the run lands after the check
+    assert inventory.remove(store, plan.remove) == []
+    ref = store.lookup("corpus", K)
+    assert ref is not None and (ref.dir / "data.bin").read_bytes() == b"complete now"
+    assert [p.name for p in (store.root / "corpus").iterdir()] == [K]  # put back, nothing left aside
