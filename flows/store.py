@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
     actions = store.add_subparsers(dest="store_command", required=True)
     ls = actions.add_parser("ls", help="every artifact: stage, key, size, created, state, how many artifacts use it")
     ls.add_argument("--stage", help="only this stage")
-    ls.add_argument("--all", action="store_true", help="also resumable work, unfinished publications, Prefect records")
+    ls.add_argument("--all", action="store_true", help="also resumable work, unfinished publications, Prefect records, unknown files")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     du = actions.add_parser("du", help="sizes per stage and kind")
     du.add_argument("--json", action="store_true")
@@ -39,6 +39,7 @@ def add_parser(sub: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     from nuner_core.config import ConfigError
     from nuner_core.experiment.spec import ExperimentError
+    from nuner_core.registry import STAGE_NAMES
     from nuner_core.stage_api import StageError
     from nuner_core.store import ArtifactError, inventory, open_store
 
@@ -46,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         store = open_store(args.store or None)
         if args.store_command == "gc":
             wanted = _wanted_keys(args, store)  # first: a bad profile fails before anything is listed
-        items = inventory.scan(store)
+        items = inventory.scan(store, STAGE_NAMES)
     except (ArtifactError, ConfigError, StageError, ExperimentError) as exc:
         print(f"nuner store: {exc}", file=sys.stderr)
         return 1
@@ -67,11 +68,15 @@ def main(args: argparse.Namespace) -> int:
         print(f"{len(plan.remove)} item(s), {_size(plan.size)}: a dry run; `nuner store gc --delete` (same options) removes them")
         return 0
     try:
-        freed = inventory.remove(store, plan.remove)
+        removed = inventory.remove(store, plan.remove)
     except ArtifactError as exc:
         print(f"nuner store: {exc}", file=sys.stderr)
         return 1
-    print(f"removed {len(plan.remove)} item(s), {_size(freed)}")
+    gone = {id(item) for item in removed}
+    for item in plan.remove:
+        if id(item) not in gone:
+            print(f"  kept    {item.kind} {item.name}: changed since the scan, or its process now runs")
+    print(f"removed {len(removed)} item(s), {_size(sum(item.size for item in removed))}")
     return 0
 
 
@@ -125,7 +130,7 @@ def _du(store: Any, items: list[Any], args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({stage: {kind: {"count": c, "bytes": b} for kind, (c, b) in kinds.items()} for stage, kinds in totals.items()}))
         return 0
-    kinds = ["artifact", "work", "uncommitted", "aside", "records", "local copy"]
+    kinds = ["artifact", "work", "uncommitted", "aside", "records", "local copy", "unknown"]
     present = [k for k in kinds if any(k in v for v in totals.values())]
     print(f"store {store.location}")
     header = ["stage", *present, "total"]

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from flows.cli import main
+from nuner_core.registry import STAGE_NAMES
 from nuner_core.store import MANIFEST, ArtifactStore, RemoteStore, inventory, open_store
 
 K0, K1, A0, A1, D1 = ("c0" * 8, "c1" * 8, "a0" * 8, "a1" * 8, "d1" * 8)
@@ -33,8 +34,8 @@ def _leftovers(store: ArtifactStore) -> None:
         store.objects.write_bytes(f".prefect-results/nuner-corpus-{K0}-0123abcd", b"record")
         store.objects.write_bytes(f"dataset/.work/{'b' * 16}/step.pt", b"w" * 300)
     else:
-        (store.root / "corpus" / ".tmp-eeee-999999999").mkdir(parents=True)
-        (store.root / "corpus" / ".tmp-eeee-999999999" / "part.bin").write_bytes(b"p" * 500)
+        (store.root / "corpus" / f".tmp-{'e' * 16}-999999999").mkdir(parents=True)
+        (store.root / "corpus" / f".tmp-{'e' * 16}-999999999" / "part.bin").write_bytes(b"p" * 500)
         (store.root / ".prefect-results").mkdir()
         (store.root / ".prefect-results" / f"nuner-corpus-{K0}-0123abcd").write_bytes(b"record")
         (store.root / "dataset" / ".work" / ("b" * 16)).mkdir(parents=True)
@@ -53,7 +54,7 @@ def filled(store):
 
 
 def test_scan_lists_artifacts_with_sizes_and_users_and_the_leftovers(filled):
-    items = inventory.scan(filled)
+    items = inventory.scan(filled, STAGE_NAMES)
     artifacts = {i.name: i for i in items if i.kind == "artifact"}
     assert set(artifacts) == {f"corpus/{K0}", f"annotate/{A0}", f"corpus/{K1}", f"annotate/{A1}", f"dataset/{D1}"}
     assert artifacts[f"corpus/{K1}"].used_by == [f"annotate/{A1}"] and artifacts[f"dataset/{D1}"].used_by == []
@@ -65,11 +66,11 @@ def test_scan_lists_artifacts_with_sizes_and_users_and_the_leftovers(filled):
 
 
 def test_gc_keeps_the_latest_the_named_and_their_inputs(filled):
-    items = inventory.scan(filled)
+    items = inventory.scan(filled, STAGE_NAMES)
     plan = inventory.plan_gc(items, keep_days=14, now=filled.clock() + LATER)
     assert sorted(f"{i.kind} {i.name}" for i in plan.remove) == sorted([
         f"artifact corpus/{K0}", f"artifact annotate/{A0}", f"records corpus/{K0}",
-        f"uncommitted corpus/{'e' * 16}" if filled.remote else "uncommitted corpus/eeee", f"work dataset/{'b' * 16}",
+        f"uncommitted corpus/{'e' * 16}", f"work dataset/{'b' * 16}",
     ])  # fmt: skip
     assert plan.keep[f"artifact corpus/{K1}"] == "the latest final artifact of its stage"
     named = inventory.plan_gc(items, wanted={("annotate", A0)}, keep_days=14, now=filled.clock() + LATER)
@@ -77,9 +78,9 @@ def test_gc_keeps_the_latest_the_named_and_their_inputs(filled):
     recent = inventory.plan_gc(items, keep_days=14, now=filled.clock())
     assert [i.kind for i in recent.remove] == []  # everything is recent, the leftovers within their grace time
 
-    freed = inventory.remove(filled, plan.remove)
-    assert freed == plan.size
-    after = inventory.scan(filled)
+    removed = inventory.remove(filled, plan.remove)
+    assert sum(i.size for i in removed) == plan.size
+    after = inventory.scan(filled, STAGE_NAMES)
     assert {i.name for i in after} == {f"corpus/{K1}", f"annotate/{A1}", f"dataset/{D1}"}
     assert filled.lookup("corpus", K0) is None and filled.lookup("annotate", A1) is not None
 
