@@ -21,7 +21,6 @@ removal. Nothing is removed until ``remove`` is called (``nuner store gc --delet
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -29,7 +28,8 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from nuner_core.store.manifest import INCOMPLETE, MANIFEST, content_id
+from nuner_core.store.errors import CorruptArtifact
+from nuner_core.store.manifest import INCOMPLETE, MANIFEST, content_id, parse_manifest
 from nuner_core.store.protocol import ArtifactStore
 from nuner_core.store.remote import RemoteStore
 from nuner_core.store.staging import alive
@@ -100,9 +100,9 @@ def _manifests(store: ArtifactStore, names: list[str]) -> dict[str, dict[str, An
     out: dict[str, dict[str, Any] | None] = {}
     for name, raw in raws.items():
         try:
-            out[name] = json.loads(raw) if raw is not None else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            log.warning("%s/%s: unreadable manifest (listed as uncommitted)", store.location, name)
+            out[name] = parse_manifest(raw, f"{store.location}/{name}") if raw is not None else None
+        except CorruptArtifact as exc:
+            log.warning("%s (listed as uncommitted)", exc)
             out[name] = None
     return out
 
