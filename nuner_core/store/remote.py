@@ -40,9 +40,7 @@ from nuner_core.store.errors import CorruptArtifact, StoreError
 from nuner_core.store.keys import ArtifactRef
 from nuner_core.store.local import LocalStore
 from nuner_core.store.location import default_local_dir, mirror_name
-from nuner_core.store.manifest import (
-    INCOMPLETE, MANIFEST, check_content, content_id, parse_manifest, remember, validate, write_json_atomic,
-)
+from nuner_core.store.manifest import INCOMPLETE, MANIFEST, check_content, content_id, parse_manifest, remember, validate, write_json_atomic
 from nuner_core.store.names import local_path
 from nuner_core.store.objects import ObjectStore
 from nuner_core.store.protocol import Clock
