@@ -28,7 +28,8 @@ Last line: ``lost=N duplicate_paid=N concurrent_duplicate_paid=N budget_used_rat
 - corrupt_detected: damaged files found, of those damaged in (e);
 - outside_writes: (f) files that one object planted in a bucket made a worker write outside the
   store's directories: manifest names with ``../`` or absolute, a resumable-work object with
-  ``../``, a pickled checkpoint resumed (``outside_writes.py``, against moto's S3 API).
+  ``../``, a pickled checkpoint resumed, a pickled Prefect cache record read (``outside_writes.py``,
+  against moto's S3 API).
 Goal: 0, 0, 0, >= 0.9, M/M, 0. About a minute on 2 cores.
 
 Two ways an answer is paid twice that no client can prevent (the API has no idempotency):

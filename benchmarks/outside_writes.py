@@ -10,7 +10,10 @@ probe's directory but outside both machines' own directories (goal 0):
 - a manifest whose ``files`` names an absolute path;
 - a resumable-work object ``<stage>/.work/<key>/../../…/outside.txt``, pulled by a resume;
 - a pickle: a ``step_*.pt`` planted under a pretrain ``.work/`` prefix whose unpickling writes a
-  marker file, read by the training's resume path (``nuner_core.checkpoint``).
+  marker file, read by the training's resume path (``nuner_core.checkpoint``);
+- a Prefect cache record planted under ``.prefect-results/`` (where ``tasks.common.result_storage``
+  keeps them) naming the pickle serializer, read the way a stage task's cache lookup reads it
+  (``prefect.results.ResultStore.read``): Prefect unpickles with the serializer the record names.
 """
 
 from __future__ import annotations
@@ -120,7 +123,23 @@ def _probes(root: Path, a: RemoteStore, b: RemoteStore) -> dict[str, Callable[[]
             latest = ckpt.latest_checkpoint(work / "main" / "checkpoints")  # nuner_core.pretraining.train's resume
             return ckpt.load(latest) if latest is not None else None
 
-    return {"manifest ../": fetch_dotdot, "manifest absolute": fetch_absolute, ".work ../": work_dotdot, "pickle": pickle_resume}
+    def prefect_record() -> object:
+        import base64
+        import pickle
+
+        from prefect.filesystems import RemoteFileSystem
+        from prefect.results import ResultStore
+
+        name = f"nuner-pretrain-{PRETRAIN_KEY}-0123abcd"  # tasks.common.ArtifactCache's key: stage, key, hash of the store
+        serializer = {"type": "pickle", "picklelib": "pickle"}
+        record = {"metadata": {"storage_key": name, "serializer": serializer, "prefect_version": "3"},
+                  "result": base64.b64encode(pickle.dumps(_Pickle(root / "prefect-marker.txt"))).decode()}
+        a.objects.write_bytes(f".prefect-results/{name}", json.dumps(record).encode())
+        storage = RemoteFileSystem(basepath=f"{a.url}/.prefect-results", settings={"use_listings_cache": False})
+        return ResultStore(result_storage=storage).read(name)
+
+    return {"manifest ../": fetch_dotdot, "manifest absolute": fetch_absolute, ".work ../": work_dotdot, "pickle": pickle_resume,
+            "prefect record": prefect_record}
 
 
 def outside_writes() -> tuple[int, dict[str, int]]:
