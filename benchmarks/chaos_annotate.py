@@ -25,8 +25,12 @@ Last line: ``lost=N duplicate_paid=N concurrent_duplicate_paid=N budget_used_rat
   to a process already killed);
 - concurrent_duplicate_paid: the same in (c);
 - budget_used_ratio: (d)'s spend (from the server's usage reports and the price) / the cap;
-- corrupt_detected: damaged files found, of those damaged in (e).
-Goal: 0, 0, 0, >= 0.9, M/M. About a minute on 2 cores.
+- corrupt_detected: damaged files found, of those damaged in (e);
+- outside_writes: (f) files that one object planted in a bucket made a worker write outside the
+  store's directories: manifest names with ``../`` or absolute, a resumable-work object with
+  ``../``, a pickled checkpoint resumed, a pickled Prefect cache record read (``outside_writes.py``,
+  against moto's S3 API).
+Goal: 0, 0, 0, >= 0.9, M/M, 0. About a minute on 2 cores.
 
 Two ways an answer is paid twice that no client can prevent (the API has no idempotency):
 SIGKILL lands in the millisecond between the client's receiving an answer and writing it to
@@ -65,6 +69,7 @@ from nuner_core.store import ArtifactRef, ArtifactStore, CorruptArtifact, open_s
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake server is test support
 from fake_openai import FakeOpenAIServer, Fault  # noqa: E402
+from outside_writes import outside_writes  # noqa: E402  (beside this script: its directory is on the path)
 
 N = 300
 KILLS = 8
@@ -322,9 +327,11 @@ def main() -> None:
         lost_c, dup_c = scenario_concurrent(root / "c")
         ratio = scenario_budget(root / "d")
         detected, damaged = scenario_damage(faults_store, root / "e")
+    outside, per_probe = outside_writes()
+    print(f"(f) bucket probes, files written outside the store: {per_probe}", flush=True)
     print(f"wall {time.monotonic() - started:.0f} s", flush=True)
     print(f"lost={lost_a + lost_b + lost_c} duplicate_paid={dup_a + dup_b} concurrent_duplicate_paid={dup_c} "
-          f"budget_used_ratio={ratio:.3f} corrupt_detected={detected}/{damaged}")
+          f"budget_used_ratio={ratio:.3f} corrupt_detected={detected}/{damaged} outside_writes={outside}")
 
 
 if __name__ == "__main__":

@@ -175,9 +175,9 @@ def _wrap(title: str, width: int = 95) -> str:
 
 def maps_for_artifact(pretrain_dir: Path, out_dir: Path, settings: MapSettings, device: str = "cpu") -> dict[str, Any]:
     """The maps of an existing pretrain artifact (its dataset artifact found beside it in the store)."""
-    import json
+    from nuner_core.store.manifest import parse_manifest
 
-    manifest = json.loads((pretrain_dir / "manifest.json").read_text())
+    manifest = parse_manifest((pretrain_dir / "manifest.json").read_bytes(), str(pretrain_dir / "manifest.json"))
     dataset_key = (manifest.get("upstream") or {}).get("dataset")
     if not dataset_key:
         raise ValueError(f"{pretrain_dir}/manifest.json names no upstream dataset artifact")

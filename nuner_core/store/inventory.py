@@ -29,7 +29,6 @@ removes only what the plan named, skipping a key whose manifest changed since th
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -39,7 +38,8 @@ from pathlib import Path
 from typing import Any, Collection, Iterable
 
 from nuner_core.hashing import short_hash
-from nuner_core.store.manifest import INCOMPLETE, MANIFEST, content_id
+from nuner_core.store.errors import CorruptArtifact
+from nuner_core.store.manifest import INCOMPLETE, MANIFEST, content_id, parse_manifest
 from nuner_core.store.protocol import ArtifactStore
 from nuner_core.store.remote import RemoteStore
 from nuner_core.store.staging import temp_owner
@@ -136,14 +136,13 @@ def _manifests(store: ArtifactStore, names: list[str]) -> dict[str, bytes | None
 
 
 def _parse(store: ArtifactStore, name: str, raw: bytes | None) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads(raw) if raw is not None else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        manifest = None
-    if raw is not None and not isinstance(manifest, dict):
-        log.warning("%s/%s: unreadable manifest (listed as uncommitted)", store.location, name)
+    if raw is None:
         return None
-    return manifest
+    try:  # the one manifest schema: anything else is listed as uncommitted
+        return parse_manifest(raw, f"{store.location}/{name}")
+    except CorruptArtifact as exc:
+        log.warning("%s (listed as uncommitted)", exc)
+        return None
 
 
 def _place(parts: list[str], stages: Collection[str], remote: bool, committed: dict[tuple[str, str], dict[str, Any]]) -> tuple[str, str, str, str]:

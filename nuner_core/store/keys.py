@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nuner_core.hashing import short_hash
-from nuner_core.store.manifest import INCOMPLETE, MANIFEST, remote_manifest
+from nuner_core.store.manifest import INCOMPLETE, MANIFEST, parse_manifest, remote_manifest
 
 
 def artifact_key(stage: str, code_version: str, config: Any, upstream: dict[str, str]) -> str:
@@ -52,8 +52,7 @@ class ArtifactRef:
     def manifest(self) -> dict[str, Any]:
         local = self.dir / MANIFEST
         if self.url is None or local.is_file():
-            found: dict[str, Any] = json.loads(local.read_text())
-            return found
+            return parse_manifest(local.read_bytes(), str(local))
         return remote_manifest(self.url, self.path)
 
     @property

@@ -108,7 +108,7 @@ class LocalStore:
             except CorruptArtifact as exc:
                 log.warning("skipping corrupt artifact: %s", exc)
                 continue
-            created = float(manifest.get("created_at", 0.0))
+            created = float(manifest["created_at"])
             if best is None or created > best[0]:
                 best = (created, path)
         return None if best is None else ArtifactRef(stage=stage, key=best[1].name, path=str(best[1]))

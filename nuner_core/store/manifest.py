@@ -16,6 +16,11 @@ the manifest too.
 An artifact may be published *incomplete* (the manifest's ``incomplete`` entry says how
 much is missing and why, e.g. sentences the LLM failed to answer): it is valid input, but
 not final, and the runner builds it again (``ArtifactRef.incomplete``, ``is_final``).
+
+Every manifest read, from a local directory or from the store, goes through ``parse_manifest``:
+valid JSON of the shape ``seal`` writes (``_problem``), its file names plain relative names
+(``names.unsafe``: whoever can write the bucket chooses them). Anything else is a corrupt
+artifact, moved aside and rebuilt like a damaged one.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from nuner_core.hashing import short_hash
 from nuner_core.store.errors import CorruptArtifact
+from nuner_core.store.names import local_path, unsafe
 from nuner_core.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -77,16 +84,58 @@ def content_id(manifest: Mapping[str, Any]) -> str:
     return short_hash(payload)
 
 
+def parse_manifest(data: bytes | str, where: str) -> dict[str, Any]:
+    """The manifest in ``data`` (read from ``where``, which errors name), of the shape ``seal`` writes; else CorruptArtifact."""
+    try:
+        manifest = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptArtifact(f"{where}: unreadable ({exc})") from None
+    problem = _problem(manifest)
+    if problem is not None:
+        raise CorruptArtifact(f"{where}: {problem}")
+    found: dict[str, Any] = manifest
+    return found
+
+
+def _problem(manifest: object) -> str | None:
+    """What makes ``manifest`` other than a manifest (the one schema), or None."""
+    if not isinstance(manifest, dict):
+        return f"not a JSON object but {_shown(manifest)}"
+    files, checksums, created = manifest.get("files"), manifest.get("checksums"), manifest.get("created_at")
+    if not isinstance(files, dict):
+        return f"'files' must be an object of file name -> size, not {_shown(files)}"
+    for name, size in files.items():
+        if why := unsafe(name):
+            return f"'files' names {name!r}, not a file name inside the artifact ({why})"
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return f"'files' gives {name!r} the size {_shown(size)}, not a number of bytes"
+    if checksums is not None:
+        if not isinstance(checksums, dict):
+            return f"'checksums' must be an object of file name -> checksum, not {_shown(checksums)}"
+        for name, value in checksums.items():
+            if name not in files or not isinstance(value, str) or ":" not in value:
+                return f"'checksums' gives {name!r} {_shown(value)}: not an '<algorithm>:<digest>' of a file in 'files'"
+    if not isinstance(created, (int, float)) or isinstance(created, bool) or not math.isfinite(created):
+        return f"'created_at' must be a finite number, not {_shown(created)}"
+    for field, kind in ((INCOMPLETE, "an object"), ("upstream", "an object of stage -> key")):
+        if manifest.get(field) is not None and not isinstance(manifest[field], dict):
+            return f"{field!r} must be {kind}, not {_shown(manifest[field])}"
+    return None
+
+
+def _shown(value: object) -> str:
+    return json.dumps(value, default=str)[:80]
+
+
 def validate(path: Path) -> dict[str, Any]:
     """Return the manifest of a complete artifact (every file there, of its size), or raise CorruptArtifact."""
     try:
-        manifest: dict[str, Any] = json.loads((path / MANIFEST).read_text())
+        raw = (path / MANIFEST).read_bytes()
     except FileNotFoundError:
         raise CorruptArtifact(f"{path}: no {MANIFEST}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptArtifact(f"{path}: unreadable {MANIFEST} ({exc})") from None
-    for rel, size in manifest.get("files", {}).items():
-        file = path / rel
+    manifest = parse_manifest(raw, str(path / MANIFEST))
+    for rel, size in manifest["files"].items():
+        file = local_path(path, rel)
         if not file.is_file():
             raise CorruptArtifact(f"{path}: {rel} is missing")
         if file.stat().st_size != size:
@@ -104,7 +153,7 @@ def check_content(path: Path, manifest: Mapping[str, Any]) -> None:
         if algorithm not in HASHERS:
             log.warning("%s: cannot check %s: checksum algorithm %s is not available here", path, rel, algorithm)
             continue
-        file = path / rel
+        file = local_path(path, rel)
         try:
             actual = file_checksum(file, algorithm)
         except OSError as exc:
@@ -148,5 +197,5 @@ def remote_manifest(url: str, path: str) -> dict[str, Any]:
         raw = ObjectStore(url).read_bytes(MANIFEST)
         if raw is None:
             raise CorruptArtifact(f"{url}: no {MANIFEST} (removed from the store since it was found)")
-        _FOUND[path] = json.loads(raw)
+        _FOUND[path] = parse_manifest(raw, f"{url}/{MANIFEST}")
     return _FOUND[path]

@@ -59,8 +59,8 @@ def _input_file_in(exc: BaseException, inputs: Mapping[str, ArtifactRef]) -> tup
     blob = "\n".join(texts)
     for ref in inputs.values():
         try:
-            files = ref.manifest().get("files", {})
-        except (OSError, ValueError):
+            files = ref.manifest()["files"]
+        except (OSError, CorruptArtifact):
             continue
         for rel in files:
             if str(ref.dir / rel) in blob:

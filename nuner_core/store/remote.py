@@ -28,7 +28,6 @@ on the store (its manifest removed) and rebuilt, like a damaged local one.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -41,7 +40,8 @@ from nuner_core.store.errors import CorruptArtifact, StoreError
 from nuner_core.store.keys import ArtifactRef
 from nuner_core.store.local import LocalStore
 from nuner_core.store.location import default_local_dir, mirror_name
-from nuner_core.store.manifest import INCOMPLETE, MANIFEST, check_content, content_id, remember, validate, write_json_atomic
+from nuner_core.store.manifest import INCOMPLETE, MANIFEST, check_content, content_id, parse_manifest, remember, validate, write_json_atomic
+from nuner_core.store.names import local_path
 from nuner_core.store.objects import ObjectStore
 from nuner_core.store.protocol import Clock
 from nuner_core.store.reading import reading
@@ -119,11 +119,7 @@ class RemoteStore:
         raw = self.objects.read_bytes(f"{stage}/{key}/{MANIFEST}")
         if raw is None:
             return None
-        try:
-            manifest: dict[str, Any] = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CorruptArtifact(f"{self.url_for(stage, key)}: unreadable {MANIFEST} ({exc})") from None
-        return manifest
+        return parse_manifest(raw, f"{self.url_for(stage, key)}/{MANIFEST}")
 
     def _check_listing(self, stage: str, key: str, manifest: Mapping[str, Any]) -> None:
         """Every file of the manifest is on the store, of its size (one listing; content is checked on download)."""
@@ -192,11 +188,11 @@ class RemoteStore:
             if raw is None:
                 continue  # not committed: being published, or killed while it was
             try:
-                manifest = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                log.warning("skipping corrupt artifact: %s: unreadable %s (%s)", self.url_for(stage, key), MANIFEST, exc)
+                manifest = parse_manifest(raw, f"{self.url_for(stage, key)}/{MANIFEST}")
+            except CorruptArtifact as exc:
+                log.warning("skipping corrupt artifact: %s", exc)
                 continue
-            candidates.append((float(manifest.get("created_at", 0.0)), key, manifest))
+            candidates.append((float(manifest["created_at"]), key, manifest))
         for _, key, manifest in sorted(candidates, key=lambda c: c[0], reverse=True):
             try:
                 self._check_listing(stage, key, manifest)
@@ -273,7 +269,7 @@ class RemoteStore:
         started = time.monotonic()
         try:
             try:
-                self.objects.download((f"{prefix}/{rel}", tmp / rel) for rel in files)
+                self.objects.download([(f"{prefix}/{rel}", local_path(tmp, rel)) for rel in files])
             except FileNotFoundError as exc:  # replaced by a newer publication meanwhile
                 raise _Mismatch(f"a file is gone from the store ({exc})") from None
             write_json_atomic(tmp / MANIFEST, manifest)

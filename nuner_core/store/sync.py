@@ -5,7 +5,9 @@ a local ``work_dir``; with the store on object storage, ``DirectorySync`` mirror
 ``<store>/<stage>/.work/<key>/``:
 
 - **pull** once, before the stage starts: objects missing locally, of another size, or newer
-  than the local copy are downloaded (a stage killed on worker A resumes on worker B);
+  than the local copy are downloaded (a stage killed on worker A resumes on worker B); an
+  object whose name would land outside the directory (``../``, absolute: whoever can write
+  the bucket chooses names) is skipped, said, and otherwise ignored;
 - **push** at checkpoints: a background thread looks for changed files every ``every_s``
   seconds and uploads them, then deletes the objects whose local file is gone (old
   checkpoints pruned by the training loop: new files first, so the store always holds at
@@ -24,8 +26,10 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
-from nuner_core.store.errors import StoreError
+from nuner_core.store.errors import CorruptArtifact, StoreError
+from nuner_core.store.names import local_path
 from nuner_core.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -89,7 +93,7 @@ class DirectorySync:
 
     def pull(self) -> int:
         """Download what the store has and this directory lacks (or holds older); returns the files downloaded."""
-        remote = self.objects.list_files(self.prefix)
+        remote = self._listing()
         local = self._local_files()
         wanted: list[tuple[str, Path]] = []
         for rel, info in remote.items():
@@ -97,7 +101,7 @@ class DirectorySync:
                 continue
             have = local.get(rel)
             if have is None or have[0] != info["size"] or (info["mtime"] and have[1] / 1e9 + 1.0 < info["mtime"]):
-                wanted.append((f"{self.prefix}/{rel}", self.local / rel))
+                wanted.append((f"{self.prefix}/{rel}", local_path(self.local, rel)))
         self.local.mkdir(parents=True, exist_ok=True)
         self.objects.download(wanted)
         self._remote = set(remote)
@@ -112,6 +116,18 @@ class DirectorySync:
         if wanted:
             log.info("resumable work: %d file(s) pulled from %s into %s", len(wanted), self.objects.url_of(self.prefix), self.local)
         return len(wanted)
+
+    def _listing(self) -> dict[str, dict[str, Any]]:
+        """The store's objects under the prefix whose names map inside ``local``; the others are skipped, said once."""
+        found: dict[str, dict[str, Any]] = {}
+        for rel, info in self.objects.list_files(self.prefix).items():
+            try:
+                local_path(self.local, rel)
+            except CorruptArtifact as exc:
+                log.warning("resumable work: the object %s is skipped: %s", self.objects.url_of(f"{self.prefix}/{rel}"), exc)
+                continue
+            found[rel] = info
+        return found
 
     def push(self) -> int:
         """Upload changed files, then delete objects whose file is gone; returns the files uploaded."""
