@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -107,3 +108,19 @@ def test_a_planted_checkpoint_is_refused_in_one_line_without_running_its_code(tm
     message = str(caught.value)
     assert "\n" not in message and str(planted) in message and "refused" in message and "start" in message
     assert planted.is_file()  # refused, not deleted: the user decides
+
+
+def test_a_non_finite_loss_stops_the_training_naming_the_step(tmp_path, toy_files, tiny_model_dir, monkeypatch):
+    from nuner_core.token_classifier import train as loop
+
+    calls, real = [], loop.token_loss
+
+    def diverging(logits, labels):  # the 5th training step's loss is NaN: a diverging run
+        calls.append(1)
+        return real(logits, labels) * (math.nan if len(calls) == 5 else 1.0)
+
+    monkeypatch.setattr(loop, "token_loss", diverging)
+    cfg = config(toy_files, dev=True, epochs=1)
+    with pytest.raises(StageError, match=r"^fine-tuning nuner seed 3: the training loss is nan at step 5 of 7; training stopped"):
+        train_run(cfg.training(), RunSpec("nuner", tiny_model_dir, seed=3), load_data(cfg.data, "snap"), tmp_path / "run")
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step_00000003.pt"]  # none of NaN weights
