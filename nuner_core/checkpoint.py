@@ -13,12 +13,11 @@ resumes; a file that needs more than plain data is refused, not loaded.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 from pathlib import Path
 from typing import Any
-
-import pickle
 
 import torch
 
