@@ -1,4 +1,10 @@
-"""The base of every config model (frozen, unknown keys rejected), and the run-only field marker.
+"""The base of every config model (frozen, unknown keys rejected), its number types, and the run-only field marker.
+
+Config numbers are meant as written: no float field takes inf or NaN (a learning rate, rate
+limit or cost of ``.inf`` is a typo, never a setting; "no limit" is ``None`` where a field
+offers it), and an ``Int`` or ``Float`` field takes no yes/no value (YAML reads ``yes``, ``on``
+and ``true`` as True, which pydantic would otherwise take as 1). Every int and float field of a
+config is declared ``Int`` / ``Float``; neither changes how a valid value is stored or dumped.
 
 A *run-only* field changes how a stage runs (device, batch sizes, rate limits, progress
 intervals), not what it produces: the planner leaves it out of the artifact key.
@@ -6,17 +12,27 @@ intervals), not what it produces: the planner leaves it out of the artifact key.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticCustomError, PydanticUndefined
 
 _RUN_ONLY = "in_key"  # the json_schema_extra entry that marks a run-only field (False: not in the key)
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+
+def _no_yes_or_no(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_not_bool", "Input should be a number, not a yes/no value")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_yes_or_no)]
+Float = Annotated[float, BeforeValidator(_no_yes_or_no)]  # finite: StrictModel refuses inf and NaN
 
 
 def run_only(default: Any = PydanticUndefined, **field: Any) -> Any:

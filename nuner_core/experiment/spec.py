@@ -30,7 +30,7 @@ from typing import Any, Literal, Mapping, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from nuner_core.basemodel import StrictModel
+from nuner_core.basemodel import Int, StrictModel
 from nuner_core.config import ConfigError, PipelineConfig, load_config
 from nuner_core.hashing import short_hash
 
@@ -41,7 +41,7 @@ class ExperimentError(ValueError):
 
 class ReportSpec(StrictModel):
     protocol: Literal["frozen", "finetune"] = "frozen"  # which evaluation protocol's scores to collate
-    k: int = Field(default=8, ge=1)  # the few-shot k of the figure and table (the paper's ablations: 8)
+    k: Int = Field(default=8, ge=1)  # the few-shot k of the figure and table (the paper's ablations: 8)
     benchmarks: tuple[str, ...] | None = None  # benchmark names to report; None: every evaluated one
     encoder: str = "nuner"  # the pre-trained encoder plotted against its base (a pretrain run name)
 
@@ -63,7 +63,7 @@ class ExperimentSpec(StrictModel):
     labels: list[str] | None = None  # the points' names in point order (table, figure); None: from the swept values
     report: ReportSpec = Field(default_factory=ReportSpec)  # what the table and figure show
     figure: FigureSpec = Field(default_factory=FigureSpec)  # the figure's axes
-    max_parallel: int | None = Field(default=None, ge=1)  # points at once; None: 1 without a GPU, else the GPU count
+    max_parallel: Int | None = Field(default=None, ge=1)  # points at once; None: 1 without a GPU, else the GPU count
 
     @field_validator("sweep")
     @classmethod

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from nuner_core.basemodel import StrictModel, run_only
+from nuner_core.basemodel import Float, Int, StrictModel, run_only
 from nuner_core.token_classifier.config import TrainingConfig
 
 
@@ -26,11 +26,11 @@ class FilesData(StrictModel):
 class BenchmarkData(StrictModel):
     kind: Literal["benchmark"] = "benchmark"
     name: str  # a registry benchmark (nuner_core.evaluation.benchmarks.REGISTRY), e.g. mit_restaurant
-    k: int = Field(default=16, ge=1)  # entity mentions per type of the k~2k support set that becomes the training set
-    sampling_seed: int = 0  # which support set (the evaluation's sampling index, base seed 0: the same sentences)
-    dev_size: int = Field(default=200, ge=1)  # dev sentences drawn from the pool, outside the support set
-    test_size: int | None = Field(default=500, ge=1)  # seeded subsample of the test split; None: all of it
-    subsample_seed: int = 0  # seed of the dev and test subsamples
+    k: Int = Field(default=16, ge=1)  # entity mentions per type of the k~2k support set that becomes the training set
+    sampling_seed: Int = 0  # which support set (the evaluation's sampling index, base seed 0: the same sentences)
+    dev_size: Int = Field(default=200, ge=1)  # dev sentences drawn from the pool, outside the support set
+    test_size: Int | None = Field(default=500, ge=1)  # seeded subsample of the test split; None: all of it
+    subsample_seed: Int = 0  # seed of the dev and test subsamples
 
 
 DataSource = Annotated[Union[FilesData, BenchmarkData], Field(discriminator="kind")]
@@ -45,27 +45,27 @@ class FinetuneConfig(StrictModel):
     compare_base: bool = True  # also fine-tune the base encoder on the same data and seeds, scored beside it
     base: str | None = None  # that base: None = the pretrain artifact's base_model (must be set when encoder is)
     # --- optimisation
-    seeds: tuple[int, ...] = (0, 1, 2)  # one run per seed and encoder: head initialisation, dropout, batch order
-    epochs: int = Field(default=20, ge=1)  # passes over the training set (fewer when early stopping ends a run)
-    lr: float = Field(default=5e-5, gt=0)  # AdamW peak learning rate of the encoder
-    head_lr: float = Field(default=1e-3, gt=0)  # AdamW peak learning rate of the freshly initialised classifier head
-    weight_decay: float = Field(default=0.01, ge=0)  # AdamW decoupled weight decay (matrices only)
-    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)  # linear warm-up share of all steps, then linear decay to 0
-    batch_size: int = Field(default=8, ge=1)  # windows (sentences, or parts of long ones) per optimiser step
-    grad_clip: float | None = Field(default=1.0, gt=0)  # clip the global gradient norm; None: no clipping
-    dropout: float | None = Field(default=None, ge=0, lt=1)  # classifier dropout; None: the encoder config's
-    patience: int | None = Field(default=5, ge=1)  # stop after this many epochs without a better dev F1 (ties: lower dev loss); None: never
-    max_length: int = Field(default=256, ge=8)  # sub-tokens per window, special tokens included; longer sentences span windows
-    stride: int = Field(default=64, ge=0)  # sub-tokens of context shared by consecutive windows of a long sentence or text
+    seeds: tuple[Int, ...] = (0, 1, 2)  # one run per seed and encoder: head initialisation, dropout, batch order
+    epochs: Int = Field(default=20, ge=1)  # passes over the training set (fewer when early stopping ends a run)
+    lr: Float = Field(default=5e-5, gt=0)  # AdamW peak learning rate of the encoder
+    head_lr: Float = Field(default=1e-3, gt=0)  # AdamW peak learning rate of the freshly initialised classifier head
+    weight_decay: Float = Field(default=0.01, ge=0)  # AdamW decoupled weight decay (matrices only)
+    warmup_ratio: Float = Field(default=0.1, ge=0, lt=1)  # linear warm-up share of all steps, then linear decay to 0
+    batch_size: Int = Field(default=8, ge=1)  # windows (sentences, or parts of long ones) per optimiser step
+    grad_clip: Float | None = Field(default=1.0, gt=0)  # clip the global gradient norm; None: no clipping
+    dropout: Float | None = Field(default=None, ge=0, lt=1)  # classifier dropout; None: the encoder config's
+    patience: Int | None = Field(default=5, ge=1)  # stop after this many epochs without a better dev F1 (ties: lower dev loss); None: never
+    max_length: Int = Field(default=256, ge=8)  # sub-tokens per window, special tokens included; longer sentences span windows
+    stride: Int = Field(default=64, ge=0)  # sub-tokens of context shared by consecutive windows of a long sentence or text
     # --- product
     export_onnx: bool = False  # also write model/model.onnx, checked against the PyTorch logits on test (or dev) sentences
-    onnx_tolerance: float = Field(default=1e-3, gt=0)  # largest absolute logit difference ONNX vs PyTorch accepted
+    onnx_tolerance: Float = Field(default=1e-3, gt=0)  # largest absolute logit difference ONNX vs PyTorch accepted
     # --- how it runs (not part of the artifact key)
     device: str = run_only("auto")  # auto: cuda when available, else cpu
-    eval_batch_size: int = run_only(32, ge=1)  # windows per forward when predicting
-    checkpoint_every: int | None = run_only(None, ge=1)  # steps between extra checkpoints (one follows every epoch)
-    log_every: int = run_only(5, ge=1)  # steps between metrics.jsonl rows
-    num_threads: int | None = run_only(None, ge=1)  # torch CPU threads; None: torch's default
+    eval_batch_size: Int = run_only(32, ge=1)  # windows per forward when predicting
+    checkpoint_every: Int | None = run_only(None, ge=1)  # steps between extra checkpoints (one follows every epoch)
+    log_every: Int = run_only(5, ge=1)  # steps between metrics.jsonl rows
+    num_threads: Int | None = run_only(None, ge=1)  # torch CPU threads; None: torch's default
 
     def training(self) -> TrainingConfig:
         """How each run trains: this config's fields of the same names (a linear head, resumable runs)."""

@@ -217,6 +217,7 @@ def train(
     epoch_cache: tuple[int, list[np.ndarray]] = (-1, [])
     pending = torch.zeros(2, dtype=torch.float64, device=device)  # [sum of step losses, steps] since the last row
     pending_tokens, pending_time = 0, 0.0
+    first_bad = torch.zeros((), dtype=torch.long, device=device)  # the first step with a non-finite loss (0: none); its row stops the run
     while True:
         # 1. learning rate: LambdaLR set it for this step when it was last stepped
         lr = scheduler.get_last_lr()[0]
@@ -262,6 +263,7 @@ def train(
         step += 1
         state["step"] = step
         pending += torch.stack([step_loss, torch.ones_like(step_loss)])
+        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(step_loss), step, first_bad)  # on the device: no sync per step
         pending_time += time.perf_counter() - t0
 
         # 5. log: mean over ranks and steps since the last row
@@ -272,6 +274,10 @@ def train(
                 pending_time += time.perf_counter() - t1
             sums = distributed.all_sum(torch.cat([pending, torch.tensor([pending_tokens], dtype=torch.float64, device=device)]), d)
             loss_mean = float(sums[0] / sums[1])
+            if not math.isfinite(loss_mean):  # checked before every checkpoint: NaN weights never reach one
+                at = int(first_bad) or f"{step} or before"  # under DDP another rank may have seen it first
+                raise StageError(f"pre-training {control or 'main run'}: the training loss is {loss_mean} at step {at} of {total_steps}; training "
+                                 f"stopped, its last checkpoint kept (a diverging run: try a lower pretrain.lr, or pretrain.grad_clip)")  # fmt: skip
             tokens = int(sums[2])
             state["tokens"] += tokens
             state["train_time_s"] += pending_time

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from nuner_core.basemodel import StrictModel, run_only
+from nuner_core.basemodel import Float, Int, StrictModel, run_only
 
 
 class TagConfig(StrictModel):
@@ -15,8 +15,8 @@ class TagConfig(StrictModel):
     inputs: tuple[str, ...] = ()  # files to tag: plain text (a document per line) or JSON lines; ${assets} and $ENV expanded
     format: Literal["auto", "jsonl", "text"] = "auto"  # auto: .jsonl/.json/.ndjson (optionally .gz) are JSON lines
     text_field: str = "text"  # the JSON lines field holding the text
-    threshold: float | None = Field(default=None, ge=0, le=1)  # None: the model's calibrated threshold
-    batch_size: int = run_only(1024, ge=1)  # documents per tagging batch
+    threshold: Float | None = Field(default=None, ge=0, le=1)  # None: the model's calibrated threshold
+    batch_size: Int = run_only(1024, ge=1)  # documents per tagging batch
     device: str = run_only("auto")  # auto: cuda when available, else cpu
 
     @field_validator("labels")

@@ -223,7 +223,11 @@ def train_run(
         optimizer.zero_grad(set_to_none=True)
         step += 1
         state["step"] = step
-        pending_loss += loss.item()
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):  # NaN weights now: stop before they reach a checkpoint or the best weights
+            raise StageError(f"fine-tuning {spec.name} seed {spec.seed}: the training loss is {loss_value} at step {step} of {total_steps}; "
+                             f"training stopped, its last checkpoint kept (a diverging run: try lower learning rates or gradient clipping)")  # fmt: skip
+        pending_loss += loss_value
         pending_steps += 1
         pending_windows += len(batch["input_ids"])
         pending_time += time.perf_counter() - t0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from finetune_helpers import write_jsonl
 from nuner_core import checkpoint as ckpt
 from nuner_core.finetuning.config import FilesData, FinetuneConfig
 from nuner_core.finetuning.data import load_data
-from nuner_core.stage_api import LogProgress
+from nuner_core.stage_api import LogProgress, StageError
 from nuner_core.token_classifier.train import SUMMARY, RunSpec, train_run
 
 
@@ -84,3 +85,42 @@ def test_early_stopping_and_seeds(tmp_path, toy_files, tiny_model_dir):
     other = train_run(config(toy_files, dev=True, epochs=1).training(), RunSpec("base", tiny_model_dir, seed=1), data, tmp_path / "b")
     again = train_run(config(toy_files, dev=True, epochs=1).training(), RunSpec("base", tiny_model_dir, seed=1), data, tmp_path / "c")
     assert other["test"] == again["test"] and other["dev_loss"] == again["dev_loss"]  # seeded
+
+
+class _Planted:
+    """Unpickling it runs ``open(marker, "w").write(...)``: what a hostile ``step_*.pt`` pulled from the bucket would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def test_a_planted_checkpoint_is_refused_in_one_line_without_running_its_code(tmp_path, toy_files, tiny_model_dir):
+    cfg = config(toy_files, dev=True, epochs=1)
+    marker, planted = tmp_path / "pwned", tmp_path / "run" / "checkpoints" / "step_00000003.pt"
+    planted.parent.mkdir(parents=True)
+    torch.save({"model": _Planted(marker), "layout": {}, "state": {}}, planted)
+    with pytest.raises(StageError) as caught:
+        train_run(cfg.training(), RunSpec("nuner", tiny_model_dir, seed=3), load_data(cfg.data, "snap"), tmp_path / "run")
+    assert not marker.exists()  # the pickled code never ran
+    message = str(caught.value)
+    assert "\n" not in message and str(planted) in message and "refused" in message and "start" in message
+    assert planted.is_file()  # refused, not deleted: the user decides
+
+
+def test_a_non_finite_loss_stops_the_training_naming_the_step(tmp_path, toy_files, tiny_model_dir, monkeypatch):
+    from nuner_core.token_classifier import train as loop
+
+    calls, real = [], loop.token_loss
+
+    def diverging(logits, labels):  # the 5th training step's loss is NaN: a diverging run
+        calls.append(1)
+        return real(logits, labels) * (math.nan if len(calls) == 5 else 1.0)
+
+    monkeypatch.setattr(loop, "token_loss", diverging)
+    cfg = config(toy_files, dev=True, epochs=1)
+    with pytest.raises(StageError, match=r"^fine-tuning nuner seed 3: the training loss is nan at step 5 of 7; training stopped"):
+        train_run(cfg.training(), RunSpec("nuner", tiny_model_dir, seed=3), load_data(cfg.data, "snap"), tmp_path / "run")
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step_00000003.pt"]  # none of NaN weights

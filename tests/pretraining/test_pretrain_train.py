@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from transformers import AutoModel, AutoTokenizer
 from nuner_core.pretraining.config import PretrainConfig
 from nuner_core.pretraining.launch import run_training
 from nuner_core.pretraining.train import METRICS, train
-from nuner_core.stage_api import LogProgress
+from nuner_core.stage_api import LogProgress, StageError
 
 
 def tiny_config(model_dir: str, **overrides) -> PretrainConfig:
@@ -82,3 +83,19 @@ def test_ddp_two_processes_gloo_match_one_process_with_accumulation(tiny_model_n
     assert [loss for _, loss in two] == pytest.approx([loss for _, loss in one], rel=1e-5)
     assert (tmp_path / "two-out" / "text_encoder" / "model.safetensors").is_file()
     AutoTokenizer.from_pretrained(tmp_path / "two-out" / "text_encoder")
+
+
+def test_a_non_finite_loss_stops_the_training_naming_the_step(tiny_model_dir, toy_data, tmp_path, monkeypatch):
+    from nuner_core.pretraining import train as loop
+
+    calls, real = [], loop.concept_bce
+
+    def diverging(*args):  # the 5th training step's loss is inf: a diverging run (validation batches are not counted)
+        calls.append(torch.is_grad_enabled())
+        return real(*args) * (math.inf if calls.count(True) == 5 and calls[-1] else 1.0)
+
+    monkeypatch.setattr(loop, "concept_bce", diverging)
+    cfg = tiny_config(tiny_model_dir, log_every=2, checkpoint_every=2)
+    with pytest.raises(StageError, match=r"^pre-training main run: the training loss is (inf|nan) at step 5 of 10; training stopped"):
+        train(cfg, toy_data, tmp_path / "work", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "work" / "checkpoints").iterdir()) == ["step_00000002.pt", "step_00000004.pt"]
