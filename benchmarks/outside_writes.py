@@ -130,13 +130,16 @@ def _probes(root: Path, a: RemoteStore, b: RemoteStore) -> dict[str, Callable[[]
         from prefect.filesystems import RemoteFileSystem
         from prefect.results import ResultStore
 
+        from tasks.records import check_record
+
         name = f"nuner-pretrain-{PRETRAIN_KEY}-0123abcd"  # tasks.common.ArtifactCache's key: stage, key, hash of the store
         serializer = {"type": "pickle", "picklelib": "pickle"}
         record = {"metadata": {"storage_key": name, "serializer": serializer, "prefect_version": "3"},
                   "result": base64.b64encode(pickle.dumps(_Pickle(root / "prefect-marker.txt"))).decode()}
         a.objects.write_bytes(f".prefect-results/{name}", json.dumps(record).encode())
+        check_record(b, name, "pretrain", PRETRAIN_KEY)  # what the stage task's cache policy does before Prefect reads it
         storage = RemoteFileSystem(basepath=f"{a.url}/.prefect-results", settings={"use_listings_cache": False})
-        return ResultStore(result_storage=storage).read(name)
+        return ResultStore(result_storage=storage).read(name)  # a planted record was deleted: this finds nothing
 
     return {"manifest ../": fetch_dotdot, "manifest absolute": fetch_absolute, ".work ../": work_dotdot, "pickle": pickle_resume,
             "prefect record": prefect_record}

@@ -22,6 +22,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import CachePolicy
 from prefect.filesystems import RemoteFileSystem, WritableFileSystem
 from prefect.runtime import task_run
+from prefect.serializers import Serializer
 from prefect.states import Failed
 
 from nuner_core.pipeline import PlannedStage, run_stage
@@ -29,6 +30,8 @@ from nuner_core.pipeline import title as stage_title
 from nuner_core.progress_bar import BarProgress, TeeProgress
 from nuner_core.stage_api import LogProgress, Progress, StageError
 from nuner_core.store import ArtifactError, ArtifactRef, ArtifactStore, open_store
+from tasks.records import SERIALIZER as RECORD_SERIALIZER
+from tasks.records import check_record
 from tasks.sync import sync_result
 
 MAX_INLINE_IMAGE_BYTES = 2_000_000  # larger plots are linked by path instead of inlined
@@ -46,7 +49,9 @@ class ArtifactCache(CachePolicy):
     def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
         step: PlannedStage = inputs["step"]
         root_hash = hashlib.sha256(str(inputs["store_root"]).encode()).hexdigest()[:8]
-        return f"nuner-{step.stage}-{step.key}-{root_hash}"
+        record_key = f"nuner-{step.stage}-{step.key}-{root_hash}"
+        check_record(open_store(inputs["store_root"]), record_key, step.stage, step.key)  # before Prefect decodes it
+        return record_key
 
 
 _RESULT_STORAGE: dict[str, RemoteFileSystem] = {}
@@ -182,7 +187,9 @@ class StageTaskOptions(TypedDict):
     task_run_name: Callable[[], str]
     cache_policy: CachePolicy
     persist_result: bool
+    result_serializer: Serializer[Any]
 
 
 # The options every stage task shares: `@task(name="corpus", **STAGE_TASK_OPTIONS)`.
-STAGE_TASK_OPTIONS = StageTaskOptions(task_run_name=stage_run_name, cache_policy=ArtifactCache(), persist_result=True)
+STAGE_TASK_OPTIONS = StageTaskOptions(task_run_name=stage_run_name, cache_policy=ArtifactCache(), persist_result=True,
+                                      result_serializer=RECORD_SERIALIZER)  # plain JSON: see tasks/records.py

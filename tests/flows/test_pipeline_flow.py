@@ -49,16 +49,17 @@ def test_a_bad_override_fails_the_run_with_its_message(prefect_harness, data_dir
     assert state.is_failed() and "corpus.nosuchfield: unknown key" in state.message
 
 
-def test_a_cache_record_naming_a_class_that_moved_is_a_miss_and_the_artifact_is_found_again(run, data_dir, monkeypatch):
-    """Records written before ``ArtifactRef`` moved (``nuner_core.artifacts`` -> ``nuner_core.store``) cannot be
-    unpickled: Prefect counts that as a cache miss, and the stage task finds the artifact in the store instead
-    of rebuilding it."""
+def test_a_cache_record_of_the_old_format_is_a_miss_and_the_artifact_is_found_again(run, data_dir, monkeypatch):
+    """Records written before this version were pickles of ``nuner_core.artifacts.ArtifactRef`` (a module that is
+    gone). They are not records the stage task reads back (plain JSON only, see tasks/records.py): deleted unread,
+    a miss, and the stage task finds the artifact in the store instead of rebuilding it."""
     import dataclasses
     import json
     import sys
     import types
 
-    from prefect.results import ResultRecord
+    from prefect.results import ResultRecord, ResultRecordMetadata
+    from prefect.serializers import PickleSerializer
 
     first = run(stages=["corpus"])
     created = json.loads((data_dir / "corpus" / first["corpus"]["key"] / "manifest.json").read_text())["created_at"]
@@ -76,14 +77,51 @@ def test_a_cache_record_naming_a_class_that_moved_is_a_miss_and_the_artifact_is_
     old.ArtifactRef = ArtifactRef
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, old.__name__, old)
-        stale = ResultRecord.deserialize(record.read_bytes())
-        stale.result = ArtifactRef(**dataclasses.asdict(stale.result))
+        ref = ArtifactRef("corpus", first["corpus"]["key"], first["corpus"]["path"])
+        stale = ResultRecord(result=ref, metadata=ResultRecordMetadata(serializer=PickleSerializer(), storage_key=record.name))
         record.write_bytes(stale.serialize())
-    with pytest.raises(ModuleNotFoundError, match="nuner_core.artifacts"):  # what reading the record now meets
-        ResultRecord.deserialize(record.read_bytes())
 
     second = run(stages=["corpus"])
     assert second["corpus"] == first["corpus"]  # a miss (the task ran: Completed) ...
     after = json.loads((data_dir / "corpus" / first["corpus"]["key"] / "manifest.json").read_text())["created_at"]
     assert after == created  # ... that found the artifact: nothing rebuilt
-    assert run(stages=["corpus"])["corpus"] == first["corpus"] | {"state": "Cached"}  # and the record is readable again
+    assert run(stages=["corpus"])["corpus"] == first["corpus"] | {"state": "Cached"}  # and the record is ours again
+
+class _WritesMarker:
+    """Unpickling it writes a file: what a planted record would do instead (any code)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (_write_marker, (self.path,))
+
+
+def _write_marker(path):
+    with open(path, "w") as fh:
+        fh.write("ran")
+
+
+@pytest.mark.parametrize("serializer", [{"type": "pickle", "picklelib": "pickle"},
+                                        {"type": "json", "object_decoder": "tests.flows.test_pipeline_flow._write_marker"}],
+                         ids=["pickle", "json-with-a-decoder-of-its-own"])
+def test_a_planted_cache_record_is_deleted_unread_and_the_artifact_is_found_again(run, data_dir, tmp_path, serializer):
+    """A record names its own serializer, and Prefect decodes it with that: whoever can write the store could plant
+    one that runs code on every worker looking the stage up. The stage task reads back only plain-JSON records of
+    an ArtifactRef for its own stage and key; anything else is deleted before Prefect sees it."""
+    import base64
+    import json
+    import pickle
+
+    first = run(stages=["corpus"])
+    [record] = (data_dir / ".prefect-results").glob(f"nuner-corpus-{first['corpus']['key']}-*")
+    marker = tmp_path / "marker.txt"
+    payload = (base64.b64encode(pickle.dumps(_WritesMarker(marker))).decode() if serializer["type"] == "pickle"
+               else json.dumps({"path": str(marker)}))
+    record.write_text(json.dumps({"metadata": {"storage_key": record.name, "serializer": serializer, "prefect_version": "3.8.8"},
+                                  "result": payload}))
+
+    second = run(stages=["corpus"])
+    assert not marker.exists()  # never decoded
+    assert second["corpus"] == first["corpus"]  # a miss (Completed) that found the artifact in the store
+    assert run(stages=["corpus"])["corpus"] == first["corpus"] | {"state": "Cached"}  # and a record of ours again
