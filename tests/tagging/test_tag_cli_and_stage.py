@@ -104,3 +104,16 @@ def test_tag_stage_without_labels_is_a_clear_error(planted_dir, inputs, tmp_path
     (step,) = plan(load_config("demo", {"tag.model": str(planted_dir), "tag.inputs": [str(text)]}), ["tag"], store)
     with pytest.raises(Exception, match="no labels"):
         run_stage(step, {}, store)
+
+
+def test_nuner_export_model_onto_the_store_is_one_line_and_deletes_nothing(planted_dir, tmp_path):
+    import shutil
+
+    source = tmp_path / "data" / "pretrain" / "0123456789abcdef"
+    shutil.copytree(planted_dir, source)
+    (tmp_path / "data" / "cache").mkdir()
+    (tmp_path / "data" / "cache" / "responses.sqlite").write_bytes(b"paid")
+    out = _nuner("export-model", str(source), "data", "--overwrite", cwd=tmp_path)
+    assert out.returncode == 1 and "contains the source" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "data" / "cache" / "responses.sqlite").read_bytes() == b"paid"
