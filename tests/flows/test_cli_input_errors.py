@@ -31,7 +31,7 @@ def files(tmp_path):
     good = tmp_path / "docs.jsonl"
     good.write_text('{"text": "Alice in Paris"}\n')
     surrogate = tmp_path / "surrogate.jsonl"
-    surrogate.write_text('{"text": "fine"}\n{"text": "a \\ud800 b", "response": "x <> y"}\n')
+    surrogate.write_text('{"text": "fine", "response": "x <> y"}\n{"text": "a \\ud800 b", "response": "x <> y"}\n')
     binary = tmp_path / "labels.bin"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
     model = _fake_zero_shot_model(tmp_path / "zs")
