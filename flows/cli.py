@@ -122,7 +122,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def _cache_import(args: argparse.Namespace) -> int:
-    from nuner_core.annotation.cache_import import import_responses
+    from nuner_core.annotation.cache_import import ImportFileError, import_responses
     from nuner_core.config import ConfigError, load_config
     from nuner_core.stage_api import StageError
 
@@ -138,9 +138,13 @@ def _cache_import(args: argparse.Namespace) -> int:
         stats = import_responses(args.file, model=args.model or config.model, config=config, overwrite=args.overwrite)
     except (ConfigError, StageError) as exc:
         print(f"nuner cache import: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ImportFileError) else 1
     print(json.dumps(stats.as_dict(), indent=2))
     return 0
+
+
+SKIP_BAD_HINT = " (--skip-bad skips such lines, counted)"
+SUMMARY_LABELS = 10  # labels named in `nuner tag`'s summary line; the rest are counted
 
 
 def _tag(args: argparse.Namespace) -> int:
@@ -151,23 +155,24 @@ def _tag(args: argparse.Namespace) -> int:
 
     from nuner_core.progress_bar import BarProgress
     from nuner_core.stage_api import StageError
-    from nuner_core.tagging import check_model_dir, iter_files, parse_labels, read_label_file
+    from nuner_core.tagging import check_model_dir, check_threshold, iter_files, parse_labels, read_label_file
+    from nuner_core.tagging.documents import DocumentError, ReadStats
 
-    try:  # everything checkable without loading a model, first
+    read = ReadStats()
+    try:  # everything checkable without loading a model, first: the input is read (not tagged) once here
         labels = read_label_file(args.labels_file) if args.labels_file else parse_labels(args.labels or "")
+        if args.threshold is not None:
+            check_threshold(args.threshold)
         check_model_dir(args.model)
-        files = [Path(f) for f in args.files]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise StageError(f"no such input file: {', '.join(missing)}")
-    except StageError as exc:
-        print(f"nuner tag: {exc}", file=sys.stderr)
+        files = _existing_files(args.files)
+        total, documents = iter_files(files, args.format, args.text_field, skip_bad=args.skip_bad, stats=read)
+    except (StageError, ValueError) as exc:
+        print(f"nuner tag: {exc}{SKIP_BAD_HINT if isinstance(exc, DocumentError) else ''}", file=sys.stderr)
         return 2
     from nuner_core.tagging import ZeroShotTagger, tag_documents
 
     try:
         tagger = ZeroShotTagger.from_pretrained(args.model, device=args.device)
-        total, documents = iter_files(files, args.format, args.text_field)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(args.output) if args.output != "-" else Path(tmp) / "entities.jsonl"
             summary = tag_documents(tagger, documents, labels, args.threshold, out, BarProgress("tag"), total=total)
@@ -177,10 +182,29 @@ def _tag(args: argparse.Namespace) -> int:
     except StageError as exc:
         print(f"nuner tag: {exc}", file=sys.stderr)
         return 1
-    counts = ", ".join(f"{label} {n:,}" for label, n in summary.per_label.items())
+    shown = list(summary.per_label.items())[:SUMMARY_LABELS]
+    counts = ", ".join(f"{label} {n:,}" for label, n in shown)
+    if len(summary.per_label) > len(shown):
+        counts += f", and {len(summary.per_label) - len(shown):,} more labels"
     print(f"nuner tag: {summary.documents:,} documents, {summary.entities:,} entities ({counts}) at threshold "
-          f"{summary.threshold:g} in {summary.seconds:.1f} s", file=sys.stderr)
+          f"{summary.threshold:g} in {summary.seconds:.1f} s{_skipped(read)}", file=sys.stderr)
     return 0
+
+
+def _existing_files(names: list[str]) -> list[Any]:
+    from pathlib import Path
+
+    from nuner_core.stage_api import StageError
+
+    missing = [name for name in names if not Path(name).is_file()]
+    if missing:
+        raise StageError(f"no such input file: {', '.join(missing)}")
+    return [Path(name) for name in names]
+
+
+def _skipped(read: Any) -> str:
+    """The bad lines --skip-bad left out, and the first of them."""
+    return f"; {read.bad_lines:,} bad line(s) skipped, the first: {read.first_bad}" if read.bad_lines else ""
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -189,20 +213,26 @@ def _predict(args: argparse.Namespace) -> int:
 
     from nuner_core.finetuning.predict import predict_files
     from nuner_core.stage_api import StageError
+    from nuner_core.tagging.documents import DocumentError, ReadStats, iter_files
 
-    missing = [f for f in args.files if not Path(f).is_file()]
-    model_config = Path(args.model) / "config.json"
-    if missing or not model_config.is_file():
-        problem = f"no such input file: {', '.join(missing)}" if missing else f"{args.model} is not a model directory (no config.json)"
-        print(f"nuner predict: {problem}", file=sys.stderr)
+    read = ReadStats()
+    try:  # everything checkable without loading the model, first: the input is read (not tagged) once here
+        if args.batch_size < 1:
+            raise StageError(f"--batch-size must be a positive number of windows, not {args.batch_size}")
+        files = _existing_files(args.files)
+        if not (Path(args.model) / "config.json").is_file():
+            raise StageError(f"{args.model} is not a model directory (no config.json)")
+        iter_files(files, skip_bad=args.skip_bad, stats=read)
+    except StageError as exc:
+        print(f"nuner predict: {exc}{SKIP_BAD_HINT if isinstance(exc, DocumentError) else ''}", file=sys.stderr)
         return 2
     try:
         counts = predict_files(args.model, args.files, sys.stdout if args.output == "-" else args.output,
-                               device=args.device, batch_size=args.batch_size)
+                               device=args.device, batch_size=args.batch_size, skip_bad=args.skip_bad)
     except StageError as exc:
         print(f"nuner predict: {exc}", file=sys.stderr)
         return 1
-    print(f"nuner predict: {json.dumps(counts)}", file=sys.stderr)
+    print(f"nuner predict: {json.dumps(counts)}{_skipped(read)}", file=sys.stderr)
     return 0
 
 
@@ -257,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--format", choices=["auto", "jsonl", "text"], default="auto", help="input format (auto: by the file name)")
     tag.add_argument("--text-field", default="text", help="the JSON lines field holding the text")
     tag.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1")
+    tag.add_argument("--skip-bad", action="store_true", help="skip (and count) input lines that are not a readable document")
     tag.set_defaults(func=_tag)
 
     predict = sub.add_parser("predict", help="tag text with a fine-tuned token classifier (the finetune stage's model/)")
@@ -265,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", "-o", default="-", help="JSON lines out (default: standard output)")
     predict.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1")
     predict.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    predict.add_argument("--skip-bad", action="store_true", help="skip (and count) input lines that are not a readable document")
     predict.set_defaults(func=_predict)
 
     export = sub.add_parser("export-model", help="copy a zero-shot model (both encoders, settings, model card) to hand on")

@@ -2,8 +2,9 @@
 
 A JSON-lines file holds one JSON object per line; blank lines are skipped, a byte-order mark
 on the first line is ignored, and a ``.gz`` file is read through gzip. Every problem (not
-UTF-8, not JSON, not an object) is a ``JsonLinesError`` whose message starts with
-``path:line:``, so that the user can open the file at the line.
+UTF-8, not JSON, a string holding a lone surrogate such as ``"\\ud800"``, not an object) is a
+``JsonLinesError`` whose message starts with ``path:line:``, so that the user can open the
+file at the line.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from io import BufferedReader
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+# A JSON escape of a UTF-16 surrogate: a pair decodes to one character, a lone one to a string
+# that cannot be encoded (written, hashed, tokenised) later, far from the line that held it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class JsonLinesError(ValueError):
@@ -45,10 +51,27 @@ def decode_line(raw: bytes, path: str | os.PathLike[str], lineno: int) -> str:
 def parse_line(line: str, path: str | os.PathLike[str], lineno: int) -> Any:
     """The JSON value of one line."""
     try:
-        return json.loads(line)
+        value = json.loads(line)
     except json.JSONDecodeError as exc:
         hint = " (a JSON array? give one object per line)" if lineno == 1 and line.lstrip().startswith("[") else ""
         raise JsonLinesError(path, lineno, f"not JSON (column {exc.colno}: {exc.msg}){hint}") from None
+    if _SURROGATE_ESCAPE.search(line) and _has_lone_surrogate(value):
+        raise JsonLinesError(path, lineno, "a string holds a lone surrogate (an escape such as \\ud800 without its pair): not valid Unicode text")
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def read_json_lines(

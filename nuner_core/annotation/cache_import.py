@@ -26,6 +26,7 @@ from nuner_core.annotation.cache import (
 from nuner_core.annotation.config import AnnotateConfig
 from nuner_core.annotation.prompt import load_template
 from nuner_core.hashing import file_sha256
+from nuner_core.jsonl import JsonLinesError, read_json_lines
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 from nuner_core.store import open_store
@@ -92,20 +93,21 @@ def import_responses(
         if cache.has_marker(marker):
             stats.skipped_already_imported = True
             return stats
-        with file.open(encoding="utf-8") as fh:
-            pending: list[tuple[str, CachedAnswer]] = []
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
+        pending: list[tuple[str, CachedAnswer]] = []
+        try:
+            for number, record in read_json_lines(file):
                 stats.lines += 1
-                text, response = _parse(line, file, number)
+                text, response = _parse(record, file, number)
                 stats.empty_responses += not response.strip()
                 key = keys.key(template.messages(text))
                 pending.append((key, CachedAnswer(response=response, source=f"import:{file.name}")))
                 if len(pending) >= BATCH:
                     _write(cache, pending, stats, overwrite)
                     pending = []
+        except (JsonLinesError, ImportFileError) as exc:  # the lines before the bad one are kept: a rerun finds them cached
             _write(cache, pending, stats, overwrite)
+            raise ImportFileError(str(exc)) from None
+        _write(cache, pending, stats, overwrite)
         cache.set_marker(marker, {"file": str(file), "sha256": digest, "model": model, "lines": stats.lines})
     log.info(
         "imported %s into the response cache for model %s: %d added, %d unchanged, %d kept, %d replaced",
@@ -114,13 +116,7 @@ def import_responses(
     return stats
 
 
-def _parse(line: str, file: Path, number: int) -> tuple[str, str]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ImportFileError(f"{file}:{number}: not valid JSON (column {exc.colno}: {exc.msg})") from None
-    if not isinstance(record, dict):
-        raise ImportFileError(f"{file}:{number}: expected a JSON object, got {type(record).__name__}")
+def _parse(record: dict[str, Any], file: Path, number: int) -> tuple[str, str]:
     text, response = record.get("text"), record.get("response")
     if not isinstance(text, str) or not text:
         raise ImportFileError(f"{file}:{number}: field 'text' must be a non-empty string")

@@ -12,6 +12,10 @@ matches are counted apart. Each parsed line gets one status:
     inside_word  the string occurs, but only inside words
     absent       the string does not occur
 
+A line's search stops after ``MAX_MATCHES_PER_LINE`` matches (at word boundaries or not): a
+short entity repeated through a long sentence would otherwise cost a pass per occurrence and a
+span each; such lines are ``capped`` (counted by the stage), keeping the spans found so far.
+
 Offsets are Python string (code point) offsets, end exclusive. ``align`` is vectorised
 (polars finds, numpy checks boundaries on UTF-8 bytes); ``find_occurrences`` is the
 reference implementation, used for the few undecidable lines and the case-insensitive
@@ -30,6 +34,7 @@ import polars as pl
 from polars import CompatLevel
 
 STATUSES = ("exact", "casefold", "inside_word", "absent")
+MAX_MATCHES_PER_LINE = 1_000  # an ordinary sentence holds an entity a few times
 _EXACT, _CASEFOLD, _INSIDE, _ABSENT = range(4)
 
 # ASCII bytes that are word characters: letters, digits, underscore (what str.isalnum() says for ASCII).
@@ -58,26 +63,34 @@ def find_occurrences(text: str, entity: str, ignore_case: bool = False) -> tuple
     Returns ``(spans, seen)``: ``spans`` as (start, end) code-point offsets in order,
     ``seen`` whether the string occurs at all (possibly only inside words).
     """
-    spans: list[tuple[int, int]] = []
-    seen = False
-    if not entity:
-        return spans, seen
-    if ignore_case:
-        pattern = re.compile(re.escape(entity), re.IGNORECASE)
-        pos = 0
-        while (m := pattern.search(text, pos)) is not None:
-            seen = True
-            if m.end() > m.start() and _clean_boundaries(text, m.start(), m.end()):
-                spans.append((m.start(), m.end()))
-            pos = m.start() + 1
-        return spans, seen
-    start = text.find(entity)
-    while start >= 0:
-        seen = True
-        if _clean_boundaries(text, start, start + len(entity)):
-            spans.append((start, start + len(entity)))
-        start = text.find(entity, start + 1)
+    spans, seen, _ = _find(text, entity, ignore_case, None)
     return spans, seen
+
+
+def _find(text: str, entity: str, ignore_case: bool, limit: int | None) -> tuple[list[tuple[int, int]], bool, bool]:
+    """``find_occurrences``, stopping after ``limit`` matches; the third value: whether it stopped there."""
+    spans: list[tuple[int, int]] = []
+    matches = 0
+    if not entity:
+        return spans, False, False
+    pattern = re.compile(re.escape(entity), re.IGNORECASE) if ignore_case else None
+    pos = 0
+    while limit is None or matches < limit:
+        if pattern is not None:
+            m = pattern.search(text, pos)
+            if m is None:
+                break
+            start, end = m.start(), m.end()
+        else:
+            start = text.find(entity, pos)
+            if start < 0:
+                break
+            end = start + len(entity)
+        matches += 1
+        if end > start and _clean_boundaries(text, start, end):
+            spans.append((start, end))
+        pos = start + 1
+    return spans, matches > 0, limit is not None and matches >= limit
 
 
 @dataclass
@@ -85,6 +98,7 @@ class Alignment:
     spans: pl.DataFrame  # one row per occurrence: row u32 (index into the parsed lines), start i32, end i32
     status: np.ndarray  # (P,) int8, index into STATUSES, one per parsed line
     occurrences: np.ndarray  # (P,) int32, spans found per parsed line
+    capped: np.ndarray  # (P,) bool: the search stopped at MAX_MATCHES_PER_LINE
 
 
 def _utf8_buffers(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +132,7 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
     status = np.full(n, _ABSENT, dtype=np.int8)
     occurrences = np.zeros(n, dtype=np.int32)
     if n == 0:
-        return Alignment(_spans_frame([], [], []), status, occurrences)
+        return Alignment(_spans_frame([], [], []), status, occurrences, np.zeros(0, dtype=bool))
     sid = sid.astype(np.int64)
     t_off, t_data = _utf8_buffers(texts)  # (S+1,), (bytes,)
     e_off, e_data = _utf8_buffers(entity)  # (P+1,), (bytes,)
@@ -140,6 +154,8 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
     from_byte = np.zeros(n, dtype=np.int64)
     seen = np.zeros(n, dtype=bool)
     deferred = np.zeros(n, dtype=bool)
+    matches = np.zeros(n, dtype=np.int64)  # matches examined per line, at word boundaries or not
+    capped = np.zeros(n, dtype=bool)
     span_rows: list[np.ndarray] = []
     span_starts: list[np.ndarray] = []
     span_ends: list[np.ndarray] = []
@@ -185,19 +201,25 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
         span_ends.append(end[ok])
         from_char = start + 1
         from_byte = start_b + _char_len(t_data[np.minimum(base + start_b, len(t_data) - 1)])
+        matches[rows] += 1
+        full = matches[rows] >= MAX_MATCHES_PER_LINE
+        if full.any():  # stop searching these lines: they keep the spans found so far
+            capped[rows[full]] = True
+            keep = ~full
+            rows, from_byte, from_char, frame = rows[keep], from_byte[keep], from_char[keep], frame.filter(pl.Series(keep))
         first = False
     status[seen] = _INSIDE
     status[occurrences > 0] = _EXACT
 
     span_rows, span_starts, span_ends = _reference_passes(
-        sid, entity, texts, deferred, case_insensitive_fallback, status, occurrences, span_rows, span_starts, span_ends
+        sid, entity, texts, deferred, case_insensitive_fallback, status, occurrences, capped, span_rows, span_starts, span_ends
     )
-    return Alignment(_spans_frame(span_rows, span_starts, span_ends), status, occurrences)
+    return Alignment(_spans_frame(span_rows, span_starts, span_ends), status, occurrences, capped)
 
 
 def _reference_passes(
     sid: np.ndarray, entity: pl.Series, texts: pl.Series, deferred: np.ndarray, case_insensitive_fallback: bool,
-    status: np.ndarray, occurrences: np.ndarray,
+    status: np.ndarray, occurrences: np.ndarray, capped: np.ndarray,
     span_rows: list[np.ndarray], span_starts: list[np.ndarray], span_ends: list[np.ndarray],
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """The lines the vectorised pass could not decide, redone whole by ``find_occurrences``; then,
@@ -210,9 +232,10 @@ def _reference_passes(
         slow = np.flatnonzero(deferred)
         status[slow] = _ABSENT
         occurrences[slow] = 0
+        capped[slow] = False
         _python_pass(
             slow, texts.gather(sid[slow]).to_list(), entity.gather(slow).to_list(), False, _EXACT,
-            status, occurrences, span_rows, span_starts, span_ends,
+            status, occurrences, capped, span_rows, span_starts, span_ends,
         )  # fmt: skip
 
     if case_insensitive_fallback:
@@ -220,7 +243,7 @@ def _reference_passes(
         if missing.size:
             _python_pass(
                 missing, texts.gather(sid[missing]).to_list(), entity.gather(missing).to_list(), True, _CASEFOLD,
-                status, occurrences, span_rows, span_starts, span_ends,
+                status, occurrences, capped, span_rows, span_starts, span_ends,
             )  # fmt: skip
 
     return span_rows, span_starts, span_ends
@@ -239,17 +262,20 @@ def _python_pass(
     found_status: int,
     status: np.ndarray,
     occurrences: np.ndarray,
+    capped: np.ndarray,
     span_rows: list[np.ndarray],
     span_starts: list[np.ndarray],
     span_ends: list[np.ndarray],
 ) -> None:
-    """``find_occurrences`` for the given ``rows``: sets their ``status`` and ``occurrences`` in place
+    """``find_occurrences`` for the given ``rows`` (up to MAX_MATCHES_PER_LINE matches each): sets their
+    ``status``, ``occurrences`` and ``capped`` in place
     and appends their spans to ``span_rows`` / ``span_starts`` / ``span_ends``."""
     out_rows: list[int] = []
     out_starts: list[int] = []
     out_ends: list[int] = []
     for row, text, ent in zip(rows.tolist(), texts, entities):
-        spans, seen = find_occurrences(text, ent, ignore_case=ignore_case)
+        spans, seen, full = _find(text, ent, ignore_case, MAX_MATCHES_PER_LINE)
+        capped[row] |= full
         if spans:
             status[row] = found_status
             occurrences[row] = len(spans)

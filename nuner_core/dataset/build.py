@@ -209,6 +209,8 @@ def _scan(
             al = align(psid, parsed["entity"], texts, cfg.case_insensitive_fallback)
             for code, name in enumerate(STATUSES):
                 counts[f"entities.{name}"] += int((al.status == code).sum())
+            if al.capped.any():  # a key only when it happens: the stats of ordinary data stay as they were
+                counts["entities.occurrences_capped"] += int(al.capped.sum())
             clock("align")
 
             n_parsed_parts.append(np.bincount(psid, minlength=n))

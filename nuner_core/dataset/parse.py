@@ -9,6 +9,9 @@ Every non-blank line ends up either parsed or dropped with a reason:
     empty_entity   nothing left of the entity once quotes and bullets are removed
     empty_concept  nothing left of the concept once normalised
     duplicate      the same (entity, concept) already appeared in this answer
+    entity_too_long  the entity has more than MAX_ENTITY_CHARS characters: no name is that long,
+                   and searching a sentence for it costs up to length x sentence (counted only
+                   when it happens, so that the stats of ordinary answers are what they were)
 
 Concepts are normalised (trimmed, lower-cased, runs of white space collapsed); entities
 are only trimmed, since they must be found verbatim in the sentence.
@@ -25,6 +28,7 @@ import polars as pl
 
 SEPARATOR = "<>"
 DROP_REASONS = ("no_separator", "empty_entity", "empty_concept", "duplicate")
+MAX_ENTITY_CHARS = 1_000
 
 # A list marker at the start of a line, followed by white space: "1." "2)" "(3)" "-" "*" "•" "#".
 _LIST_MARKER = r"^(?:[-*•‣◦▪·+]+|\(?\d{1,3}[.):\]]|\(\d{1,3}\)|#{1,6})\s+"
@@ -122,10 +126,13 @@ def parse_lines(lines: pl.DataFrame) -> ParsedLines:
     sid = lines["sid"].gather(index)
     empty_entity = (entity == "").to_numpy()
     empty_concept = (concept == "").to_numpy() & ~empty_entity
-    duplicate = ~_first_distinct(sid, entity, concept) & ~empty_entity & ~empty_concept
-    for reason, mask in (("empty_entity", empty_entity), ("empty_concept", empty_concept), ("duplicate", duplicate)):
-        rejected[reason] = index.filter(pl.Series(mask))
-    ok = ~(empty_entity | empty_concept | duplicate)
+    too_long = (entity.str.len_chars() > MAX_ENTITY_CHARS).to_numpy() & ~empty_concept
+    duplicate = ~_first_distinct(sid, entity, concept) & ~empty_entity & ~empty_concept & ~too_long
+    masks = {"empty_entity": empty_entity, "empty_concept": empty_concept, "duplicate": duplicate, "entity_too_long": too_long}
+    for reason, mask in masks.items():
+        if reason in DROP_REASONS or mask.any():
+            rejected[reason] = index.filter(pl.Series(mask))
+    ok = ~(empty_entity | empty_concept | duplicate | too_long)
     parsed = pl.DataFrame(
         {
             "sid": sid,

@@ -21,6 +21,7 @@ training data; a label in dev or test that never occurs in train is an error nam
 from __future__ import annotations
 
 import json
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,9 +76,10 @@ def spans_to_tags(
     """Word offsets of ``text`` and their IOB2 tags; ``spans`` are ``(start, end, type)`` character spans."""
     words = [(s, e) for s, e in segment_words(text).tolist()]
     tags = ["O"] * len(words)
-    starts = [s for s, _ in words]
+    starts = [s for s, _ in words]  # both increasing: words are disjoint and in order
     ends = [e for _, e in words]
-    placed: list[tuple[int, int]] = []  # word ranges taken, [first, last]
+    placed_first: list[int] = []  # the word ranges taken, disjoint, sorted: [first, last]
+    placed_last: list[int] = []
     for start, end, label in sorted(spans, key=lambda s: (s[0], -(s[1] - s[0]))):  # earlier, then longer, first
         counts.spans += 1
         if not (0 <= start < end <= len(text)):
@@ -91,11 +93,11 @@ def spans_to_tags(
                 continue
             start, end = start + lead, end - trail
             counts.whitespace_trimmed += 1
-        covered = [i for i in range(len(words)) if starts[i] < end and ends[i] > start]
-        if not covered:
+        # The words it touches (ends[i] > start and starts[i] < end), found by bisection: linear in words + spans overall.
+        first, last = bisect_right(ends, start), bisect_left(starts, end) - 1
+        if first > last:
             counts.rejected["covers_no_word"] += 1  # e.g. only characters the segmentation skips
             continue
-        first, last = covered[0], covered[-1]
         if starts[first] != start or ends[last] != end:
             if repair == "reject":
                 counts.rejected["off_word_boundary"] += 1
@@ -103,10 +105,12 @@ def spans_to_tags(
             counts.snapped += 1
         else:
             counts.exact += 1
-        if any(first <= b and a <= last for a, b in placed):
+        k = bisect_right(placed_first, last)  # the ranges before k start at or before ``last``; of them only k-1 can reach ``first``
+        if k and placed_last[k - 1] >= first:
             counts.rejected["overlaps_another_span"] += 1  # IOB2 has no nesting: the earlier (then longer) one stays
             continue
-        placed.append((first, last))
+        placed_first.insert(k, first)
+        placed_last.insert(k, last)
         tags[first] = f"B-{label}"
         for i in range(first + 1, last + 1):
             tags[i] = f"I-{label}"
@@ -133,7 +137,7 @@ def read_jsonl(path: Path, repair: Literal["snap", "reject"], types: TypeNames) 
             ok = isinstance(entity, dict) and all(type(entity.get(k)) is int for k in ("start", "end"))
             if not ok or not isinstance(entity.get("label"), str) or not entity["label"].strip():
                 raise DataFormatError(f"{where}: entity {entity!r} needs integer 'start', 'end' and a non-empty string 'label'")
-            spans.append((entity["start"], entity["end"], types(entity["label"].strip())))
+            spans.append((entity["start"], entity["end"], types(_type_name(entity["label"].strip(), where))))
         counts.records += 1
         text = record["text"]
         words, tags = spans_to_tags(text, spans, repair, counts)
@@ -142,6 +146,16 @@ def read_jsonl(path: Path, repair: Literal["snap", "reject"], types: TypeNames) 
             continue
         sentences.append(Sentence(tuple(text[s:e] for s, e in words), tuple(tags)))
     return sentences, counts
+
+
+def _type_name(label: str, where: str) -> str:
+    """An entity type as given in JSON lines: the tags are made from it, so a tag (``O``, ``B-LOC``) would become ``B-O``, ``B-B-LOC``."""
+    if label.upper() == "O":
+        raise DataFormatError(f"{where}: entity label {label!r} is the IOB2 tag for no entity, not a type: leave such spans out")
+    if label[:2].upper() in ("B-", "I-"):
+        raise DataFormatError(f"{where}: entity label {label!r} is an IOB2 tag, not a type: give the type ({label[2:]!r}); "
+                              "the B-/I- tags are made from it")  # fmt: skip
+    return label
 
 
 def file_format(path: Path, configured: str) -> str:

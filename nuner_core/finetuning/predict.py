@@ -76,6 +76,8 @@ class Tagger:
         from nuner_core.tokenizer import load_tokenizer
 
         path = Path(model_dir)
+        if batch_size < 1:
+            raise StageError(f"batch_size must be a positive number of windows, not {batch_size}")
         if not (path / "config.json").is_file():
             raise StageError(f"{path} is not a model directory (no config.json)")
         self.tokenizer = load_tokenizer(str(path), pre_split_words=True)
@@ -123,12 +125,14 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 def predict_files(
     model_dir: str | Path, inputs: Sequence[str | Path], output: str | Path | TextIO, device: str = "auto", batch_size: int = 32,
-    documents_per_chunk: int = 256,
+    documents_per_chunk: int = 256, skip_bad: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Tag every document of ``inputs`` (read as ``nuner tag`` reads them) into ``output``, JSON lines in input order.
 
     ``output`` is a path (written to a temporary file and renamed into place when complete) or an
-    open text stream. Returns counts: documents, blank lines skipped, entities, entities per label.
+    open text stream. Returns counts: documents, blank lines skipped, bad lines skipped (``skip_bad``:
+    a line that is not a readable document is counted and left out instead of failing the run),
+    entities, entities per label.
     """
     from nuner_core.tagging.documents import Document, ReadStats, iter_documents
 
@@ -140,7 +144,7 @@ def predict_files(
 
     def all_documents() -> Iterator[Document]:
         for path in inputs:
-            yield from iter_documents(path, stats=stats)
+            yield from iter_documents(path, stats=stats, skip_bad=skip_bad)
 
     def write(out: TextIO) -> None:
         nonlocal documents
@@ -162,5 +166,5 @@ def predict_files(
             tmp.unlink(missing_ok=True)
     else:
         write(output)
-    return {"documents": documents, "blank_lines": stats.blank_lines, "entities": sum(labels.values()),
+    return {"documents": documents, "blank_lines": stats.blank_lines, "bad_lines": stats.bad_lines, "entities": sum(labels.values()),
             "per_label": dict(sorted(labels.items())), "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip

@@ -7,7 +7,8 @@ Input formats (chosen by the file name, ``.gz`` allowed on top):
 - anything else: plain text, one document per line, id = the line number (1-based).
 
 Blank lines are skipped and counted. Any other problem (not UTF-8, not JSON, no ``text``) is
-a DocumentError naming ``file:line``. Output: one JSON object per document::
+a DocumentError naming ``file:line``; with ``skip_bad`` such a line is skipped and counted
+instead (``ReadStats.bad_lines``), so one bad document does not cost the others. Output: one JSON object per document::
 
     {"id": ..., "text": ..., "entities": [{"start", "end", "text", "label", "score"}]}
 
@@ -50,6 +51,8 @@ class ReadStats:
     lines: int = 0
     documents: int = 0
     blank_lines: int = 0  # skipped: no document
+    bad_lines: int = 0  # skipped with skip_bad: a DocumentError each
+    first_bad: str | None = None  # the first of their errors, to show
 
 
 def input_format(path: Path) -> Literal["jsonl", "text"]:
@@ -64,6 +67,7 @@ def iter_documents(
     fmt: Literal["auto", "jsonl", "text"] = "auto",
     text_field: str = "text",
     stats: ReadStats | None = None,
+    skip_bad: bool = False,
 ) -> Iterator[Document]:
     """Documents of one file, lazily (a million-line file is never held in memory)."""
     path = Path(path)
@@ -76,21 +80,22 @@ def iter_documents(
             stats.lines += 1
             try:
                 line = decode_line(raw, path, lineno)
-            except JsonLinesError as exc:
-                raise DocumentError(str(exc)) from None
-            if not line.strip():
-                stats.blank_lines += 1
+                if not line.strip():
+                    stats.blank_lines += 1
+                    continue
+                doc = _json_document(line, path, lineno, text_field) if fmt == "jsonl" else Document(lineno, line)
+            except (JsonLinesError, DocumentError) as exc:
+                if not skip_bad:
+                    raise DocumentError(str(exc)) from None
+                stats.bad_lines += 1
+                stats.first_bad = stats.first_bad or str(exc)
                 continue
-            doc = _json_document(line, path, lineno, text_field) if fmt == "jsonl" else Document(lineno, line)
             stats.documents += 1
             yield doc
 
 
 def _json_document(line: str, path: Path, lineno: int, text_field: str) -> Document:
-    try:
-        record = parse_line(line, path, lineno)
-    except JsonLinesError as exc:
-        raise DocumentError(str(exc)) from None
+    record = parse_line(line, path, lineno)
     if not isinstance(record, dict):
         raise DocumentError(f"{path}:{lineno}: expected a JSON object with a {text_field!r} field, got {type(record).__name__}")
     if text_field not in record:
@@ -105,18 +110,23 @@ def _json_document(line: str, path: Path, lineno: int, text_field: str) -> Docum
 
 
 def iter_files(
-    paths: Sequence[str | Path], fmt: Literal["auto", "jsonl", "text"] = "auto", text_field: str = "text"
+    paths: Sequence[str | Path],
+    fmt: Literal["auto", "jsonl", "text"] = "auto",
+    text_field: str = "text",
+    skip_bad: bool = False,
+    stats: ReadStats | None = None,
 ) -> tuple[int, Iterator[Document]]:
     """The documents of several files in order, lazily, and how many there are (for a progress bar).
 
-    The count reads the bytes once without decoding or parsing them: every non-blank line is a
-    document (or an error that ``iter_documents`` reports with its file and line).
+    The count reads every document once, decoded and parsed, so that a bad line is reported
+    here, before a model is loaded and before any work is done (``skip_bad``: counted in
+    ``stats`` and left out of the documents).
     """
-    total = 0
+    check = stats if stats is not None else ReadStats()
     for path in paths:
-        with open_lines(path) as fh:
-            total += sum(1 for raw in fh if raw.strip())
-    return total, (doc for path in paths for doc in iter_documents(path, fmt, text_field))
+        for _ in iter_documents(path, fmt, text_field, check, skip_bad):
+            pass
+    return check.documents, (doc for path in paths for doc in iter_documents(path, fmt, text_field, skip_bad=skip_bad))
 
 
 def read_documents(path: str | Path, fmt: Literal["auto", "jsonl", "text"] = "auto", text_field: str = "text") -> list[Document]:
@@ -140,7 +150,15 @@ def read_label_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise LabelError(f"{path}: no such label file")
-    labels = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    labels = []
+    with open_lines(path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                label = decode_line(raw, path, lineno).strip()
+            except JsonLinesError as exc:
+                raise LabelError(str(exc)) from None
+            if label:
+                labels.append(label)
     if not labels:
         raise LabelError(f"{path}: no labels (one label name per line)")
     return clean_labels(labels)

@@ -21,10 +21,16 @@ from typing import Any
 import yaml
 
 from nuner_core.paths import expand_path
+from nuner_core.stage_api import StageError
 from nuner_core.tagging.decode import check_threshold
 from nuner_core.tagging.settings import ENCODERS, SETTINGS_FILE, DualEncoderSettings, check_model_dir
 
 CARD_FILE = "README.md"
+EXPORTED_NAMES = frozenset({*ENCODERS, SETTINGS_FILE, CARD_FILE})  # everything export_model writes
+
+
+class ExportDestinationError(StageError, ValueError):
+    """A destination that export_model must not write or replace; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -139,17 +145,14 @@ def export_model(
     """Write a self-contained zero-shot model directory at ``dest``; returns it.
 
     ``threshold`` None keeps the source's stored threshold (if any). ``dest`` must not exist
-    unless ``overwrite``.
+    unless ``overwrite``, and then only an exported model is replaced (see ``_check_destination``).
     """
     src = Path(expand_path(str(source)))
     settings = check_model_dir(src)
     if threshold is not None:
         settings = replace(settings, threshold=check_threshold(threshold))
     dst = Path(expand_path(str(dest)))
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
-    if dst.resolve() == src.resolve():
-        raise ValueError(f"cannot export {src} onto itself")
+    _check_destination(src, dst, overwrite)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -167,3 +170,27 @@ def export_model(
         if tmp.exists():
             shutil.rmtree(tmp)
     return dst
+
+
+def _check_destination(src: Path, dst: Path, overwrite: bool) -> None:
+    """Replacing ``dst`` removes it whole: a destination that holds the source (``... data
+    --overwrite`` would take the store and its paid response cache along) or lies inside it is
+    refused, and an existing one is replaced only when it is what an export writes, nothing more."""
+    real_src, real_dst = src.resolve(), dst.resolve()
+    if real_dst == real_src or real_src.is_relative_to(real_dst):
+        raise ExportDestinationError(f"{dst} contains the source {src}: choose a new directory for the exported model")
+    if real_dst.is_relative_to(real_src):
+        raise ExportDestinationError(f"{dst} lies inside the source {src}: choose a directory outside it")
+    if not dst.exists() and not dst.is_symlink():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
+    extra = sorted(p.name for p in dst.iterdir() if p.name not in EXPORTED_NAMES) if dst.is_dir() and not dst.is_symlink() else []
+    try:
+        is_model = dst.is_dir() and not dst.is_symlink() and not extra and check_model_dir(dst) is not None
+    except StageError:
+        is_model = False
+    if not is_model:
+        held = f" (it holds {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''})" if extra else ""
+        raise ExportDestinationError(f"{dst} exists and is not an exported model{held}: overwrite replaces only a model "
+                                     "directory export-model wrote; choose a new directory")  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Sequence
@@ -146,19 +147,30 @@ def model_identity(path: str | Path) -> str:
     return short_hash(json.dumps(payload))
 
 
+# Characters a label made only of would look empty: white space, and format (zero-width
+# spaces and joiners, direction marks, soft hyphens) and control characters.
+_INVISIBLE = frozenset(("Cc", "Cf", "Zs", "Zl", "Zp"))
+
+
+def _visible(label: str) -> bool:
+    return any(not c.isspace() and unicodedata.category(c) not in _INVISIBLE for c in label)
+
+
 def clean_labels(labels: Sequence[str]) -> list[str]:
     """Labels stripped (as pre-training strips concept names), duplicates dropped keeping the first; checked."""
     if isinstance(labels, str):
         raise LabelError(f"labels must be a list of strings, not the string {labels!r} (see parse_labels)")
-    out: list[str] = []
+    out: dict[str, None] = {}  # ordered, and a label is looked up in constant time (tens of thousands of labels)
     for i, label in enumerate(labels):
-        if not isinstance(label, str) or not label.strip():
-            raise LabelError(f"label {i} is {label!r}: every label must be a non-empty string")
-        if label.strip() not in out:
-            out.append(label.strip())
+        if not isinstance(label, str) or not _visible(label):
+            raise LabelError(f"label {i} is {label!r}: every label must be a non-empty string "
+                             "(white space and invisible characters such as zero-width spaces do not count)")  # fmt: skip
+        if any(unicodedata.category(c) == "Cs" for c in label):
+            raise LabelError(f"label {i} is {label!r}: it holds a lone surrogate, not valid Unicode text")
+        out.setdefault(label.strip(), None)
     if not out:
         raise LabelError("no labels: give at least one label name, e.g. ['person', 'dish', 'price']")
-    return out
+    return list(out)
 
 
 def clean_and_keep(labels: Sequence[str], allow_empty: bool = False) -> list[str]:

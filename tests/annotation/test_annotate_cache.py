@@ -104,7 +104,9 @@ def test_import_fills_the_cache_under_the_model_name_and_is_idempotent(server, s
 @pytest.mark.parametrize(
     "line, problem",
     [
-        ("{not json", "not valid JSON"),
+        ("{not json", "not JSON"),
+        ('{"text": "a \\ud800 b", "response": "x"}', "lone surrogate"),  # would fail later, hashing the prompt
+        ("\udcff\udcfe binary", "not UTF-8"),  # written with surrogateescape: the raw bytes ff fe
         ('["a", "b"]', "expected a JSON object"),
         ('{"response": "x"}', "'text' must be a non-empty string"),
         ('{"text": "a b c", "response": null}', "'response' must be a string"),
@@ -112,7 +114,7 @@ def test_import_fills_the_cache_under_the_model_name_and_is_idempotent(server, s
 )
 def test_import_names_the_bad_line(tmp_path, line, problem):
     path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps({"text": "fine", "response": "ok"}) + "\n" + line + "\n")
+    path.write_text(json.dumps({"text": "fine", "response": "ok"}) + "\n" + line + "\n", errors="surrogateescape")
     with pytest.raises(ImportFileError, match=f"bad.jsonl:2: .*{problem}"):
         import_responses(path, model=MODEL, cache_dir=tmp_path / "cache")
 

@@ -96,3 +96,13 @@ def test_vectorised_path_matches_reference(alphabet):
 def test_empty_input():
     al = align(np.zeros(0, dtype=np.int64), pl.Series([], dtype=pl.String), pl.Series(["x"]))
     assert al.spans.height == 0 and al.status.size == 0
+
+
+@pytest.mark.parametrize("text", ["ab " * 3000, "ab" * 3000, "aé " * 3000])  # clean matches; inside words; the reference path
+def test_a_line_stops_after_max_matches_and_is_capped(text):
+    from nuner_core.dataset.align import MAX_MATCHES_PER_LINE
+
+    entity = "aé" if "é" in text else "ab"
+    al = align(np.array([0, 0]), pl.Series([entity, "zz"]), pl.Series([text]))
+    assert al.capped.tolist() == [True, False]
+    assert al.occurrences[0] in (0, MAX_MATCHES_PER_LINE) and len(al.spans) == al.occurrences[0]

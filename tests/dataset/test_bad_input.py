@@ -100,3 +100,50 @@ def test_a_failed_call_is_never_read_as_no_entity_whatever_its_response(tmp_path
     assert (c["failed_response.truncated"], c["failed_response.server_error"]) == (2, 1)
     assert c["sentences.dropped.no_entities"] == 1 and c["sentences.kept"] == 1
     assert check_accounting(c) == []
+
+
+def test_a_one_megabyte_entity_is_a_counted_drop_not_a_traceback(tmp_path):
+    """Aligning it was quadratic (200 kB: 79 s) and at 1 MB polars failed with a ComputeError."""
+    import time
+
+    from nuner_core.dataset.parse import MAX_ENTITY_CHARS
+
+    huge = "a" * 1_000_000
+    path = write_responses(tmp_path / "responses.parquet", [
+        {"id": "long", "text": f"Apple sells {huge} phones.", "response": f"{huge} <> thing\nApple <> company"},
+        {"id": "ok", "text": "Paris is big.", "response": "Paris <> city"},
+    ])  # fmt: skip
+    started = time.perf_counter()
+    result, out = run_dataset(tmp_path, path=str(path))
+    assert time.perf_counter() - started < 30
+    c = result.extra["counts"]
+    assert c["lines.dropped.entity_too_long"] == 1 and c["sentences.kept"] == 2 and check_accounting(c) == []
+    assert result.dropped["lines: entity_too_long"] == 1
+    rejected = pl.read_parquet(out / "rejected_lines.parquet")
+    assert rejected.filter(pl.col("reason") == "entity_too_long")["id"].to_list() == ["long"]
+    assert MAX_ENTITY_CHARS < 1_000_000
+
+
+def test_an_entity_repeated_a_hundred_thousand_times_in_its_sentence_is_capped_and_counted(tmp_path):
+    """Each occurrence cost a pass of the search (10^5 of them: minutes) and a span."""
+    import time
+
+    from nuner_core.dataset.align import MAX_MATCHES_PER_LINE
+
+    path = write_responses(tmp_path / "responses.parquet", [
+        {"id": "rep", "text": " ".join(["ab"] * 100_000), "response": "ab <> thing"},
+        {"id": "ok", "text": "Paris is big.", "response": "Paris <> city"},
+    ])  # fmt: skip
+    started = time.perf_counter()
+    result, _ = run_dataset(tmp_path, path=str(path))
+    assert time.perf_counter() - started < 10
+    c = result.extra["counts"]
+    assert c["entities.occurrences_capped"] == 1 and c["mentions.aligned"] == MAX_MATCHES_PER_LINE + 1
+    assert c["sentences.kept"] == 2 and check_accounting(c) == []
+
+
+def test_ordinary_data_has_no_new_counts(tmp_path):
+    """The caps change nothing for ordinary answers: no new keys in the stats (the stage's key is unchanged)."""
+    path = write_responses(tmp_path / "responses.parquet", [{"id": "ok", "text": "Paris is big.", "response": "Paris <> city"}])
+    result, _ = run_dataset(tmp_path, path=str(path))
+    assert not {"lines.dropped.entity_too_long", "entities.occurrences_capped"} & set(result.extra["counts"])

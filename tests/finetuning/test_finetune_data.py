@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from finetune_helpers import toy_records, write_conll, write_jsonl
@@ -134,3 +135,27 @@ def test_benchmark_data_support_set_dev_and_test_subsamples():
     assert not set(data.dev) & set(data.train)
     assert data.types == sorted(support["counts"])
     assert load_data(source, "snap").train == data.train  # seeded
+
+
+@pytest.mark.parametrize("label, message", [("O", "tag for no entity"), ("B-LOC", "give the type ('LOC')"), ("i-per", "give the type ('per')")])
+def test_a_json_lines_label_that_is_an_iob2_tag_is_refused(tmp_path, label, message):
+    """Such labels became tags B-O and B-B-LOC."""
+    path = write_jsonl(tmp_path / "train.jsonl", [{"text": "Anna in Paris", "entities": [{"start": 8, "end": 13, "label": label}]}])
+    with pytest.raises(DataFormatError, match=rf"train\.jsonl:1: entity label '{label}' is .*{re.escape(message)}"):
+        read_jsonl(path, "snap", TypeNames())
+
+
+def test_spans_to_tags_is_linear_in_words_and_spans():
+    """It was O(words x spans): 10,000 one-word spans over 10,000 words took seconds."""
+    import time
+
+    n = 10_000
+    text = " ".join(f"w{i}" for i in range(n))
+    words = segment_words(text).tolist()
+    spans = [(s, e, "x") for s, e in words] + [(words[0][0], words[-1][1], "y")]  # the long one overlaps them all
+    started = time.perf_counter()
+    got = SpanCounts()
+    _, tags = spans_to_tags(text, spans, "snap", got)
+    assert time.perf_counter() - started < 1.0  # about 0.05 s
+    assert tags[0] == "B-y" and tags[1:] == ["I-y"] * (n - 1)
+    assert got.exact == n + 1 and got.rejected == {"overlaps_another_span": n}

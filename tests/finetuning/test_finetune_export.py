@@ -125,6 +125,14 @@ def test_predict_reports_a_bad_input_line(trained, tmp_path):
     assert not (tmp_path / "out.jsonl").exists() and not list(tmp_path.glob(".*partial"))
 
 
+def test_predict_skip_bad_counts_a_bad_line_and_tags_the_others(trained, tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"text": "Alice flew to Paris."}\n{"text": "a \\ud800 b"}\n{"text": "Bob stayed."}\n')
+    counts = predict_files(trained["dir"], [docs], tmp_path / "out.jsonl", device="cpu", skip_bad=True)
+    assert counts["documents"] == 2 and counts["bad_lines"] == 1
+    assert [json.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == [1, 3]
+
+
 def test_nuner_predict_command_line(trained, tmp_path):
     """`nuner predict --model DIR FILE` writes the same JSON lines as predict_files; bad input is one line, exit 2."""
     import subprocess

@@ -104,3 +104,40 @@ def test_tag_stage_without_labels_is_a_clear_error(planted_dir, inputs, tmp_path
     (step,) = plan(load_config("demo", {"tag.model": str(planted_dir), "tag.inputs": [str(text)]}), ["tag"], store)
     with pytest.raises(Exception, match="no labels"):
         run_stage(step, {}, store)
+
+
+def test_nuner_export_model_onto_the_store_is_one_line_and_deletes_nothing(planted_dir, tmp_path):
+    import shutil
+
+    source = tmp_path / "data" / "pretrain" / "0123456789abcdef"
+    shutil.copytree(planted_dir, source)
+    (tmp_path / "data" / "cache").mkdir()
+    (tmp_path / "data" / "cache" / "responses.sqlite").write_bytes(b"paid")
+    out = _nuner("export-model", str(source), "data", "--overwrite", cwd=tmp_path)
+    assert out.returncode == 1 and "contains the source" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "data" / "cache" / "responses.sqlite").read_bytes() == b"paid"
+
+
+def test_nuner_tag_one_bad_document_names_its_line_and_skip_bad_keeps_the_rest(planted_dir, tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"text": "Alice in Paris"}\n{"text": 7}\n{"text": "Bob in Tokyo"}\n')
+    out = _nuner("tag", "--model", str(planted_dir), "--labels", "city", "--threshold", "0.5", str(docs),
+                 "-o", str(tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert out.returncode == 2 and "docs.jsonl:2: 'text' must be a string" in out.stderr and "--skip-bad" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "out.jsonl").exists()
+    out = _nuner("tag", "--model", str(planted_dir), "--labels", "city", "--threshold", "0.5", "--skip-bad", str(docs),
+                 "-o", str(tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == [1, 3]
+    assert "2 documents" in out.stderr and "1 bad line(s) skipped, the first: " in out.stderr and "docs.jsonl:2" in out.stderr
+
+
+def test_nuner_tag_summary_names_a_few_labels_and_counts_the_rest(planted_dir, inputs, tmp_path):
+    text, _ = inputs
+    labels = tmp_path / "labels.txt"
+    labels.write_text("city\nperson\n" + "".join(f"label{i}\n" for i in range(40)))
+    out = _nuner("tag", "--model", str(planted_dir), "--labels-file", str(labels), "--threshold", "0.5", str(text), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    summary = out.stderr.strip().splitlines()[-1]
+    assert "(city 2, person 3, label0 0," in summary and "label7 0, and 32 more labels)" in summary and "label8" not in summary

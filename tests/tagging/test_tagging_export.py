@@ -70,3 +70,47 @@ def test_export_of_something_else_fails(tmp_path, random_dir):
     with pytest.raises(ValueError, match="threshold"):
         export_model(random_dir, tmp_path / "m2", threshold=3.0)
     assert not (tmp_path / "m").exists() and not (tmp_path / "m2").exists()
+
+
+def _store_with_a_model(tmp_path, planted_dir):
+    """data/ holding a pretrain-like model and the paid response cache."""
+    data = tmp_path / "data"
+    source = data / "pretrain" / "0123456789abcdef"
+    shutil.copytree(planted_dir, source)
+    (data / "cache" / "llm-responses").mkdir(parents=True)
+    (data / "cache" / "llm-responses" / "responses.sqlite").write_bytes(b"paid answers")
+    return data, source
+
+
+@pytest.mark.parametrize("dest", ["data", "data/pretrain", "data/pretrain/0123456789abcdef/exported"])
+def test_export_model_overwrite_onto_an_ancestor_or_into_the_source_is_refused(tmp_path, planted_dir, dest):
+    data, source = _store_with_a_model(tmp_path, planted_dir)
+    with pytest.raises(ValueError, match="contains the source|inside the source"):
+        export_model(source, tmp_path / dest, overwrite=True)
+    assert (data / "cache" / "llm-responses" / "responses.sqlite").read_bytes() == b"paid answers"
+    assert (source / "dual_encoder.json").is_file() and not (source / "exported").exists()
+
+
+def test_export_model_overwrite_replaces_only_an_exported_model(tmp_path, planted_dir):
+    data, source = _store_with_a_model(tmp_path, planted_dir)
+    other = tmp_path / "reports"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not an exported model"):
+        export_model(source, other, overwrite=True)
+    assert (other / "notes.txt").read_text() == "mine"
+    a_file = tmp_path / "model.bin"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="not an exported model"):
+        export_model(source, a_file, overwrite=True)
+    cache = data / "cache"
+    with pytest.raises(ValueError, match="not an exported model"):
+        export_model(source, cache, overwrite=True)  # a sibling of the source, but not a model
+    assert (cache / "llm-responses" / "responses.sqlite").is_file()
+    dest = export_model(source, tmp_path / "m")
+    (dest / "notes.txt").write_text("a file export never writes")
+    with pytest.raises(ValueError, match="not an exported model"):
+        export_model(source, dest, overwrite=True)
+    (dest / "notes.txt").unlink()
+    export_model(source, dest, threshold=0.3, overwrite=True)
+    assert json.loads((dest / "dual_encoder.json").read_text())["threshold"] == 0.3
