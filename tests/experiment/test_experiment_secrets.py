@@ -1,0 +1,60 @@
+"""URL credentials in an experiment (a fixed annotate.base_url, a swept evaluation LLM) and in `nuner run`'s
+overrides reach the LLM that needs them, and no file, no printed line and no row of Prefect's database."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from experiment_helpers import write_experiment
+from fake_openai import FakeOpenAIServer
+
+pytestmark = pytest.mark.slow
+
+PASSWORD, TOKEN = "pw-SECRET-1b2c3d", "tok-SECRET-4e5f6a"
+
+
+def prefect_files() -> list[Path]:
+    """Prefect's database file(s) of the test server (its WAL too) and PREFECT_HOME (local results, logs)."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().server.database.connection_url
+    assert url is not None and "sqlite" in url.get_secret_value(), "the test server's database is a SQLite file"
+    db = Path(url.get_secret_value().split("///", 1)[1])
+    assert db.is_file(), db
+    return [p for p in db.parent.iterdir() if p.name.startswith(db.name)] + list(Path(os.environ["PREFECT_HOME"]).rglob("*"))
+
+
+def files_holding(secrets: tuple[str, ...], *roots: Path) -> list[str]:
+    found = []
+    for root in roots:
+        for path in [root] if root.is_file() else root.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                found += [f"{path}: {s}" for s in secrets if s.encode() in data]
+    return found
+
+
+def test_url_credentials_reach_the_llm_and_no_file_output_or_prefect_row(prefect_harness, data_dir, tmp_path, tiny, capsys):
+    from flows.cli import main
+
+    with FakeOpenAIServer(answer=lambda sentence: "person: none") as server:
+        llm = {"name": "llm", "model": "m", "api_key_env": None, "max_in_flight": 4,
+               "base_url": f"http://tester:{PASSWORD}@127.0.0.1:{server.port}/v1?api-key={TOKEN}"}
+        overrides = {**tiny, "annotate.base_url": f"http://tester:{PASSWORD}@10.9.8.7/v1?token={TOKEN}",
+                     "evaluate.llm.ks": [1], "evaluate.llm.max_test_sentences": 3}
+        inputs = tmp_path / "inputs"  # the experiment file holds the secrets: it is the user's, not searched
+        inputs.mkdir()
+        file = write_experiment(inputs / "exp.yaml", overrides, {"evaluate.llms": [[llm]]})
+        assert main(["experiment", str(file)]) == 0
+        asked = server.records()
+        # `nuner run` with the LLM in an override: the evaluation answers from the cache, the URL redacted as a parameter
+        sets = [f"--set={k}={json.dumps(v)}" for k, v in {**overrides, "evaluate.llms": [llm]}.items()]
+        assert main(["run", "--stages", "evaluate", *sets]) == 0
+    out = capsys.readouterr()
+    assert asked and all(TOKEN in r.target and r.auth.startswith("Basic ") for r in asked)  # handed over, and used
+    secrets = (PASSWORD, TOKEN)
+    assert [s for s in secrets if s in out.out + out.err] == []
+    assert files_holding(secrets, data_dir, *(p for p in tmp_path.iterdir() if p != inputs), *prefect_files()) == []
