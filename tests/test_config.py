@@ -134,16 +134,15 @@ def test_a_yaml_alias_bomb_in_a_profile_fails_fast_with_a_short_message(tmp_path
 
     from nuner_core.redaction import MAX_MESSAGE_CHARS
 
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    anchors = ["&a0 [x, x, x, x, x, x, x, x, x, x]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
     bomb = tmp_path / "bomb.yaml"
-    bomb.write_text("\n".join(lines) + "\ncorpus: {seed: *a8}\n")  # 10^9 x's in 600 bytes
+    bomb.write_text("corpus: {seed: [" + ", ".join(anchors) + "]}\n")  # 10^9 x's in 500 bytes, quoted by the error
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="expands to more than 100,000 values") as err:
         load_config(bomb)
     assert time.perf_counter() - started < 2 and len(str(err.value)) <= MAX_MESSAGE_CHARS
     with pytest.raises(ConfigError, match="expands to more than"):
-        parse_overrides(["corpus.seed={" + ", ".join(lines) + ", b: *a8}"])
+        parse_overrides(["corpus.seed=[" + ", ".join(anchors) + "]"])
 
 
 def test_an_override_error_quoting_a_huge_value_is_capped():

@@ -57,4 +57,6 @@ def test_url_credentials_reach_the_llm_and_no_file_output_or_prefect_row(prefect
     assert asked and all(TOKEN in r.target and r.auth.startswith("Basic ") for r in asked)  # handed over, and used
     secrets = (PASSWORD, TOKEN)
     assert [s for s in secrets if s in out.out + out.err] == []
-    assert files_holding(secrets, data_dir, *(p for p in tmp_path.iterdir() if p != inputs), *prefect_files()) == []
+    searched = [data_dir, *(p for p in tmp_path.iterdir() if p != inputs), *prefect_files()]
+    assert files_holding(("10.9.8.7/v1?token=***",), *prefect_files())  # the right database: the redacted parameter is there
+    assert files_holding(secrets, *searched) == []
