@@ -129,7 +129,7 @@ def _experiment(args: argparse.Namespace) -> int:
         if os.path.isfile(summary_md):
             print(open(summary_md, encoding="utf-8").read())
     if not state.is_completed():
-        _error("nuner experiment", state.message or state.name)
+        _error("nuner experiment", state.message or f"ended {state.name}")
         return 1
     return 0
 

@@ -17,8 +17,8 @@ from typing import Iterable, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from nuner_core.redaction import redact_url
 from nuner_core.basemodel import StrictModel, run_only
+from nuner_core.redaction import redact_url
 
 # The base_url of each LLM endpoint with its credentials (several: separated by whitespace, which a URL
 # cannot hold), for a config rebuilt from a redacted copy: see endpoint() and hand_over().
