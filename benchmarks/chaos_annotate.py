@@ -320,6 +320,7 @@ def scenario_secrets(root: Path) -> int:
 
     secrets = ("pw-CHAOS-SECRET-7a1c", "tok-CHAOS-SECRET-2b9d")
     assets = Path(os.environ.get("NUNER_ASSETS") or Path(__file__).resolve().parents[2] / "shared" / "assets")
+    (root / "bench").mkdir(parents=True)
     overrides = tiny_overrides(make_tiny_bert(root / "model"), tiny_benchmark(root / "bench", assets))
     env = {**os.environ, "NUNER_DATA_DIR": str(root / "data"), "PREFECT_HOME": str(root / "prefect")}
     env.pop("PREFECT_API_URL", None)  # Prefect's ephemeral server: its database is under PREFECT_HOME

@@ -60,3 +60,17 @@ def test_url_credentials_reach_the_llm_and_no_file_output_or_prefect_row(prefect
     searched = [data_dir, *(p for p in tmp_path.iterdir() if p != inputs), *prefect_files()]
     assert files_holding(("10.9.8.7/v1?token=***",), *prefect_files())  # the right database: the redacted parameter is there
     assert files_holding(secrets, *searched) == []
+
+
+def test_a_config_error_inside_a_flow_logs_and_stores_no_url_credentials(prefect_harness, data_dir, tmp_path):
+    """The error quoted the section's raw input, URL included, into the flow's log and state before the fix."""
+    from flows.pipeline import nuner
+
+    profile = tmp_path / "inputs" / "profile.yaml"  # the user's file: not searched
+    profile.parent.mkdir()
+    profile.write_text(f"annotate: {{base_url: 'http://me:{PASSWORD}@10.0.0.1/v1?key={TOKEN}', model: unpriced, "
+                       f"offline: false, max_cost: 1.0}}\n")
+    state = nuner(profile=str(profile), return_state=True)
+    assert state.is_failed() and "max_cost is set" in (state.message or "")
+    assert PASSWORD not in (state.message or "") and TOKEN not in (state.message or "")
+    assert files_holding((PASSWORD, TOKEN), *prefect_files()) == []
