@@ -101,15 +101,13 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from nuner_core.annotation.config import endpoint_urls
     from nuner_core.config import ConfigError
     from nuner_core.experiment.spec import ExperimentError, load_experiment
     from nuner_core.stage_api import StageError
 
-    try:  # fail fast, before Prefect starts: the file, every point's config, the report
-        exp = load_experiment(args.file, args.max_points)
-        endpoint_urls(exp.credentials, deployment=args.deployment)
-    except (ExperimentError, ConfigError, ValueError) as exc:
+    try:  # fail fast, before Prefect starts: the file, every point's config, the report, its credentials
+        load_experiment(args.file, args.max_points).endpoints(args.deployment)
+    except (ExperimentError, ConfigError) as exc:
         _error("nuner experiment", exc)
         return 2
     if args.debug:

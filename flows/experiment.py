@@ -31,7 +31,7 @@ from prefect.runtime import flow_run, task_run
 from prefect.states import Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from nuner_core.annotation.config import endpoint_urls, hand_over
+from nuner_core.annotation.config import hand_over
 from nuner_core.config import ConfigError
 from nuner_core.experiment.runner import existing, publish
 from nuner_core.experiment.scheduler import PointJob, PointResult, cached, ending, plan_experiment, run_points
@@ -123,8 +123,8 @@ def experiment(
     store = open_store()
     try:  # 1. the file and every point's keys; an LLM's URL credentials reach the points outside their parameters
         plan = plan_experiment(file, store, max_points)
-        hand_over(endpoint_urls(plan.experiment.credentials, deployment=deployment))
-    except (ExperimentError, ConfigError, StageError, ValueError) as exc:
+        hand_over(plan.experiment.endpoints(deployment))
+    except (ExperimentError, ConfigError, StageError) as exc:
         if debug():
             raise
         message = safe_message(str(exc))

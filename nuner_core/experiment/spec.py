@@ -137,6 +137,13 @@ class Experiment:
     # (where, URL as given) of each credentialed LLM base_url, redacted in the spec: for the flow to hand over
     credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
 
+    def endpoints(self, deployment: str | None = None) -> tuple[str, ...]:
+        """The credentialed LLM base_urls for ``annotation.config.hand_over`` (ExperimentError where none can be)."""
+        try:
+            return endpoint_urls(self.credentials, deployment=deployment)
+        except ValueError as exc:
+            raise ExperimentError(f"{self.source}: {exc}") from None
+
 
 # ---------------------------------------------------------------- loading and validation
 

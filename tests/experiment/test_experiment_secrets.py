@@ -3,6 +3,8 @@ overrides reach the LLM that needs them, and no file, no printed line and no row
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from pathlib import Path
@@ -14,6 +16,7 @@ from fake_openai import FakeOpenAIServer
 pytestmark = pytest.mark.slow
 
 PASSWORD, TOKEN = "pw-SECRET-1b2c3d", "tok-SECRET-4e5f6a"
+KEEP: list[io.StringIO] = []  # streams a log handler may still hold after the test
 
 
 def prefect_files() -> list[Path]:
@@ -37,8 +40,13 @@ def files_holding(secrets: tuple[str, ...], *roots: Path) -> list[str]:
     return found
 
 
-def test_url_credentials_reach_the_llm_and_no_file_output_or_prefect_row(prefect_harness, data_dir, tmp_path, tiny, capsys):
+def test_url_credentials_reach_the_llm_and_no_file_output_or_prefect_row(prefect_harness, data_dir, tmp_path, tiny):
     from flows.cli import main
+
+    # What the commands print, Prefect's console log included. Not capsys: Prefect's log handler keeps the
+    # stream it first saw, and capsys closes its stream after the test (a later test's logging would fail).
+    out, err = io.StringIO(), io.StringIO()
+    KEEP.extend((out, err))
 
     with FakeOpenAIServer(answer=lambda sentence: "person: none") as server:
         llm = {"name": "llm", "model": "m", "api_key_env": None, "max_in_flight": 4,
@@ -48,15 +56,16 @@ def test_url_credentials_reach_the_llm_and_no_file_output_or_prefect_row(prefect
         inputs = tmp_path / "inputs"  # the experiment file holds the secrets: it is the user's, not searched
         inputs.mkdir()
         file = write_experiment(inputs / "exp.yaml", overrides, {"evaluate.llms": [[llm]]})
-        assert main(["experiment", str(file)]) == 0
-        asked = server.records()
-        # `nuner run` with the LLM in an override: the evaluation answers from the cache, the URL redacted as a parameter
-        sets = [f"--set={k}={json.dumps(v)}" for k, v in {**overrides, "evaluate.llms": [llm]}.items()]
-        assert main(["run", "--stages", "evaluate", *sets]) == 0
-    out = capsys.readouterr()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            assert main(["experiment", str(file)]) == 0
+            asked = server.records()
+            # `nuner run` with the LLM in an override: the evaluation answers from the cache, the URL redacted as a parameter
+            sets = [f"--set={k}={json.dumps(v)}" for k, v in {**overrides, "evaluate.llms": [llm]}.items()]
+            assert main(["run", "--stages", "evaluate", *sets]) == 0
+    assert "experiment artifact:" in out.getvalue()
     assert asked and all(TOKEN in r.target and r.auth.startswith("Basic ") for r in asked)  # handed over, and used
     secrets = (PASSWORD, TOKEN)
-    assert [s for s in secrets if s in out.out + out.err] == []
+    assert [s for s in secrets if s in out.getvalue() + err.getvalue()] == []
     searched = [data_dir, *(p for p in tmp_path.iterdir() if p != inputs), *prefect_files()]
     assert files_holding(("10.9.8.7/v1?token=***",), *prefect_files())  # the right database: the redacted parameter is there
     assert files_holding(secrets, *searched) == []
