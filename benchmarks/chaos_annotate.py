@@ -18,7 +18,12 @@ build it when it is missing or incomplete, reading the inputs through ``store.re
     ``responses.parquet`` (size unchanged), at three places each, one copy of the store per
     damage; found when the artifact is read as an input?
 
-Last line: ``lost=N duplicate_paid=N concurrent_duplicate_paid=N budget_used_ratio=X corrupt_detected=N/M``
+(f) secrets: ``nuner experiment`` (in a Prefect of its own) on a tiny experiment whose
+    annotate.base_url and evaluation LLM carry a password and a query token, and
+    ``nuner run`` with that LLM as an override; every file written, the Prefect
+    database and the commands' output searched for them.
+
+Last line: ``lost=N duplicate_paid=N concurrent_duplicate_paid=N budget_used_ratio=X corrupt_detected=N/M secrets_found=N outside_writes=N``
 - lost: sentences without an answer in the final artifacts of (a), (b) and (c);
 - duplicate_paid: prompts answered in full more than once in (a) and (b), an answer counting
   when the server wrote it completely to a live client (see (b)'s line for those written
@@ -26,11 +31,12 @@ Last line: ``lost=N duplicate_paid=N concurrent_duplicate_paid=N budget_used_rat
 - concurrent_duplicate_paid: the same in (c);
 - budget_used_ratio: (d)'s spend (from the server's usage reports and the price) / the cap;
 - corrupt_detected: damaged files found, of those damaged in (e);
-- outside_writes: (f) files that one object planted in a bucket made a worker write outside the
+- secrets_found: (file or output, secret) pairs of (f) holding a secret in clear;
+- outside_writes: (g) files that one object planted in a bucket made a worker write outside the
   store's directories: manifest names with ``../`` or absolute, a resumable-work object with
   ``../``, a pickled checkpoint resumed, a pickled Prefect cache record read (``outside_writes.py``,
   against moto's S3 API).
-Goal: 0, 0, 0, >= 0.9, M/M, 0. About a minute on 2 cores.
+Goal: 0, 0, 0, >= 0.9, M/M, 0, 0. About two minutes on 2 cores.
 
 Two ways an answer is paid twice that no client can prevent (the API has no idempotency):
 SIGKILL lands in the millisecond between the client's receiving an answer and writing it to
@@ -312,6 +318,38 @@ def scenario_damage(source: ArtifactStore, scratch: Path) -> tuple[int, int]:
     return detected, damaged
 
 
+def scenario_secrets(root: Path) -> int:
+    """(f): the secrets' occurrences in every file under ``root`` (store, Prefect's home and database) and the output."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "experiment"))
+    from experiment_helpers import make_tiny_bert, tiny_benchmark, tiny_overrides, write_experiment
+
+    secrets = ("pw-CHAOS-SECRET-7a1c", "tok-CHAOS-SECRET-2b9d")
+    assets = Path(os.environ.get("NUNER_ASSETS") or Path(__file__).resolve().parents[2] / "shared" / "assets")
+    (root / "bench").mkdir(parents=True)
+    overrides = tiny_overrides(make_tiny_bert(root / "model"), tiny_benchmark(root / "bench", assets))
+    env = {**os.environ, "NUNER_DATA_DIR": str(root / "data"), "PREFECT_HOME": str(root / "prefect")}
+    env.pop("PREFECT_API_URL", None)  # Prefect's ephemeral server: its database is under PREFECT_HOME
+    with FakeOpenAIServer(answer=lambda sentence: "person: none") as server:
+        llm = {"name": "llm", "model": "m", "api_key_env": None,
+               "base_url": f"http://chaos:{secrets[0]}@127.0.0.1:{server.port}/v1?api-key={secrets[1]}"}
+        overrides.update({"annotate.base_url": llm["base_url"].replace("127.0.0.1", "10.9.8.7"),
+                          "evaluate.llm.ks": [1], "evaluate.llm.max_test_sentences": 3})
+        file = write_experiment(root.parent / f"{root.name}-experiment.yaml", overrides, {"evaluate.llms": [[llm]]})
+        sets = [f"--set={k}={json.dumps(v)}" for k, v in {**overrides, "evaluate.llms": [llm]}.items()]
+        output = ""
+        for command in (["experiment", str(file)], ["run", "--stages", "evaluate", *sets]):
+            done = subprocess.run([sys.executable, "-m", "flows.cli", *command], env=env, capture_output=True, text=True,
+                                  timeout=900, cwd=Path(__file__).resolve().parents[1])
+            output += done.stdout + done.stderr
+            assert done.returncode == 0, done.stderr[-3000:]
+        asked = server.request_count
+    found = [s for s in secrets if s in output]
+    found += [f"{p}: {s}" for p in root.rglob("*") if p.is_file() for s in secrets if s.encode() in p.read_bytes()]
+    print(f"(f) secrets: {asked} requests to the LLM with its credentials; in clear in {found or 'no file and no output'}",
+          flush=True)
+    return len(found)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="random faults and kill moments")
@@ -327,11 +365,12 @@ def main() -> None:
         lost_c, dup_c = scenario_concurrent(root / "c")
         ratio = scenario_budget(root / "d")
         detected, damaged = scenario_damage(faults_store, root / "e")
+        secrets_found = scenario_secrets(root / "f")
     outside, per_probe = outside_writes()
-    print(f"(f) bucket probes, files written outside the store: {per_probe}", flush=True)
+    print(f"(g) bucket probes, files written outside the store: {per_probe}", flush=True)
     print(f"wall {time.monotonic() - started:.0f} s", flush=True)
     print(f"lost={lost_a + lost_b + lost_c} duplicate_paid={dup_a + dup_b} concurrent_duplicate_paid={dup_c} "
-          f"budget_used_ratio={ratio:.3f} corrupt_detected={detected}/{damaged} outside_writes={outside}")
+          f"budget_used_ratio={ratio:.3f} corrupt_detected={detected}/{damaged} secrets_found={secrets_found} outside_writes={outside}")
 
 
 if __name__ == "__main__":

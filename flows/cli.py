@@ -32,12 +32,12 @@ def _run(args: argparse.Namespace) -> int:
         load_config(args.profile, overrides)
         for name in stages or ():
             spec(name)
+        overrides = _hide_url_credentials(overrides)
     except (ConfigError, StageError) as exc:
-        print(f"nuner: {exc}", file=sys.stderr)
+        _error("nuner", exc)
         return 2
     if args.debug:
         os.environ["NUNER_DEBUG"] = "1"
-    overrides = _hide_url_credentials(overrides)
     from prefect.exceptions import FailedRun
 
     from flows.pipeline import nuner
@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary = nuner(profile=args.profile, overrides=overrides, stages=stages)
     except (StageError, ConfigError, ArtifactError, FailedRun) as exc:
-        print(f"nuner: {exc}", file=sys.stderr)
+        _error("nuner", exc)
         return 1
     assert isinstance(summary, dict)  # a flow that ends in a Failed state raises FailedRun when called
     width = max(map(len, summary), default=0)
@@ -58,16 +58,26 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _hide_url_credentials(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Flow parameters are stored in Prefect's database: a credentialed annotate.base_url goes there
-    redacted, and the URL itself reaches the flow (in this process) through the environment."""
-    from nuner_core.annotation.config import ENDPOINT_ENV
-    from nuner_core.annotation.endpoint import redact_url
+    """Flow parameters are stored in Prefect's database: every URL in the overrides goes there redacted,
+    and an LLM's base_url (annotate's, evaluate.llms') reaches the flow (in this process) through the
+    environment; credentials anywhere else are refused (``ConfigError``)."""
+    from nuner_core.annotation.config import endpoint_urls, hand_over
+    from nuner_core.config import ConfigError
+    from nuner_core.redaction import credentialed_urls, redact_values
 
-    url = overrides.get("annotate.base_url")
-    if isinstance(url, str) and redact_url(url) != url:
-        os.environ[ENDPOINT_ENV] = url
-        return {**overrides, "annotate.base_url": redact_url(url)}
-    return overrides
+    try:
+        hand_over(endpoint_urls(credentialed_urls(overrides)))
+    except ValueError as exc:
+        raise ConfigError(f"--set {exc}") from None
+    redacted: dict[str, Any] = redact_values(overrides)
+    return redacted
+
+
+def _error(command: str, exc: BaseException | str) -> None:
+    """One line (or a few) on standard error: URL credentials masked, length capped."""
+    from nuner_core.redaction import safe_message
+
+    print(safe_message(f"{command}: {exc}"), file=sys.stderr)
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -95,28 +105,29 @@ def _experiment(args: argparse.Namespace) -> int:
     from nuner_core.experiment.spec import ExperimentError, load_experiment
     from nuner_core.stage_api import StageError
 
-    try:  # fail fast, before Prefect starts: the file, every point's config, the report
-        load_experiment(args.file)
+    try:  # fail fast, before Prefect starts: the file, every point's config, the report, its credentials
+        load_experiment(args.file, args.max_points).endpoints(args.deployment)
     except (ExperimentError, ConfigError) as exc:
-        print(f"nuner experiment: {exc}", file=sys.stderr)
+        _error("nuner experiment", exc)
         return 2
     if args.debug:
         os.environ["NUNER_DEBUG"] = "1"
     from flows.experiment import experiment
 
-    state = experiment(file=args.file, max_parallel=args.max_parallel, deployment=args.deployment, return_state=True)
+    state = experiment(file=args.file, max_parallel=args.max_parallel, deployment=args.deployment,
+                       max_points=args.max_points, return_state=True)
     try:
         summary = state.result(raise_on_failure=False)
     except (StageError, ConfigError) as exc:
         summary = None
-        print(f"nuner experiment: {exc}", file=sys.stderr)
+        _error("nuner experiment", exc)
     if isinstance(summary, dict) and summary.get("artifact"):
         print(f"experiment artifact: {summary['artifact']}")
         summary_md = os.path.join(summary["artifact"], "summary.md")
         if os.path.isfile(summary_md):
             print(open(summary_md, encoding="utf-8").read())
     if not state.is_completed():
-        print(f"nuner experiment: {state.message}", file=sys.stderr)
+        _error("nuner experiment", state.message or f"ended {state.name}")
         return 1
     return 0
 
@@ -274,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("file", help="the experiment YAML file, e.g. experiments/demo/concept_diversity.yaml")
     exp.add_argument("--max-parallel", type=int, help="points at once (default: the file's, else 1 without a GPU)")
     exp.add_argument("--deployment", help="run each point as a run of this deployment (e.g. nuner/full-pipeline) on its workers")
+    exp.add_argument("--max-points", type=int, help="refuse a file of more points than this (default 1000)")
     exp.add_argument("--debug", action="store_true", help="tracebacks for expected errors too")
     exp.set_defaults(func=_experiment)
 

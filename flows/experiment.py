@@ -31,10 +31,12 @@ from prefect.runtime import flow_run, task_run
 from prefect.states import Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from nuner_core.annotation.config import hand_over
 from nuner_core.config import ConfigError
 from nuner_core.experiment.runner import existing, publish
 from nuner_core.experiment.scheduler import PointJob, PointResult, cached, ending, plan_experiment, run_points
 from nuner_core.experiment.spec import ExperimentError, load_experiment
+from nuner_core.redaction import safe_message
 from nuner_core.stage_api import StageError
 from nuner_core.store import open_store
 from tasks.common import debug, publish_reports
@@ -49,7 +51,7 @@ def _run_name() -> str:
     """``experiment · concept-diversity-demo · 5 points`` (or the file name when it does not load)."""
     params = flow_run.parameters
     try:
-        exp = load_experiment(params["file"])
+        exp = load_experiment(params["file"], params.get("max_points"))
         return f"experiment · {exp.spec.name} · {len(exp.points)} points"
     except (ExperimentError, ConfigError, KeyError):
         return f"experiment · {Path(str(params.get('file', '?'))).stem}"
@@ -106,23 +108,28 @@ class _PointTasks:
 # Named "nuner" like the pipeline flow, so that its deployment is `nuner/experiment` beside
 # `nuner/full-pipeline`; its runs are told apart by their names (`experiment · <name> · N points`).
 @flow(name="nuner", flow_run_name=_run_name, log_prints=True, task_runner=TASK_RUNNER)
-def experiment(file: str, max_parallel: int | None = None, deployment: str | None = None) -> dict[str, Any] | State:
+def experiment(
+    file: str, max_parallel: int | None = None, deployment: str | None = None, max_points: int | None = None
+) -> dict[str, Any] | State:
     """Run an experiment file: every point's pipeline, shared stages once, then the collated artifact.
 
     ``max_parallel`` (else the file's, else 1 without a GPU) caps the points running at once;
     ``deployment`` (e.g. ``nuner/full-pipeline``) runs each point as a run of that deployment
-    on its work pool's workers instead of in this process.
+    on its work pool's workers instead of in this process; ``max_points`` (default 1,000)
+    refuses a file of more points.
     """
     logger = get_run_logger()
     started = time.time()
     store = open_store()
-    try:  # 1. the file and every point's keys
-        plan = plan_experiment(file, store)
+    try:  # 1. the file and every point's keys; an LLM's URL credentials reach the points outside their parameters
+        plan = plan_experiment(file, store, max_points)
+        hand_over(plan.experiment.endpoints(deployment))
     except (ExperimentError, ConfigError, StageError) as exc:
         if debug():
             raise
-        logger.error("%s", exc)
-        return Failed(message=str(exc))
+        message = safe_message(str(exc))
+        logger.error("%s", message)
+        return Failed(message=message)
     exp = plan.experiment
 
     ref = existing(exp, plan.keys, store)  # 2. every point done, and collated

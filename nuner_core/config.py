@@ -25,13 +25,22 @@ from nuner_core.dataset.config import DatasetConfig
 from nuner_core.evaluation.config import EvaluateConfig
 from nuner_core.finetuning.config import FinetuneConfig
 from nuner_core.pretraining.config import PretrainConfig
+from nuner_core.redaction import safe_message, shown_value
 from nuner_core.tagging.config import TagConfig
+from nuner_core.yamlfile import YAMLTooLarge, load_file, load_text
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 
 class ConfigError(ValueError):
-    """A profile or override is invalid; the message names the key and its source."""
+    """A profile or override is invalid; the message names the key and its source.
+
+    It is printed, logged and stored in a flow run's state: URL credentials it quotes are masked
+    and its length is capped here, whatever raised it.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(safe_message(message))
 
 
 class PipelineConfig(StrictModel):
@@ -76,9 +85,11 @@ def parse_overrides(overrides: Sequence[str] | Mapping[str, Any] | None) -> dict
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key.path=value")
         try:
-            parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            parsed[key.strip()] = load_text(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(exc, column_offset=len(key) + 1)})") from None
+        except YAMLTooLarge as exc:
+            raise ConfigError(f"override {key.strip()}: the value is refused: {exc}") from None
     return parsed
 
 
@@ -111,10 +122,11 @@ def load_config(
     """Build the pipeline config from a profile plus dotted overrides."""
     path = profile_path(profile)
     try:
-        with path.open(encoding="utf-8") as fh:
-            tree = yaml.safe_load(fh) or {}
+        tree = load_file(path) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"profile {path}: not valid YAML at {_yaml_problem(exc)}") from None
+    except YAMLTooLarge as exc:
+        raise ConfigError(f"profile {path}: refused: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"profile {path}: cannot be read ({exc})") from None
     if not isinstance(tree, dict):
@@ -137,5 +149,5 @@ def _explain(exc: ValidationError, path: Path, overrides: dict[str, Any], source
         given = [o for o in overrides if o == key or o.startswith(key + ".") or key.startswith(o + ".")]
         origin = f"{source} {given[0]}" if given else f"profile {path}"
         problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{key}: {problem} (from {origin}; got {err.get('input')!r})")
+        lines.append(f"{key}: {problem} (from {origin}; got {shown_value(err.get('input'))})")
     return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -164,3 +164,44 @@ def test_every_number_field_of_the_config_refuses_yes_no_and_its_floats_inf_and_
         for value in [True, False] + ([math.inf, -math.inf, math.nan] if is_float else []):
             with pytest.raises(ConfigError, match=rf"\n  {re.escape(key)}: .*(a number, not a yes/no value|finite number)"):
                 load_config("demo", {key: value})
+
+
+# ---------------------------------------------------------------- what an error may show (issue 20, items 3 and 9)
+
+SECRET = "tok3n-SECRET-9f8e7d"
+
+
+def test_a_config_error_quotes_no_url_credentials():
+    """A model validator's error quotes its whole section: the credentialed base_url with it, before the fix."""
+    with pytest.raises(ConfigError) as err:
+        load_config("demo", {"annotate.base_url": f"http://me:{SECRET}@10.0.0.1/v1?api-key={SECRET}",
+                             "annotate.offline": False, "annotate.model": "no-price", "annotate.max_cost": 1.0})
+    assert "max_cost is set" in str(err.value) and "http://***@10.0.0.1/v1?api-key=***" in str(err.value)
+    assert SECRET not in str(err.value)
+    with pytest.raises(ConfigError) as err:  # an override that is no override quotes itself
+        parse_overrides([f"annotate.base_url http://me:{SECRET}@10.0.0.1/v1"])
+    assert SECRET not in str(err.value)
+
+
+def test_a_yaml_alias_bomb_in_a_profile_fails_fast_with_a_short_message(tmp_path):
+    import time
+
+    from nuner_core.redaction import MAX_MESSAGE_CHARS
+
+    anchors = ["&a0 [x, x, x, x, x, x, x, x, x, x]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("corpus: {seed: [" + ", ".join(anchors) + "]}\n")  # 10^9 x's in 500 bytes, quoted by the error
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values") as err:
+        load_config(bomb)
+    assert time.perf_counter() - started < 2 and len(str(err.value)) <= MAX_MESSAGE_CHARS
+    with pytest.raises(ConfigError, match="expands to more than"):
+        parse_overrides(["corpus.seed=[" + ", ".join(anchors) + "]"])
+
+
+def test_an_override_error_quoting_a_huge_value_is_capped():
+    from nuner_core.redaction import MAX_MESSAGE_CHARS
+
+    with pytest.raises(ConfigError) as err:
+        load_config("demo", {"corpus.seed": ["x" * 1000] * 1000})
+    assert "corpus.seed" in str(err.value) and len(str(err.value)) <= MAX_MESSAGE_CHARS

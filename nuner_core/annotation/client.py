@@ -45,8 +45,9 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from nuner_core.annotation.accounting import Budget, RunStats
 from nuner_core.annotation.config import AnnotateConfig
-from nuner_core.annotation.endpoint import MASK, client_url, has_masked_secret, has_userinfo, url_secrets
+from nuner_core.annotation.endpoint import client_url, has_userinfo
 from nuner_core.annotation.ratelimit import Clock, RateLimiter, RealClock
+from nuner_core.redaction import MASK, has_masked_secret, url_secrets
 
 log = logging.getLogger("nuner.annotate")
 # The HTTP library logs every request at INFO: a million lines for a million sentences.

@@ -13,14 +13,17 @@ client only (see ``endpoint.py``).
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Iterable, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from nuner_core.annotation.endpoint import redact_url
 from nuner_core.basemodel import Float, Int, StrictModel, run_only
+from nuner_core.redaction import redact_url
 
-ENDPOINT_ENV = "NUNER_ANNOTATE_BASE_URL"  # the base_url with its credentials, for a config rebuilt from a redacted copy
+# The base_url of each LLM endpoint with its credentials (several: separated by whitespace, which a URL
+# cannot hold), for a config rebuilt from a redacted copy: see endpoint() and hand_over().
+ENDPOINT_ENV = "NUNER_ANNOTATE_BASE_URL"
+
 
 class ModelPrice(StrictModel):
     input_per_mtok: Float = Field(ge=0)  # USD per million prompt tokens
@@ -108,9 +111,9 @@ class AnnotateConfig(StrictModel):
         """
         if self._endpoint is not None and redact_url(self._endpoint) == self.base_url:
             return self._endpoint
-        secret = os.environ.get(ENDPOINT_ENV)
-        if secret and self.base_url is not None and redact_url(secret) == self.base_url:
-            return secret
+        for secret in os.environ.get(ENDPOINT_ENV, "").split():
+            if self.base_url is not None and redact_url(secret) == self.base_url:
+                return secret
         return self.base_url  # no credentials (or a copy made with another base_url)
 
     @model_validator(mode="after")
@@ -131,3 +134,36 @@ class AnnotateConfig(StrictModel):
 
     def price(self) -> ModelPrice | None:
         return self.prices.get(self.model)
+
+
+def endpoint_urls(found: Iterable[tuple[str, str]], *, deployment: str | None = None) -> tuple[str, ...]:
+    """The credentialed URLs of ``found`` (where, URL) that :func:`hand_over` can give to an LLM's client.
+
+    A flow's parameters are stored in Prefect's database, so they hold the redacted URLs; the
+    real ones reach the flow run (in this process) through ``$NUNER_ANNOTATE_BASE_URL``. Refused
+    (``ValueError``): credentials in any field but an LLM's ``base_url`` (nothing would receive
+    them), two URLs that differ only in their credentials (nothing could tell them apart), and any
+    for runs of a ``deployment`` (on other machines, which only Prefect's database reaches).
+    """
+    urls: dict[str, str] = {}  # redacted -> as given
+    hint = "put the key in the variable named by api_key_env (sent as a Bearer token) instead"
+    for where, url in found:
+        shown = redact_url(url)
+        if where.rsplit(".", 1)[-1] != "base_url":
+            raise ValueError(f"{where}: {shown} carries credentials, which would be stored in clear "
+                             f"(only an LLM's base_url is handed over without being stored); {hint}")
+        if deployment:
+            raise ValueError(f"{where}: {shown} carries credentials, which cannot reach runs of {deployment} "
+                             f"without being stored in Prefect's database; {hint}, on its workers")
+        if urls.setdefault(shown, url) != url:
+            raise ValueError(f"{where}: two URLs differ only in their credentials ({shown}), which are never "
+                             f"stored, so the runs could not tell them apart; {hint}")
+    return tuple(urls.values())
+
+
+def hand_over(urls: Iterable[str]) -> None:
+    """Make ``urls`` (from :func:`endpoint_urls`) what :meth:`AnnotateConfig.endpoint` finds in this process."""
+    given = {redact_url(u): u for u in urls}
+    if given:
+        kept = [u for u in os.environ.get(ENDPOINT_ENV, "").split() if redact_url(u) not in given]
+        os.environ[ENDPOINT_ENV] = " ".join([*kept, *given.values()])

@@ -70,9 +70,9 @@ class ExperimentPlan:
         return requested or self.experiment.spec.max_parallel or default_parallel()
 
 
-def plan_experiment(file: str | Path, store: ArtifactStore) -> ExperimentPlan:
+def plan_experiment(file: str | Path, store: ArtifactStore, max_points: int | None = None) -> ExperimentPlan:
     """Load and validate the file, plan every point (ExperimentError, ConfigError, StageError when it cannot)."""
-    experiment = load_experiment(file)
+    experiment = load_experiment(file, max_points)
     keys = {p.index: point_keys(experiment, p, store) for p in experiment.points}
     return ExperimentPlan(experiment, keys, frozenset(done_points(keys, store)))
 

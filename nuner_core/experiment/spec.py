@@ -16,11 +16,18 @@ An experiment file is YAML::
 
 Every error names the key it is about (``sweep.dataset.top_conceps: not a key of the
 pipeline config``), and ``validate`` loads the pipeline config of every point, so a
-sweep whose third value is ill-typed fails before the first point runs.
+sweep whose third value is ill-typed fails before the first point runs. The points are
+counted before they are expanded: more than ``max_points`` (default 1,000) is refused.
+
+URL credentials never pass the loading: the spec holds every URL redacted (so do the artifact,
+the points' flow parameters and every message); an LLM's credentialed ``base_url`` is kept
+aside (``Experiment.credentials``) for the flow to hand over, and credentials anywhere else
+are refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -30,13 +37,21 @@ from typing import Any, Literal, Mapping, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from nuner_core.annotation.config import endpoint_urls
 from nuner_core.basemodel import Int, StrictModel
 from nuner_core.config import ConfigError, PipelineConfig, load_config
 from nuner_core.hashing import short_hash
+from nuner_core.redaction import credentialed_urls, redact_values, safe_message, shown_value
+from nuner_core.yamlfile import YAMLTooLarge, load_file
+
+MAX_POINTS = 1000  # points of one experiment unless the caller allows more (nuner experiment --max-points)
 
 
 class ExperimentError(ValueError):
-    """An experiment file is invalid; the message names the file and the key."""
+    """An experiment file is invalid; the message names the file and the key (URL credentials masked, length capped)."""
+
+    def __init__(self, message: str):
+        super().__init__(safe_message(message))
 
 
 class ReportSpec(StrictModel):
@@ -119,35 +134,57 @@ class Experiment:
     profile: str  # the base profile as the pipeline takes it (a relative path made absolute)
     content_hash: str  # of the normalised spec: the experiment artifact's key includes it
     points: tuple[Point, ...]
+    # (where, URL as given) of each credentialed LLM base_url, redacted in the spec: for the flow to hand over
+    credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
+
+    def endpoints(self, deployment: str | None = None) -> tuple[str, ...]:
+        """The credentialed LLM base_urls for ``annotation.config.hand_over`` (ExperimentError where none can be)."""
+        try:
+            return endpoint_urls(self.credentials, deployment=deployment)
+        except ValueError as exc:
+            raise ExperimentError(f"{self.source}: {exc}") from None
 
 
 # ---------------------------------------------------------------- loading and validation
 
 
-def load_experiment(source: str | Path | Mapping[str, Any]) -> Experiment:
-    """Read, validate and expand an experiment file (or an already parsed mapping)."""
+def load_experiment(source: str | Path | Mapping[str, Any], max_points: int | None = None) -> Experiment:
+    """Read, validate and expand an experiment file (or an already parsed mapping) of at most ``max_points`` points."""
     if isinstance(source, Mapping):
         raw, where, base_dir = dict(source), "<inline>", Path.cwd()
     else:
         path = Path(source)
         where, base_dir = str(path), path.resolve().parent
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ExperimentError(f"experiment file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ExperimentError(f"experiment file {path}: cannot be read ({exc})") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ExperimentError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
-        if not isinstance(raw, dict):
-            raise ExperimentError(f"{path}: an experiment file is a mapping (name, profile, sweep, ...)")
+        raw = _read(path)
+    credentials = tuple(credentialed_urls({k: raw.get(k) for k in ("overrides", "sweep")}))
     try:
-        spec = ExperimentSpec.model_validate(raw)
+        endpoint_urls(credentials)
+    except ValueError as exc:
+        raise ExperimentError(f"{where}: {exc}") from None
+    try:
+        spec = ExperimentSpec.model_validate(redact_values(raw))
     except ValidationError as exc:
         raise ExperimentError(f"{where}: invalid experiment:\n  " + "\n  ".join(_explain(e) for e in exc.errors())) from None
-    return validate(spec, where, base_dir)
+    experiment = validate(spec, where, base_dir, max_points=max_points)
+    return dataclasses.replace(experiment, credentials=credentials)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        raw = load_file(path)
+    except FileNotFoundError:
+        raise ExperimentError(f"experiment file {path} does not exist") from None
+    except YAMLTooLarge as exc:
+        raise ExperimentError(f"experiment file {path}: refused: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExperimentError(f"experiment file {path}: cannot be read ({exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ExperimentError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(raw, dict):
+        raise ExperimentError(f"{path}: an experiment file is a mapping (name, profile, sweep, ...)")
+    return raw
 
 
 def _explain(err: Any) -> str:
@@ -163,7 +200,7 @@ def _explain(err: Any) -> str:
         return f"{key}: unknown key{hint}"
     if err["type"] == "missing":
         return f"{key}: required"
-    return f"{key}: {err['msg']} (got {err.get('input')!r})"
+    return f"{key}: {err['msg']} (got {shown_value(err.get('input'))})"
 
 
 def resolve_profile(profile: str, base_dir: Path) -> str:
@@ -174,9 +211,10 @@ def resolve_profile(profile: str, base_dir: Path) -> str:
     return profile
 
 
-def validate(spec: ExperimentSpec, source: str = "<inline>", base_dir: Path | None = None) -> Experiment:
-    """Check the spec against the pipeline config and expand its points."""
+def validate(spec: ExperimentSpec, source: str = "<inline>", base_dir: Path | None = None, max_points: int | None = None) -> Experiment:
+    """Check the spec against the pipeline config and expand its points (at most ``max_points``, default ``MAX_POINTS``)."""
     where = source
+    _check_size(spec, where, MAX_POINTS if max_points is None else max_points)
     problems: list[str] = []
     for key, values in spec.sweep.items():
         if not values:
@@ -215,6 +253,18 @@ def validate(spec: ExperimentSpec, source: str = "<inline>", base_dir: Path | No
     if problems:
         raise ExperimentError(f"{where}: invalid experiment:\n  " + "\n  ".join(problems))
     return Experiment(spec, source, profile, content_hash(spec), tuple(points))
+
+
+def _check_size(spec: ExperimentSpec, where: str, max_points: int) -> None:
+    """Refuse more points than allowed, counted before anything is expanded or loaded per point."""
+    sizes = [len(v) for v in spec.sweep.values()]
+    n_points = min(sizes) if spec.mode == "zip" else _product(sizes)
+    if n_points > max_points:
+        raise ExperimentError(
+            f"{where}: {n_points:,} points ({' x '.join(map(str, sizes)) if spec.mode == 'grid' else spec.mode}), "
+            f"more than the {max_points:,} allowed: check the sweep, or allow more with --max-points "
+            f"(nuner experiment) or the flow's max_points parameter"
+        )
 
 
 def _check_report(spec: ExperimentSpec, config: Any, point: Point) -> list[str]:

@@ -9,9 +9,9 @@ from annotate_helpers import KEY, KEY_ENV, make_config, sentence, write_sentence
 
 from nuner_core.annotation import stage
 from nuner_core.annotation.config import AnnotateConfig
-from nuner_core.annotation.endpoint import redact_url
 from nuner_core.config import PipelineConfig
 from nuner_core.pipeline import PlannedStage, run_stage, title
+from nuner_core.redaction import redact_url
 from nuner_core.stage_api import StageError
 from nuner_core.store import ArtifactStore, open_store
 

@@ -119,3 +119,92 @@ def test_the_command_line_rejects_a_bad_file_before_prefect_starts(tmp_path, cap
 
     assert main(["experiment", str(_write(tmp_path, BASE | {"sweep": {"dataset.top_concepts": []}}))]) == 2
     assert "sweep.dataset.top_concepts: empty list of values" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- credentials and bounds (issue 20, items 3 and 9)
+
+SECRET = "tok3n-SECRET-9f8e7d"
+LLM = {"name": "qwen", "model": "q", "api_key_env": None, "offline": True}
+
+
+def test_url_credentials_in_an_experiment_file_reach_no_dump_label_or_message(tmp_path, capsys):
+    """Fixed and swept base_urls were written in clear (experiment.yaml, points.json, summary, point parameters)."""
+    annotate = f"http://me:{SECRET}@10.0.0.1/v1"
+    llms = [[{**LLM, "base_url": f"https://proxy-{i}/v1?api-key={SECRET}"}] for i in (1, 2)]
+    path = _write(tmp_path, BASE | {"overrides": {"annotate.base_url": annotate}, "sweep": {"evaluate.llms": llms},
+                                    "description": f"asks https://proxy-1/v1?api-key={SECRET}"})
+    exp = load_experiment(path)
+    shown = [exp.spec.model_dump_json(), repr(exp), *(repr(p) for p in exp.points), *(p.label for p in exp.points)]
+    assert not [s for s in shown if SECRET in s]
+    assert exp.points[0].overrides["annotate.base_url"] == "http://***@10.0.0.1/v1"
+    assert sorted(url for _, url in exp.credentials) == sorted([annotate] + [m[0]["base_url"] for m in llms])
+    # a typo elsewhere: the error message quotes the redacted values only
+    bad = _write(tmp_path, BASE | {"overrides": {"annotate.base_url": annotate}, "sweep": {"evaluate.llms": [[{**LLM, "base_url": annotate, "nme": 1}]]}})
+    with pytest.raises(ExperimentError) as err:
+        load_experiment(bad)
+    assert "nme" in str(err.value) and SECRET not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"overrides": {"corpus.sources": [{"kind": "files", "path": f"https://h/x?token={SECRET}"}]}},
+         "overrides.corpus.sources.path: https://h/x?token=*** carries credentials"),
+        ({"sweep": {"annotate.base_url": [f"http://a:{SECRET}@h/v1", f"http://b:{SECRET}x@h/v1"]}},
+         "two URLs differ only in their credentials (http://***@h/v1)"),
+    ],
+)
+def test_credentials_that_cannot_be_handed_over_are_refused_pointing_to_api_key_env(tmp_path, change, expected):
+    with pytest.raises(ExperimentError) as err:
+        load_experiment(_write(tmp_path, BASE | change))
+    assert expected in str(err.value) and "api_key_env" in str(err.value) and SECRET not in str(err.value)
+
+
+def test_credentials_cannot_go_to_the_runs_of_a_deployment(tmp_path, capsys):
+    from flows.cli import main
+
+    path = _write(tmp_path, BASE | {"overrides": {"annotate.base_url": f"http://me:{SECRET}@h/v1"}})
+    assert main(["experiment", str(path), "--deployment", "nuner/full-pipeline"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach runs of nuner/full-pipeline" in err and "api_key_env" in err and SECRET not in err
+
+
+def test_a_10000_point_grid_is_refused_in_well_under_a_second(tmp_path, capsys):
+    import time
+
+    from flows.cli import main
+
+    sweep = {"pretrain.seed": list(range(100)), "corpus.seed": list(range(100))}
+    path = _write(tmp_path, BASE | {"sweep": sweep})
+    started = time.perf_counter()
+    with pytest.raises(ExperimentError, match=r"10,000 points \(100 x 100\), more than the 1,000 allowed.*--max-points"):
+        load_experiment(path)
+    assert time.perf_counter() - started < 0.5
+    assert main(["experiment", str(path), "--max-points", "9999"]) == 2
+    assert "10,000 points (100 x 100), more than the 9,999 allowed" in capsys.readouterr().err
+    small = _write(tmp_path, BASE | {"sweep": {"pretrain.seed": [0, 1, 2]}})
+    with pytest.raises(ExperimentError, match="3 points"):
+        load_experiment(small, max_points=2)
+    assert len(load_experiment(small, max_points=3).points) == 3
+
+
+def test_a_yaml_alias_bomb_fails_fast_with_a_short_message(tmp_path, capsys):
+    """533 bytes naming 10^9 values: before the fix, over a minute and 4 GB (then killed), quoting them in the error."""
+    import time
+
+    from flows.cli import main
+
+    anchors = ["&a0 [x, x, x, x, x, x, x, x, x, x]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = _write(tmp_path, "name: bomb\nsweep: {pretrain.seed: [0, 1]}\nmode: [" + ", ".join(anchors) + "]\n")
+    assert path.stat().st_size < 700
+    started = time.perf_counter()
+    assert main(["experiment", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert time.perf_counter() - started < 2 and len(err) < 500
+    assert "expands to more than 100,000 values" in err
+
+
+def test_an_oversized_experiment_file_is_refused_before_it_is_read(tmp_path):
+    path = _write(tmp_path, "name: big\n# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ExperimentError, match="bytes, more than the 1,048,576"):
+        load_experiment(path)
