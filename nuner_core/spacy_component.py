@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from itertools import islice
 from typing import Iterable, Iterator, Literal, Sequence
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
-from spacy.util import minibatch
 
 from nuner_core.tagging import Entity, ZeroShotTagger, check_threshold
 
@@ -66,7 +66,7 @@ class ZeroShotEntities:
         self.tagger = tagger
         self.labels = list(labels)
         self.threshold = None if threshold is None else check_threshold(threshold)
-        self.alignment_mode: AlignmentMode = alignment_mode  # type: ignore[assignment]  # checked above
+        self.alignment_mode: AlignmentMode = alignment_mode  # narrowed by the check above
         self.overwrite_ents = overwrite_ents
         self.batch_size = batch_size
         self.name = name
@@ -77,8 +77,9 @@ class ZeroShotEntities:
 
     def pipe(self, stream: Iterable[Doc], batch_size: int | None = None) -> Iterator[Doc]:
         """Tags ``batch_size`` docs per tagger call (``nlp.pipe`` passes its own ``batch_size``)."""
-        for batch in minibatch(stream, size=batch_size or self.batch_size):
-            yield from self._tag(list(batch))
+        docs = iter(stream)
+        while batch := list(islice(docs, batch_size or self.batch_size)):
+            yield from self._tag(batch)
 
     def _tag(self, docs: list[Doc]) -> list[Doc]:
         found = self.tagger.predict([doc.text for doc in docs], self.labels, self.threshold)

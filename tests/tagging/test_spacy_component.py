@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from tagging_helpers import build_planted
 
 spacy = pytest.importorskip("spacy")
 
@@ -16,6 +17,12 @@ LABELS = ["person", "city", "food"]
 
 def ents(doc) -> list[tuple[str, str]]:
     return [(span.text, span.label_) for span in doc.ents]
+
+
+@pytest.fixture(scope="module")
+def planted_dir(tmp_path_factory):
+    """The planted model with a stored threshold of 0.5, which ``"threshold": None`` uses (0.05, the default, is for real models)."""
+    return build_planted(tmp_path_factory.mktemp("planted-0.5"), threshold=0.5)
 
 
 @pytest.fixture
