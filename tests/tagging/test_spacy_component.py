@@ -54,7 +54,7 @@ def test_add_pipe_sets_doc_ents(nlp):
 
 
 def test_nlp_pipe_tags_a_batch_per_tagger_call(nlp):
-    texts = ["Alice in Paris", "Bob likes bread", "nothing here", "Marie in Zurich", "pasta in London"]
+    texts = ["Alice in Paris", "Bob likes bread", "nothing here", "Marie in Zurich", "", "pasta in London", "Tokyo"]
     component = nlp.get_pipe("nuner_zero_shot")
     one_by_one = [ents(nlp(t)) for t in texts]
     calls: list[int] = []
@@ -62,7 +62,7 @@ def test_nlp_pipe_tags_a_batch_per_tagger_call(nlp):
     component.tagger.predict = lambda batch, *args: calls.append(len(batch)) or predict(batch, *args)
     batched = [ents(doc) for doc in nlp.pipe(texts, batch_size=2)]
     assert batched == one_by_one and batched[1] == [("Bob", "person"), ("bread", "food")]
-    assert calls == [2, 2, 1]
+    assert calls == [2, 2, 2, 1] and batched[4] == []
 
 
 def test_an_entity_inside_a_spacy_token_is_expanded_or_counted(nlp, caplog):
