@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # reading documents and labels needs no torch; tagging them d
     from nuner_core.tagging.onnx_backend import OnnxZeroShotTagger
     from nuner_core.tagging.tagger import ZeroShotTagger
 
+    Tagger = ZeroShotTagger | OnnxZeroShotTagger
+
 JSON_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
 
@@ -179,7 +181,7 @@ class TagSummary:
 
 
 def tag_documents(
-    tagger: ZeroShotTagger | OnnxZeroShotTagger,
+    tagger: Tagger,
     documents: Iterable[Document],
     labels: Sequence[str],
     threshold: float | None,
@@ -227,7 +229,7 @@ def tag_documents(
     return summary
 
 
-def _tag_batch(tagger: ZeroShotTagger | OnnxZeroShotTagger, batch: list[Document], labels: list[str], threshold: float, out: IO[str], summary: TagSummary) -> None:
+def _tag_batch(tagger: Tagger, batch: list[Document], labels: list[str], threshold: float, out: IO[str], summary: TagSummary) -> None:
     for doc, entities in zip(batch, tagger.predict([d.text for d in batch], labels, threshold)):
         out.write(json.dumps({"id": doc.id, "text": doc.text, "entities": [e.as_dict() for e in entities]}, ensure_ascii=False) + "\n")
         summary.documents += 1

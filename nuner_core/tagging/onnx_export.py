@@ -38,7 +38,7 @@ class _Hidden(torch.nn.Module):
 
 def export_encoder(encoder_dir: Path, out: Path) -> None:
     """``encoder_dir`` (a save_pretrained encoder with its tokenizer) as one ONNX file at ``out``."""
-    model = _Hidden(load_encoder(str(encoder_dir), attn_implementation="eager").cpu().eval()).eval()
+    model = _Hidden(load_encoder(str(encoder_dir), attn_implementation="eager").cpu()).eval()  # eval: no dropout in the graph
     tokenizer = load_tokenizer(str(encoder_dir))
     rows = tokenizer(["a short one", "a somewhat longer example sentence"])["input_ids"]
     width = max(len(r) for r in rows) + 1  # one padded column at least: the traced mask path is the general one
