@@ -62,7 +62,7 @@ def write_onnx(model_dir: Path, int8: bool) -> list[str]:
         import onnx  # noqa: F401  (torch.onnx.export needs it)
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
-        raise StageError("export-model --onnx needs onnx and onnxruntime: pip install 'nuner[onnx]'") from None
+        raise StageError("export-model --onnx needs onnx and onnxruntime: pip install 'nuner-pipeline[onnx]'") from None
     files = ONNX_FILES["onnx"]
     for name in ENCODERS:
         export_encoder(model_dir / name, model_dir / files[name])
