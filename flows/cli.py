@@ -183,7 +183,7 @@ def _tag(args: argparse.Namespace) -> int:
     from nuner_core.tagging import ZeroShotTagger, tag_documents
 
     try:
-        tagger = ZeroShotTagger.from_pretrained(args.model, device=args.device)
+        tagger = ZeroShotTagger.from_pretrained(args.model, device=args.device, backend=args.backend)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(args.output) if args.output != "-" else Path(tmp) / "entities.jsonl"
             summary = tag_documents(tagger, documents, labels, args.threshold, out, BarProgress("tag"), total=total)
@@ -253,7 +253,7 @@ def _export_model(args: argparse.Namespace) -> int:
     from nuner_core.tagging import export_model
 
     try:
-        dest = export_model(args.source, args.dest, threshold=args.threshold, overwrite=args.overwrite)
+        dest = export_model(args.source, args.dest, threshold=args.threshold, overwrite=args.overwrite, onnx=args.onnx or args.int8, int8=args.int8)
     except (StageError, FileExistsError, ValueError) as exc:
         print(f"nuner export-model: {exc}", file=sys.stderr)
         return 1
@@ -300,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--text-field", default="text", help="the JSON lines field holding the text")
     tag.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1")
     tag.add_argument("--skip-bad", action="store_true", help="skip (and count) input lines that are not a readable document")
+    tag.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                     help="torch, or the ONNX encoders of `export-model --onnx [--int8]` on onnxruntime (CPU)")  # fmt: skip
     tag.set_defaults(func=_tag)
 
     predict = sub.add_parser("predict", help="tag text with a fine-tuned token classifier (the finetune stage's model/)")
@@ -316,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("dest", help="the new model directory")
     export.add_argument("--threshold", type=float, help="store this threshold instead of the calibrated one")
     export.add_argument("--overwrite", action="store_true", help="replace dest if it exists")
+    export.add_argument("--onnx", action="store_true", help="also write both encoders as ONNX (for `nuner tag --backend onnx`)")
+    export.add_argument("--int8", action="store_true", help="also an int8 (dynamically quantised) ONNX text encoder; implies --onnx")
     export.set_defaults(func=_export_model)
 
     cache = sub.add_parser("cache", help="the LLM response cache")

@@ -30,8 +30,11 @@ from nuner_core.stage_api import Progress, StageError
 from nuner_core.tagging.decode import check_threshold
 from nuner_core.tagging.settings import LabelError, clean_labels
 
-if TYPE_CHECKING:  # reading documents and labels needs no torch; tagging them does
+if TYPE_CHECKING:  # reading documents and labels needs no torch; tagging them does (but on the ONNX backend)
+    from nuner_core.tagging.onnx_backend import OnnxZeroShotTagger
     from nuner_core.tagging.tagger import ZeroShotTagger
+
+    Tagger = ZeroShotTagger | OnnxZeroShotTagger
 
 JSON_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
@@ -178,7 +181,7 @@ class TagSummary:
 
 
 def tag_documents(
-    tagger: ZeroShotTagger,
+    tagger: Tagger,
     documents: Iterable[Document],
     labels: Sequence[str],
     threshold: float | None,
@@ -226,7 +229,7 @@ def tag_documents(
     return summary
 
 
-def _tag_batch(tagger: ZeroShotTagger, batch: list[Document], labels: list[str], threshold: float, out: IO[str], summary: TagSummary) -> None:
+def _tag_batch(tagger: Tagger, batch: list[Document], labels: list[str], threshold: float, out: IO[str], summary: TagSummary) -> None:
     for doc, entities in zip(batch, tagger.predict([d.text for d in batch], labels, threshold)):
         out.write(json.dumps({"id": doc.id, "text": doc.text, "entities": [e.as_dict() for e in entities]}, ensure_ascii=False) + "\n")
         summary.documents += 1

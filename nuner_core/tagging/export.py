@@ -23,10 +23,12 @@ import yaml
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 from nuner_core.tagging.decode import check_threshold
+from nuner_core.tagging.onnx_backend import ONNX_FILES, ONNX_SETTINGS
 from nuner_core.tagging.settings import ENCODERS, SETTINGS_FILE, DualEncoderSettings, check_model_dir
 
 CARD_FILE = "README.md"
-EXPORTED_NAMES = frozenset({*ENCODERS, SETTINGS_FILE, CARD_FILE})  # everything export_model writes
+ONNX_NAMES = frozenset({ONNX_SETTINGS, *(f for files in ONNX_FILES.values() for f in files.values())})  # with onnx=True
+EXPORTED_NAMES = frozenset({*ENCODERS, SETTINGS_FILE, CARD_FILE, *ONNX_NAMES})  # everything export_model writes
 
 
 class ExportDestinationError(StageError, ValueError):
@@ -141,12 +143,17 @@ def export_model(
     threshold: float | None = None,
     card: ModelCard | None = None,
     overwrite: bool = False,
+    onnx: bool = False,
+    int8: bool = False,
 ) -> Path:
     """Write a self-contained zero-shot model directory at ``dest``; returns it.
 
     ``threshold`` None keeps the source's stored threshold (if any). ``dest`` must not exist
     unless ``overwrite``, and then only an exported model is replaced (see ``_check_destination``).
+    ``onnx``: also both encoders as ONNX, ``int8`` with a quantised text encoder (``onnx_export``).
     """
+    if int8 and not onnx:
+        raise ValueError("int8 quantises the ONNX text encoder: pass onnx=True too (--onnx --int8)")
     src = Path(expand_path(str(source)))
     settings = check_model_dir(src)
     if threshold is not None:
@@ -163,6 +170,10 @@ def export_model(
                     shutil.copy2(file, tmp / name / file.name)
         (tmp / SETTINGS_FILE).write_text(json.dumps(settings.as_json(), indent=2) + "\n")
         (tmp / CARD_FILE).write_text(render_model_card(card or ModelCard(), settings, dst.name), encoding="utf-8")
+        if onnx:
+            from nuner_core.tagging.onnx_export import write_onnx  # torch: only when asked for
+
+            write_onnx(tmp, int8)
         if dst.exists():
             shutil.rmtree(dst)
         os.replace(tmp, dst)

@@ -8,7 +8,6 @@ fixed label set costs one concept-encoder pass; the last set is kept ready to sc
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -17,10 +16,8 @@ from torch import nn
 
 from nuner_core.devices import autocast, pad_id
 from nuner_core.dual_encoder.model import mean_pool
-from nuner_core.tagging.plan import TagStats
+from nuner_core.tagging.plan import TagStats, concept_batches, concept_token_ids, pad_rows
 from nuner_core.tagging.settings import DualEncoderSettings
-
-log = logging.getLogger(__name__)
 
 
 class LabelVectors:
@@ -65,24 +62,10 @@ class LabelVectors:
         missing = [label for label in labels if label not in self._vectors]
         if not missing:
             return
-        full = self.tokenizer(missing)["input_ids"]  # as build_vocab: the name's first max_concept_length tokens
-        cut = self.settings.max_concept_length
-        long = [name for name, row in zip(missing, full) if len(row) > cut]
-        if long:
-            log.warning("%d label name(s) longer than %d tokens are cut to it, as pre-training cut concept names: %s",
-                        len(long), cut, ", ".join(repr(x) for x in long[:5]))  # fmt: skip
-            self.stats.labels_truncated += len(long)
-        ids = self.tokenizer(missing, truncation=True, max_length=cut)["input_ids"]
-        order = sorted(range(len(missing)), key=lambda i: len(ids[i]))
+        ids = concept_token_ids(self.tokenizer, missing, self.settings.max_concept_length, self.stats)
         with torch.inference_mode():
-            for lo in range(0, len(order), self.batch_size):
-                part = order[lo : lo + self.batch_size]
-                width = max(len(ids[i]) for i in part)
-                c_ids = torch.full((len(part), width), self.pad_id, dtype=torch.long)  # (C, L)
-                c_mask = torch.zeros((len(part), width), dtype=torch.long)  # (C, L)
-                for r, i in enumerate(part):
-                    c_ids[r, : len(ids[i])] = torch.tensor(ids[i])
-                    c_mask[r, : len(ids[i])] = 1
+            for part in concept_batches(ids, self.batch_size):
+                c_ids, c_mask = (torch.from_numpy(a) for a in pad_rows([ids[i] for i in part], self.pad_id))  # (C, L)
                 c_ids, c_mask = c_ids.to(self.device), c_mask.to(self.device)
                 with autocast(self.device, self.bf16):
                     hc = self.encoder(input_ids=c_ids, attention_mask=c_mask).last_hidden_state  # (C, L, D)

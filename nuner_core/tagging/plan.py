@@ -8,16 +8,22 @@ are the runs of tokens starting at each word's first sub-token); nothing is trun
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 
 from nuner_core.tagging.settings import ModelDirectoryError
 from nuner_core.text.windows import owners, plan_windows
 
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # the ONNX backend plans texts without torch installed
+    import torch
+
 # Architectures whose position ids start after the padding index (RoBERTa's 514 positions hold 512 tokens).
+Segment = tuple[int, np.ndarray, int, int]  # (text, its word indices, first row, end row) of a batch's word vectors
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "roberta-prelayernorm", "data2vec-text", "mpnet", "xmod", "ibert"}
 
 
@@ -63,14 +69,38 @@ class Plan:
 
     def tensors(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) input ids and attention mask of one batch."""
-        rows = [self.windows[i].ids for i in batch]
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for b, r in enumerate(rows):
-            ids[b, : len(r)] = r
-            mask[b, : len(r)] = 1
+        import torch
+
+        ids, mask = self.arrays(batch)
         return torch.from_numpy(ids), torch.from_numpy(mask)
+
+    def arrays(self, batch: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(B, T) int64 input ids and attention mask of one batch, as numpy arrays."""
+        return pad_rows([self.windows[i].ids for i in batch], self.pad_id)
+
+    def segments(self, batch: list[int]) -> tuple[np.ndarray, np.ndarray, list[Segment]]:
+        """Where a batch's word vectors are: (M,) rows and (M,) positions in the (B, T) hidden states, and per window
+        (text, its word indices, first row, end row) of the (M, D) word vectors gathered in that order."""
+        rows = np.concatenate([np.full(len(self.windows[j].positions), b) for b, j in enumerate(batch)])  # (M,)
+        cols = np.concatenate([self.windows[j].positions for j in batch])  # (M,)
+        segments: list[Segment] = []
+        row = 0
+        for j in batch:
+            window = self.windows[j]
+            segments.append((window.text, window.words, row, row + len(window.words)))
+            row += len(window.words)
+        return rows, cols, segments
+
+
+def pad_rows(rows: Sequence[Sequence[int] | np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, T) int64 ids padded with ``pad_id`` and the attention mask of token rows of any lengths."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = r
+        mask[b, : len(r)] = 1
+    return ids, mask
 
 
 @dataclass(frozen=True)
@@ -105,6 +135,42 @@ def special_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
         raise ModelDirectoryError("the text tokenizer turns 'a' into special tokens only; cannot frame windows")
     ids = enc["input_ids"]
     return list(ids[: content[0]]), list(ids[content[-1] + 1 :])
+
+
+def frame_windows(tokenizer: Any, limit: int, max_length: int | None, stride: int | None, batch_tokens: int) -> tuple[int, Framing]:
+    """(tokens per window, special ones included; the framing) of a text encoder taking ``limit`` tokens; checked.
+
+    ``stride`` None: half a window of context carried into the next window.
+    """
+    if max_length is not None and not 0 < max_length <= limit:
+        raise ValueError(f"max_length must be between 1 and the text encoder's limit {limit}, not {max_length}")
+    max_length = max_length or limit
+    prefix, suffix = special_frame(tokenizer)
+    window = max_length - len(prefix) - len(suffix)  # content tokens per window
+    if window < 1:
+        raise ValueError(f"max_length {max_length} leaves no room beside {len(prefix) + len(suffix)} special tokens")
+    stride = window // 2 if stride is None else stride
+    plan_windows([1, 1], window, stride)  # check the stride now, not on the first long text
+    if batch_tokens < max_length:
+        raise ValueError(f"batch_tokens {batch_tokens} must hold at least one full window ({max_length} tokens)")
+    return max_length, Framing(np.asarray(prefix, dtype=np.int64), np.asarray(suffix, dtype=np.int64), window, stride)
+
+
+def concept_token_ids(tokenizer: Any, names: list[str], cut: int, stats: TagStats) -> list[list[int]]:
+    """Label names tokenised as pre-training's ``build_vocab`` tokenised concept names: the first ``cut`` tokens."""
+    full = tokenizer(names)["input_ids"]
+    long = [name for name, row in zip(names, full) if len(row) > cut]
+    if long:
+        log.warning("%d label name(s) longer than %d tokens are cut to it, as pre-training cut concept names: %s",
+                    len(long), cut, ", ".join(repr(x) for x in long[:5]))  # fmt: skip
+        stats.labels_truncated += len(long)
+    return [list(row) for row in tokenizer(names, truncation=True, max_length=cut)["input_ids"]]
+
+
+def concept_batches(ids: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Indices of label names in length-sorted batches of at most ``batch_size`` (one concept-encoder pass each)."""
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    return [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
 
 
 def length_batches(lengths: Sequence[int], batch_tokens: int, spread: float = 1.25, min_batch: int = 8) -> list[list[int]]:
@@ -192,3 +258,14 @@ def plan_texts(
     stats.tokens = sum(len(w.ids) for w in windows)
     lengths = [len(w.ids) for w in windows]
     return Plan(windows, length_batches(lengths, batch_tokens), [len(s) for s in spans], pad_id, stats)
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """The texts as a list, each checked to be a string (one string alone is refused, not read as characters)."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string (wrap it: [text])")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
+    return out

@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from nuner_core.devices import autocast
-from nuner_core.tagging.plan import Plan
+from nuner_core.tagging.plan import Plan, Segment
 from nuner_core.tagging.settings import DualEncoderSettings
 
 MAX_LOGITS = 1 << 24  # (words x labels) entries scored at once: 64 MiB of fp32
-Segment = tuple[int, np.ndarray, int, int]  # (text, its word indices, first row, end row) of a batch's word vectors
 Best = tuple[np.ndarray, np.ndarray]  # per text: (n_words,) best label index, (n_words,) its probability
 
 
@@ -39,17 +38,10 @@ def word_vectors(
         ids, mask = plan.tensors(batch)  # (B, T)
         with autocast(device, bf16):
             h = encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # (B, T, D)
-        rows = np.concatenate([np.full(len(plan.windows[j].positions), b) for b, j in enumerate(batch)])  # (M,)
-        cols = np.concatenate([plan.windows[j].positions for j in batch])  # (M,)
+        rows, cols, segments = plan.segments(batch)
         vectors = h[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)].float()  # (M, D)
         if settings.similarity == "cosine":
             vectors = F.normalize(vectors, dim=-1)
-        segments: list[Segment] = []
-        row = 0
-        for j in batch:
-            window = plan.windows[j]
-            segments.append((window.text, window.words, row, row + len(window.words)))
-            row += len(window.words)
         plan.stats.encoder_batches += 1
         yield vectors, segments
 

@@ -28,7 +28,8 @@ from nuner_core.paths import expand_path
 from nuner_core.stage_api import Progress, StageError
 from nuner_core.tagging.decode import Entity, check_threshold, decode_entities
 from nuner_core.tagging.label_vectors import LabelVectors
-from nuner_core.tagging.plan import Framing, Plan, TagStats, plan_texts, position_limit, special_frame
+from nuner_core.tagging.onnx_backend import BACKENDS, OnnxZeroShotTagger
+from nuner_core.tagging.plan import Plan, TagStats, check_texts, frame_windows, plan_texts, position_limit
 from nuner_core.tagging.scoring import Best, logits, score_all, score_best, word_vectors
 from nuner_core.tagging.settings import (
     DEFAULT_THRESHOLD,
@@ -40,7 +41,6 @@ from nuner_core.tagging.settings import (
     clean_labels,
     model_identity,
 )
-from nuner_core.text.windows import plan_windows
 from nuner_core.text.words import join_words, segment_words
 from nuner_core.tokenizer import load_tokenizer
 
@@ -74,18 +74,8 @@ class ZeroShotTagger:
         self.settings = settings
         self.path = path
         limit = position_limit(model.text_encoder.config, tokenizer)
-        if max_length is not None and not 0 < max_length <= limit:
-            raise ValueError(f"max_length must be between 1 and the text encoder's limit {limit}, not {max_length}")
-        self.max_length = max_length or limit  # (tokens per window, special ones included)
-        prefix, suffix = special_frame(tokenizer)
-        self.window = self.max_length - len(prefix) - len(suffix)  # content tokens per window
-        if self.window < 1:
-            raise ValueError(f"max_length {self.max_length} leaves no room beside {len(prefix) + len(suffix)} special tokens")
-        self.stride = self.window // 2 if stride is None else stride  # tokens of context carried into the next window
-        plan_windows([1, 1], self.window, self.stride)  # check the stride now, not on the first long text
-        self.framing = Framing(np.asarray(prefix, dtype=np.int64), np.asarray(suffix, dtype=np.int64), self.window, self.stride)
-        if batch_tokens < self.max_length:
-            raise ValueError(f"batch_tokens {batch_tokens} must hold at least one full window ({self.max_length} tokens)")
+        self.max_length, self.framing = frame_windows(tokenizer, limit, max_length, stride, batch_tokens)
+        self.window, self.stride = self.framing.window, self.framing.stride
         self.batch_tokens = batch_tokens
         self.chunk_texts = chunk_texts
         self.bf16 = uses_bf16(precision, self.device)
@@ -95,9 +85,24 @@ class ZeroShotTagger:
 
     # ------------------------------------------------------------------ loading
 
+    @overload
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "auto", **options: Any) -> ZeroShotTagger:
-        """Load a model directory (see the module docstring); ``options`` go to the constructor."""
+    def from_pretrained(cls, path: str | Path, device: str = "auto", backend: Literal["torch"] = "torch", **options: Any) -> ZeroShotTagger: ...
+
+    @overload
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "auto", *, backend: str, **options: Any) -> ZeroShotTagger | OnnxZeroShotTagger: ...
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "auto", backend: str = "torch", **options: Any) -> ZeroShotTagger | OnnxZeroShotTagger:
+        """Load a model directory (see the module docstring); ``options`` go to the constructor.
+
+        ``backend`` "onnx" / "onnx-int8": the exported ONNX encoders on onnxruntime (``onnx_backend``; torch unused).
+        """
+        if backend != "torch":
+            if backend not in BACKENDS:
+                raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+            return OnnxZeroShotTagger.from_pretrained(path, backend, device, **options)
         root = Path(expand_path(str(path)))
         settings = check_model_dir(root)
         root = root.resolve()
@@ -141,7 +146,7 @@ class ZeroShotTagger:
         """
         threshold = check_threshold(self.threshold if threshold is None else threshold)
         labels = clean_labels(labels)
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         spans = [segment_words(t) for t in texts]
         best = self.best_labels(texts, spans, labels, progress)
         return [decode_entities(t, s, b, p, labels, threshold) for t, s, (b, p) in zip(texts, spans, best)]
@@ -154,7 +159,7 @@ class ZeroShotTagger:
         The argmax is taken on the device: thousands of labels cost no (words x labels) copy.
         A word without a token gets label 0 with probability 0.
         """
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if len(spans) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(spans)} span arrays")
         return self._run(texts, spans, clean_labels(labels), None, "best", progress)
@@ -181,7 +186,7 @@ class ZeroShotTagger:
         ``labels``: one list for all texts, or one list per text (each text scored against its
         own labels, as calibration does with each sentence's concepts).
         """
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if len(spans) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(spans)} span arrays")
         if len(labels) > 0 and not isinstance(labels[0], str):
@@ -263,13 +268,3 @@ class ZeroShotTagger:
                 progress.update(lo + len(chunk_texts), len(texts), f"{self.stats.windows:,} windows")
         self.stats.seconds += time.perf_counter() - started
         return best if reduce == "best" else every
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not one string (wrap it: [text])")
-    out = list(texts)
-    for i, text in enumerate(out):
-        if not isinstance(text, str):
-            raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
-    return out
