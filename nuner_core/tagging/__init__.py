@@ -6,8 +6,8 @@
 
 Modules: ``settings`` (what a model directory is), ``tagger`` (the tagger), ``plan`` (texts to
 windows and batches), ``label_vectors`` (label names to concept vectors), ``scoring`` (the
-logits), ``decode`` (entities from word scores), ``calibrate`` (the threshold from the
-pre-training validation split), ``export`` (a model directory with a model card),
+logits), ``decode`` (entities from word scores), ``labels`` (the one label normalisation,
+per-label thresholds), ``calibrate`` (the threshold from the pre-training validation split), ``export`` (a model directory with a model card),
 ``documents`` (files in and out for ``nuner tag``). Words and windows are
 ``nuner_core.text``'s, shared with ``nuner predict``.
 
@@ -27,6 +27,7 @@ _EXPORTS = {
     "documents": ("Document", "DocumentError", "TagSummary", "iter_documents", "parse_labels", "read_documents",
                   "read_label_file", "tag_documents", "iter_files"),
     "export": ("CARD_FILE", "ModelCard", "export_model", "render_model_card"),
+    "labels": ("normalise_label",),
     "plan": ("TagStats",),
     "tagger": ("ZeroShotTagger",),
     "settings": ("DEFAULT_THRESHOLD", "DualEncoderSettings", "LabelError", "ModelDirectoryError", "check_model_dir",
@@ -39,7 +40,7 @@ __all__ = [
     "CARD_FILE", "DEFAULT_THRESHOLD", "THRESHOLDS", "Calibration", "CurvePoint", "Document", "DocumentError", "DualEncoderSettings",
     "Entity", "LabelError", "ModelCard", "ModelDirectoryError", "TagStats", "TagSummary", "ZeroShotTagger", "assign",
     "calibrate_threshold", "check_model_dir", "check_threshold", "export_model", "iob2", "iter_documents", "iter_files",
-    "join_words", "model_identity", "parse_labels", "read_documents", "read_label_file", "render_model_card", "segment_words",
+    "join_words", "model_identity", "normalise_label", "parse_labels", "read_documents", "read_label_file", "render_model_card", "segment_words",
     "tag_documents", "write_threshold",
 ]  # fmt: skip
 
@@ -72,6 +73,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
         tag_documents,
     )
     from nuner_core.tagging.export import CARD_FILE, ModelCard, export_model, render_model_card  # noqa: F401
+    from nuner_core.tagging.labels import normalise_label  # noqa: F401
     from nuner_core.tagging.plan import TagStats  # noqa: F401
     from nuner_core.tagging.settings import (  # noqa: F401
         DEFAULT_THRESHOLD,

@@ -111,6 +111,8 @@ def render_model_card(card: ModelCard, settings: DualEncoderSettings, model_path
                 f"F1 there: {_fmt(cal.get('f1'))}."
                 if isinstance(cal.get("sentences"), int) else f"Calibration: {_fmt(cal)}"
             )
+    out += ["", "Per label (matched ignoring case, `_` and `-`): `nuner tag --threshold 0.05,person=0.1,date=0.03` or",
+            "`tagger.predict(texts, labels, thresholds={\"person\": 0.1})`; labels not named keep the threshold above."]
     out += ["", "## Evaluation", ""]
     if card.evaluation:
         columns = list(dict.fromkeys(k for row in card.evaluation for k in row))
