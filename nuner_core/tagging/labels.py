@@ -18,8 +18,12 @@ _SEPARATORS = re.compile(r"[_\-]+")
 
 
 def normalise_label(label: str) -> str:
-    """Lower case (``casefold``), ``_`` and ``-`` as spaces, white space collapsed and stripped."""
-    return " ".join(_SEPARATORS.sub(" ", label).casefold().split())
+    """Lower case (``casefold``), ``_`` and ``-`` as spaces, white space collapsed and stripped.
+
+    A label made of separators only (``-``) keeps them, so that no label normalises to nothing.
+    """
+    key = " ".join(_SEPARATORS.sub(" ", label).casefold().split())
+    return key or " ".join(label.casefold().split())
 
 
 def check_label_threshold(label: str, value: object) -> float:

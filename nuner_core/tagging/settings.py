@@ -171,10 +171,7 @@ def clean_labels(labels: Sequence[str]) -> list[str]:
                              "(white space and invisible characters such as zero-width spaces do not count)")  # fmt: skip
         if any(unicodedata.category(c) == "Cs" for c in label):
             raise LabelError(f"label {i} is {label!r}: it holds a lone surrogate, not valid Unicode text")
-        key = normalise_label(label)
-        if not key:
-            raise LabelError(f"label {i} is {label!r}: nothing is left once '_' and '-' count as spaces")
-        out.setdefault(key, label.strip())
+        out.setdefault(normalise_label(label), label.strip())
     if not out:
         raise LabelError("no labels: give at least one label name, e.g. ['person', 'dish', 'price']")
     return list(out.values())
