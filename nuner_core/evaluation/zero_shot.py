@@ -33,13 +33,11 @@ import numpy as np
 from nuner_core.evaluation.frozen import word_labels
 from nuner_core.iob2.conll import Sentence
 from nuner_core.iob2.metrics import TypeScore, entity_micro_f1, token_macro_f1
-from nuner_core.tagging import THRESHOLDS, assign, check_threshold
-from nuner_core.tagging.decode import Decoding, Run, check_decoding, iob2_runs, runs, span_runs
-from nuner_core.tagging.labels import normalise_label
+from nuner_core.tagging import THRESHOLDS, assign, check_decoding, check_threshold, iob2_runs, normalise_label, runs, span_runs
 
 if TYPE_CHECKING:
     from nuner_core.stage_api import Progress
-    from nuner_core.tagging import ZeroShotTagger
+    from nuner_core.tagging import Decoding, ZeroShotTagger
 
 PROTOCOL = "zero_shot"
 METRICS = ("token_macro_f1", "entity_micro_f1")
@@ -111,14 +109,14 @@ def word_probabilities(
     return tagger.predict_words([s.tokens for s in sentences], list(labels), progress)
 
 
-def _found(probabilities: Sequence[np.ndarray], threshold: float, decoding: Decoding) -> list[list[Run]]:
+def _found(probabilities: Sequence[np.ndarray], threshold: float, decoding: Decoding) -> list[list[tuple[int, int, int]]]:
     """Per sentence, its entities as word runs (first, stop, type index), decoded as the tagger does."""
     if decoding == "spans":
         return [span_runs(p, threshold) for p in probabilities]
     return [runs(assign(p.argmax(axis=1), p.max(axis=1), threshold)) if p.shape[0] else [] for p in probabilities]
 
 
-def _word_types(n_words: int, found: list[Run]) -> np.ndarray:
+def _word_types(n_words: int, found: list[tuple[int, int, int]]) -> np.ndarray:
     """(n_words,) type index + 1 of each word (0: none) from its sentence's runs."""
     out = np.zeros(n_words, dtype=np.int64)
     for first, stop, label in found:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "calibrate": ("Calibration", "CurvePoint", "calibrate_threshold"),
-    "decode": ("THRESHOLDS", "Entity", "assign", "check_threshold", "iob2"),
+    "decode": ("DECODINGS", "THRESHOLDS", "Decoding", "Entity", "assign", "check_decoding", "check_threshold", "iob2", "iob2_runs",
+               "runs", "span_runs"),
     "documents": ("Document", "DocumentError", "TagSummary", "iter_documents", "parse_labels", "read_documents",
                   "read_label_file", "tag_documents", "iter_files"),
     "export": ("CARD_FILE", "ModelCard", "export_model", "render_model_card"),
@@ -37,11 +38,12 @@ _MODULE_OF = {name: f"{__name__}.{module}" for module, names in _EXPORTS.items()
 _MODULE_OF |= {"join_words": "nuner_core.text.words", "segment_words": "nuner_core.text.words"}  # the one word segmentation
 # A literal list, for type checkers; tests/tagging checks it against the table above.
 __all__ = [
-    "CARD_FILE", "DEFAULT_THRESHOLD", "THRESHOLDS", "Calibration", "CurvePoint", "Document", "DocumentError", "DualEncoderSettings",
+    "CARD_FILE", "DECODINGS", "DEFAULT_THRESHOLD", "THRESHOLDS", "Calibration", "CurvePoint", "Decoding", "Document", "DocumentError",
+    "DualEncoderSettings",
     "Entity", "LabelError", "ModelCard", "ModelDirectoryError", "TagStats", "TagSummary", "ZeroShotTagger", "assign",
-    "calibrate_threshold", "check_model_dir", "check_threshold", "export_model", "iob2", "iter_documents", "iter_files",
-    "join_words", "model_identity", "normalise_label", "parse_labels", "read_documents", "read_label_file", "render_model_card", "segment_words",
-    "tag_documents", "write_threshold",
+    "calibrate_threshold", "check_decoding", "check_model_dir", "check_threshold", "export_model", "iob2", "iob2_runs", "iter_documents", "iter_files",
+    "join_words", "model_identity", "normalise_label", "parse_labels", "read_documents", "read_label_file", "render_model_card", "runs",
+    "segment_words", "span_runs", "tag_documents", "write_threshold",
 ]  # fmt: skip
 
 
@@ -60,7 +62,19 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
     from nuner_core.tagging.calibrate import Calibration, CurvePoint, calibrate_threshold  # noqa: F401
-    from nuner_core.tagging.decode import THRESHOLDS, Entity, assign, check_threshold, iob2  # noqa: F401
+    from nuner_core.tagging.decode import (  # noqa: F401
+        DECODINGS,
+        THRESHOLDS,
+        Decoding,
+        Entity,
+        assign,
+        check_decoding,
+        check_threshold,
+        iob2,
+        iob2_runs,
+        runs,
+        span_runs,
+    )
     from nuner_core.tagging.documents import (  # noqa: F401
         Document,
         DocumentError,
