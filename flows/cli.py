@@ -168,12 +168,15 @@ def _tag(args: argparse.Namespace) -> int:
     from nuner_core.stage_api import StageError
     from nuner_core.tagging import check_model_dir, check_threshold, iter_files, parse_labels, read_label_file
     from nuner_core.tagging.documents import DocumentError, ReadStats
+    from nuner_core.tagging.labels import label_thresholds, parse_threshold_option
 
     read = ReadStats()
     try:  # everything checkable without loading a model, first: the input is read (not tagged) once here
         labels = read_label_file(args.labels_file) if args.labels_file else parse_labels(args.labels or "")
-        if args.threshold is not None:
-            check_threshold(args.threshold)
+        threshold, per_label = parse_threshold_option(args.threshold) if args.threshold is not None else (None, {})
+        if threshold is not None:
+            check_threshold(threshold)
+        label_thresholds(labels, 0.5, per_label)  # each names a label
         check_model_dir(args.model)
         files = _existing_files(args.files)
         total, documents = iter_files(files, args.format, args.text_field, skip_bad=args.skip_bad, stats=read)
@@ -186,7 +189,8 @@ def _tag(args: argparse.Namespace) -> int:
         tagger = ZeroShotTagger.from_pretrained(args.model, device=args.device, backend=args.backend)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(args.output) if args.output != "-" else Path(tmp) / "entities.jsonl"
-            summary = tag_documents(tagger, documents, labels, args.threshold, out, BarProgress("tag"), total=total)
+            summary = tag_documents(tagger, documents, labels, threshold, out, BarProgress("tag"), total=total,
+                                    thresholds=per_label, decoding=args.decoding)  # fmt: skip
             if args.output == "-":
                 with out.open(encoding="utf-8") as fh:
                     shutil.copyfileobj(fh, sys.stdout)
@@ -197,8 +201,9 @@ def _tag(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{label} {n:,}" for label, n in shown)
     if len(summary.per_label) > len(shown):
         counts += f", and {len(summary.per_label) - len(shown):,} more labels"
+    own = "".join(f", {label} {x:g}" for label, x in summary.thresholds.items())
     print(f"nuner tag: {summary.documents:,} documents, {summary.entities:,} entities ({counts}) at threshold "
-          f"{summary.threshold:g} in {summary.seconds:.1f} s{_skipped(read)}", file=sys.stderr)
+          f"{summary.threshold:g}{own}, {summary.decoding} decoding, in {summary.seconds:.1f} s{_skipped(read)}", file=sys.stderr)
     return 0
 
 
@@ -294,7 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--model", required=True, help="a pretrain artifact (or its controls/<name>), or an exported model")
     tag.add_argument("--labels", help='comma-separated label names, e.g. "person, dish, price"')
     tag.add_argument("--labels-file", help="a file with one label name per line (thousands work)")
-    tag.add_argument("--threshold", type=float, help="p(word is the label) needed; default: the model's calibrated one")
+    tag.add_argument("--threshold", help="p(word is the label) needed: 0.05, per label person=0.1,date=0.03, or both "
+                     "(0.05,person=0.1); default: the model's calibrated one")
+    tag.add_argument("--decoding", choices=("words", "spans"), default="words",
+                     help="words: each word its best label, same-label neighbours merged; spans: a run of tagged words is one entity")
     tag.add_argument("--output", "-o", default="-", help="JSON lines out (default: standard output)")
     tag.add_argument("--format", choices=["auto", "jsonl", "text"], default="auto", help="input format (auto: by the file name)")
     tag.add_argument("--text-field", default="text", help="the JSON lines field holding the text")

@@ -1,8 +1,10 @@
 """Protocol "zero_shot" (k = 0): the two-encoder model tags a benchmark from its type names alone.
 
 Each entity type becomes a label name (``label_name``: ``Restaurant_Name`` -> "restaurant
-name"), overridable per type with a mapping. Every word takes its best label if p >= the
-threshold and adjacent same-label words merge (``nuner_core.tagging.decode``), then:
+name", through the tagger's ``normalise_label``), overridable per type with a mapping. Words
+are decoded as the tagger decodes them (``nuner_core.tagging.decode``, ``words`` by default:
+each word its best label if p >= the threshold, adjacent same-label words merged; or
+``spans``), then:
 
 - **token macro-F1** over types, exactly the frozen protocol's metric (``metrics.token_macro_f1``
   on ``frozen.word_labels``), so this is the k = 0 point of the F1-vs-k table and plot;
@@ -31,16 +33,15 @@ import numpy as np
 from nuner_core.evaluation.frozen import word_labels
 from nuner_core.iob2.conll import Sentence
 from nuner_core.iob2.metrics import TypeScore, entity_micro_f1, token_macro_f1
-from nuner_core.tagging import THRESHOLDS, assign, check_threshold, iob2
+from nuner_core.tagging import THRESHOLDS, assign, check_decoding, check_threshold, iob2_runs, normalise_label, runs, span_runs
 
 if TYPE_CHECKING:
     from nuner_core.stage_api import Progress
-    from nuner_core.tagging import ZeroShotTagger
+    from nuner_core.tagging import Decoding, ZeroShotTagger
 
 PROTOCOL = "zero_shot"
 METRICS = ("token_macro_f1", "entity_micro_f1")
 
-_SEPARATORS = re.compile(r"[_\-]+")
 _LOWER_UPPER = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # restaurantName -> restaurant Name
 _ACRONYM_WORD = re.compile(r"(?<=[A-Z])(?=[A-Z][a-z])")  # HTMLParser -> HTML Parser
 
@@ -51,16 +52,14 @@ def label_name(entity_type: str) -> str:
     ``Restaurant_Name`` -> "restaurant name", ``RATING`` -> "rating", ``cell_line`` -> "cell line",
     ``programLang`` -> "program lang".
     """
-    name = _SEPARATORS.sub(" ", entity_type)
-    name = _ACRONYM_WORD.sub(" ", _LOWER_UPPER.sub(" ", name))
-    return " ".join(name.lower().split())
+    return normalise_label(_ACRONYM_WORD.sub(" ", _LOWER_UPPER.sub(" ", entity_type)))
 
 
 def label_names(types: Sequence[str], mapping: Mapping[str, str] | None = None) -> list[str]:
     """One label name per type, in ``types`` order; ``mapping`` (type -> name, type matched ignoring case) overrides.
 
     A mapping key that is no type of the benchmark, an empty name, or two types with the same
-    name (their predictions could not be told apart) is a ValueError.
+    name once normalised (``normalise_label``: the tagger would score them as one label) is a ValueError.
     """
     by_lower = {t.lower(): t for t in types}
     overrides: dict[str, str] = {}
@@ -73,9 +72,10 @@ def label_names(types: Sequence[str], mapping: Mapping[str, str] | None = None) 
     names = [overrides.get(t, label_name(t)) for t in types]
     seen: dict[str, str] = {}
     for t, name in zip(types, names):
-        if name in seen:
-            raise ValueError(f"types {seen[name]!r} and {t!r} both become the label {name!r}; map one of them to another name")
-        seen[name] = t
+        key = normalise_label(name)
+        if key in seen:
+            raise ValueError(f"types {seen[key]!r} and {t!r} both become the label {key!r}; map one of them to another name")
+        seen[key] = t
     return names
 
 
@@ -109,38 +109,50 @@ def word_probabilities(
     return tagger.predict_words([s.tokens for s in sentences], list(labels), progress)
 
 
-def _assigned(probabilities: Sequence[np.ndarray], threshold: float) -> list[np.ndarray]:
-    """Per sentence (n_words,) type index of each word's best type if p >= threshold, else -1."""
-    out = []
-    for p in probabilities:
-        if p.shape[0] == 0:
-            out.append(np.zeros(0, dtype=np.int64))
-        else:
-            out.append(assign(p.argmax(axis=1), p.max(axis=1), threshold))
+def _found(probabilities: Sequence[np.ndarray], threshold: float, decoding: Decoding) -> list[list[tuple[int, int, int]]]:
+    """Per sentence, its entities as word runs (first, stop, type index), decoded as the tagger does."""
+    if decoding == "spans":
+        return [span_runs(p, threshold) for p in probabilities]
+    return [runs(assign(p.argmax(axis=1), p.max(axis=1), threshold)) if p.shape[0] else [] for p in probabilities]
+
+
+def _word_types(n_words: int, found: list[tuple[int, int, int]]) -> np.ndarray:
+    """(n_words,) type index + 1 of each word (0: none) from its sentence's runs."""
+    out = np.zeros(n_words, dtype=np.int64)
+    for first, stop, label in found:
+        out[first:stop] = label + 1
     return out
 
 
-def score_at(probabilities: Sequence[np.ndarray], sentences: Sequence[Sentence], types: Sequence[str], threshold: float) -> ZeroShotScore:
+def score_at(
+    probabilities: Sequence[np.ndarray], sentences: Sequence[Sentence], types: Sequence[str], threshold: float, decoding: Decoding = "words"
+) -> ZeroShotScore:
     """Token macro-F1 and entity micro-F1 at one threshold; ``probabilities[i]`` is (len(sentences[i].tokens), len(types))."""
     threshold = check_threshold(threshold)
+    decoding = check_decoding(decoding)
     if len(probabilities) != len(sentences):
         raise ValueError(f"{len(probabilities)} probability arrays for {len(sentences)} sentences")
     for i, (p, s) in enumerate(zip(probabilities, sentences)):
         if p.shape != (len(s.tokens), len(types)):
             raise ValueError(f"sentence {i}: probabilities {p.shape}, expected ({len(s.tokens)}, {len(types)})")
-    assigned = _assigned(probabilities, threshold)
+    found = _found(probabilities, threshold, decoding)
     gold = word_labels(sentences, types)  # (N,) 0 for None, i + 1 for types[i]
-    pred = np.concatenate(assigned) + 1 if assigned else np.zeros(0, dtype=np.int64)
+    lengths = [len(s.tokens) for s in sentences]
+    pred = np.concatenate([_word_types(n, f) for n, f in zip(lengths, found)]) if found else np.zeros(0, dtype=np.int64)
     token_f1, token_scores = token_macro_f1(gold, pred, types)
-    entity_f1, entity_scores = entity_micro_f1([list(s.tags) for s in sentences], [iob2(a, types) for a in assigned])
+    entity_f1, entity_scores = entity_micro_f1([list(s.tags) for s in sentences], [iob2_runs(n, f, types) for n, f in zip(lengths, found)])
     return ZeroShotScore(threshold, token_f1, entity_f1, tuple(token_scores), tuple(entity_scores))
 
 
 def sweep(
-    probabilities: Sequence[np.ndarray], sentences: Sequence[Sentence], types: Sequence[str], thresholds: Sequence[float] = THRESHOLDS
+    probabilities: Sequence[np.ndarray],
+    sentences: Sequence[Sentence],
+    types: Sequence[str],
+    thresholds: Sequence[float] = THRESHOLDS,
+    decoding: Decoding = "words",
 ) -> list[ZeroShotScore]:
     """``score_at`` for every threshold, ascending."""
-    return [score_at(probabilities, sentences, types, t) for t in sorted(thresholds)]
+    return [score_at(probabilities, sentences, types, t, decoding) for t in sorted(thresholds)]
 
 
 def evaluate_zero_shot(
@@ -152,6 +164,7 @@ def evaluate_zero_shot(
     threshold: float | None = None,
     thresholds: Sequence[float] = THRESHOLDS,
     progress: Progress | None = None,
+    decoding: Decoding = "words",
 ) -> ZeroShotResult:
     """Score a tagger (or precomputed probabilities, columns in ``types`` order) on a benchmark's test sentences.
 
@@ -167,8 +180,8 @@ def evaluate_zero_shot(
         probabilities = word_probabilities(model, sentences, names, progress)
         source = "given" if threshold is not None else model.threshold_source
         threshold = model.threshold if threshold is None else threshold
-    score = score_at(probabilities, sentences, types, threshold)
-    curve = sweep(probabilities, sentences, types, thresholds)
+    score = score_at(probabilities, sentences, types, threshold, decoding)
+    curve = sweep(probabilities, sentences, types, thresholds, decoding)
     return ZeroShotResult(
         labels=dict(zip(types, names)),
         threshold=score.threshold,

@@ -31,6 +31,7 @@ def finish_zero_shot_model(
         "recall": round(calibration.recall, 4),
         "validation_sentences": calibration.sentences,
         "labels": calibration.labels,
+        "per_concept": calibration.per_concept,  # frequent concepts' own optima: a record, not used unless passed
     }
     sentences = summary["sentences"]
     card = ModelCard(

@@ -6,8 +6,8 @@
 
 Modules: ``settings`` (what a model directory is), ``tagger`` (the tagger), ``plan`` (texts to
 windows and batches), ``label_vectors`` (label names to concept vectors), ``scoring`` (the
-logits), ``decode`` (entities from word scores), ``calibrate`` (the threshold from the
-pre-training validation split), ``export`` (a model directory with a model card),
+logits), ``decode`` (entities from word scores), ``labels`` (the one label normalisation,
+per-label thresholds), ``calibrate`` (the threshold from the pre-training validation split), ``export`` (a model directory with a model card),
 ``documents`` (files in and out for ``nuner tag``). Words and windows are
 ``nuner_core.text``'s, shared with ``nuner predict``.
 
@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "calibrate": ("Calibration", "CurvePoint", "calibrate_threshold"),
-    "decode": ("THRESHOLDS", "Entity", "assign", "check_threshold", "iob2"),
+    "decode": ("DECODINGS", "THRESHOLDS", "Decoding", "Entity", "assign", "check_decoding", "check_threshold", "iob2", "iob2_runs",
+               "runs", "span_runs"),
     "documents": ("Document", "DocumentError", "TagSummary", "iter_documents", "parse_labels", "read_documents",
                   "read_label_file", "tag_documents", "iter_files"),
     "export": ("CARD_FILE", "ModelCard", "export_model", "render_model_card"),
+    "labels": ("normalise_label",),
     "plan": ("TagStats",),
     "tagger": ("ZeroShotTagger",),
     "settings": ("DEFAULT_THRESHOLD", "DualEncoderSettings", "LabelError", "ModelDirectoryError", "check_model_dir",
@@ -36,11 +38,12 @@ _MODULE_OF = {name: f"{__name__}.{module}" for module, names in _EXPORTS.items()
 _MODULE_OF |= {"join_words": "nuner_core.text.words", "segment_words": "nuner_core.text.words"}  # the one word segmentation
 # A literal list, for type checkers; tests/tagging checks it against the table above.
 __all__ = [
-    "CARD_FILE", "DEFAULT_THRESHOLD", "THRESHOLDS", "Calibration", "CurvePoint", "Document", "DocumentError", "DualEncoderSettings",
+    "CARD_FILE", "DECODINGS", "DEFAULT_THRESHOLD", "THRESHOLDS", "Calibration", "CurvePoint", "Decoding", "Document", "DocumentError",
+    "DualEncoderSettings",
     "Entity", "LabelError", "ModelCard", "ModelDirectoryError", "TagStats", "TagSummary", "ZeroShotTagger", "assign",
-    "calibrate_threshold", "check_model_dir", "check_threshold", "export_model", "iob2", "iter_documents", "iter_files",
-    "join_words", "model_identity", "parse_labels", "read_documents", "read_label_file", "render_model_card", "segment_words",
-    "tag_documents", "write_threshold",
+    "calibrate_threshold", "check_decoding", "check_model_dir", "check_threshold", "export_model", "iob2", "iob2_runs", "iter_documents", "iter_files",
+    "join_words", "model_identity", "normalise_label", "parse_labels", "read_documents", "read_label_file", "render_model_card", "runs",
+    "segment_words", "span_runs", "tag_documents", "write_threshold",
 ]  # fmt: skip
 
 
@@ -59,7 +62,19 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
     from nuner_core.tagging.calibrate import Calibration, CurvePoint, calibrate_threshold  # noqa: F401
-    from nuner_core.tagging.decode import THRESHOLDS, Entity, assign, check_threshold, iob2  # noqa: F401
+    from nuner_core.tagging.decode import (  # noqa: F401
+        DECODINGS,
+        THRESHOLDS,
+        Decoding,
+        Entity,
+        assign,
+        check_decoding,
+        check_threshold,
+        iob2,
+        iob2_runs,
+        runs,
+        span_runs,
+    )
     from nuner_core.tagging.documents import (  # noqa: F401
         Document,
         DocumentError,
@@ -72,6 +87,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
         tag_documents,
     )
     from nuner_core.tagging.export import CARD_FILE, ModelCard, export_model, render_model_card  # noqa: F401
+    from nuner_core.tagging.labels import normalise_label  # noqa: F401
     from nuner_core.tagging.plan import TagStats  # noqa: F401
     from nuner_core.tagging.settings import (  # noqa: F401
         DEFAULT_THRESHOLD,

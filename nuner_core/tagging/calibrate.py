@@ -23,11 +23,18 @@ labels under ``"sentence"`` and are skipped (counted).
 
 The threshold is the grid point with the highest F1; when several tie, the middle one of them
 (away from both ends of a plateau).
+
+Per concept: for the split's most frequent concepts (``per_concept_top``, each with at least
+``per_concept_min_gold`` gold pairs) the same pick on that concept's pairs alone (predicted:
+words whose best label is it) is recorded in ``Calibration.per_concept``. It is a record, not a
+setting: the tagger uses the global threshold unless the user passes per-label ones
+(``thresholds={label: p}``, ``--threshold person=0.1``), for which these are a starting point.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -68,6 +75,7 @@ class Calibration:
     gold_pairs: int
     labels: int  # distinct concepts used as labels
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> sentences (or spans) left out
+    per_concept: dict[str, float] = field(default_factory=dict)  # frequent concepts' own optimum, most frequent first
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +113,25 @@ def pick_threshold(curve: Sequence[CurvePoint]) -> CurvePoint:
     return tied[(len(tied) - 1) // 2]
 
 
+def per_concept_thresholds(
+    prob: np.ndarray, correct: np.ndarray, predicted: np.ndarray, golds: Sequence[set[tuple[int, str]]], thresholds: Sequence[float],
+    top: int, min_gold: int,
+) -> dict[str, float]:  # fmt: skip
+    """Each frequent concept's F1-maximising threshold over its own (word, concept) pairs.
+
+    prob, correct, predicted: (N,) each word's best-label probability, whether that pair is
+    gold, and the best label's name; ``golds``: per sentence its gold pairs.
+    """
+    counts = Counter(c for g in golds for _, c in g)
+    out: dict[str, float] = {}
+    for concept, n in counts.most_common(top):
+        if n < min_gold:
+            break
+        mine = predicted == concept
+        out[concept] = pick_threshold(threshold_curve(prob[mine], correct[mine], n, thresholds)).threshold
+    return out
+
+
 def calibrate_threshold(
     tagger: ZeroShotTagger,
     annotated: str | Path,
@@ -114,6 +141,8 @@ def calibrate_threshold(
     max_sentences: int | None = 10_000,
     seed: int = 0,
     progress: Progress | None = None,
+    per_concept_top: int = 20,
+    per_concept_min_gold: int = 20,
 ) -> Calibration:
     """The F1-maximising threshold on the validation split of ``annotated`` (a parquet file or its directory).
 
@@ -162,13 +191,15 @@ def calibrate_threshold(
     correct = np.concatenate(
         [np.array([(w, names[i][b]) in golds[i] for w, b in enumerate(idx)], dtype=bool) for i, (idx, _) in enumerate(best)]
     ) if best else np.zeros(0, dtype=bool)  # fmt: skip
+    predicted = np.array([names[i][b] for i, (idx, _) in enumerate(best) for b in idx], dtype=object)
     gold = sum(len(g) for g in golds)
     curve = threshold_curve(prob, correct, gold, thresholds)
+    own = per_concept_thresholds(prob, correct, predicted, golds, thresholds, per_concept_top, per_concept_min_gold)
     chosen = pick_threshold(curve)
     log.info("calibrated threshold %.3f: word-level micro-F1 %.3f on %d validation sentences (%s labels)",
              chosen.threshold, chosen.f1, len(examples), label_set)
     return Calibration(
         threshold=chosen.threshold, f1=chosen.f1, precision=chosen.precision, recall=chosen.recall, curve=tuple(curve),
         label_set=label_set, sentences=len(examples), words=int(sum(len(w) for w in words)), gold_pairs=gold,
-        labels=n_labels, skipped=skipped,
+        labels=n_labels, skipped=skipped, per_concept=own,
     )  # fmt: skip

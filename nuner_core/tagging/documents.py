@@ -23,11 +23,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 from nuner_core.jsonl import JsonLinesError, decode_line, open_lines, parse_line
 from nuner_core.stage_api import Progress, StageError
-from nuner_core.tagging.decode import check_threshold
+from nuner_core.tagging.decode import Decoding, check_decoding, check_threshold
+from nuner_core.tagging.labels import label_thresholds
 from nuner_core.tagging.settings import LabelError, clean_labels
 
 if TYPE_CHECKING:  # reading documents and labels needs no torch; tagging them does (but on the ONNX backend)
@@ -175,6 +176,8 @@ class TagSummary:
     words: int = 0
     seconds: float = 0.0
     threshold: float = 0.0
+    thresholds: dict[str, float] = field(default_factory=dict)  # per label, as given
+    decoding: str = "words"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,20 +193,25 @@ def tag_documents(
     *,
     batch_size: int = 1024,
     total: int | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    decoding: Decoding = "words",
 ) -> TagSummary:
     """Tag documents in batches and write JSON lines to ``out_path``; counts per label.
 
-    ``threshold`` None: the model's stored (calibrated) threshold, else the default.
+    ``threshold`` None: the model's stored (calibrated) threshold, else the default;
+    ``thresholds`` {label: p} per label and ``decoding`` as in ``ZeroShotTagger.predict``.
 
     ``total`` (documents) is for the progress bar; taken from ``len(documents)`` when it has one.
     """
     labels = clean_labels(labels)
     threshold = check_threshold(tagger.threshold if threshold is None else threshold)
+    label_thresholds(labels, threshold, thresholds)  # checked before any output is written
+    options = {"thresholds": thresholds, "decoding": check_decoding(decoding)}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.partial")
     total = total if total is not None else (len(documents) if hasattr(documents, "__len__") else None)  # type: ignore[arg-type]
-    summary = TagSummary(per_label={label: 0 for label in labels}, threshold=threshold)
+    summary = TagSummary(per_label={label: 0 for label in labels}, threshold=threshold, thresholds=dict(thresholds or {}), decoding=decoding)
     started = time.perf_counter()
     words_before = tagger.stats.words
     try:
@@ -212,12 +220,12 @@ def tag_documents(
             for doc in documents:
                 batch.append(doc)
                 if len(batch) >= batch_size:
-                    _tag_batch(tagger, batch, labels, threshold, out, summary)
+                    _tag_batch(tagger, batch, labels, threshold, out, summary, options)
                     batch = []
                     if progress is not None:
                         progress.update(summary.documents, total, f"{summary.entities:,} entities")
             if batch:
-                _tag_batch(tagger, batch, labels, threshold, out, summary)
+                _tag_batch(tagger, batch, labels, threshold, out, summary, options)
         os.replace(tmp, out_path)
     finally:
         if tmp.exists():
@@ -229,8 +237,10 @@ def tag_documents(
     return summary
 
 
-def _tag_batch(tagger: Tagger, batch: list[Document], labels: list[str], threshold: float, out: IO[str], summary: TagSummary) -> None:
-    for doc, entities in zip(batch, tagger.predict([d.text for d in batch], labels, threshold)):
+def _tag_batch(
+    tagger: Tagger, batch: list[Document], labels: list[str], threshold: float, out: IO[str], summary: TagSummary, options: dict[str, Any]
+) -> None:
+    for doc, entities in zip(batch, tagger.predict([d.text for d in batch], labels, threshold, **options)):
         out.write(json.dumps({"id": doc.id, "text": doc.text, "entities": [e.as_dict() for e in entities]}, ensure_ascii=False) + "\n")
         summary.documents += 1
         summary.entities += len(entities)

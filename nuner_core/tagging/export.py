@@ -111,8 +111,14 @@ def render_model_card(card: ModelCard, settings: DualEncoderSettings, model_path
                 f"It maximises word-level micro-F1 over (word, concept) pairs on {cal.get('sentences', '?'):,} held-out "
                 f"sentences of the pre-training data (the LLM's own annotations, label set: {cal.get('label_set', 'sentence')}); "
                 f"F1 there: {_fmt(cal.get('f1'))}."
-                if isinstance(cal.get("sentences"), int) else f"Calibration: {_fmt(cal)}"
+                if isinstance(cal.get("sentences"), int) else f"Calibration: {_fmt({k: v for k, v in cal.items() if k != 'per_concept'})}"
             )
+    out += ["", "Per label (matched ignoring case, `_` and `-`): `nuner tag --threshold 0.05,person=0.1,date=0.03` or",
+            "`tagger.predict(texts, labels, thresholds={\"person\": 0.1})`; labels not named keep the threshold above."]
+    own = (card.calibration or {}).get("per_concept") or {}
+    if own:
+        out += ["", "Each frequent validation concept's own optimum (a starting point for per-label thresholds, not applied "
+                "unless given): " + ", ".join(f"{concept} {x:g}" for concept, x in own.items()) + "."]
     out += ["", "## Evaluation", ""]
     if card.evaluation:
         columns = list(dict.fromkeys(k for row in card.evaluation for k in row))

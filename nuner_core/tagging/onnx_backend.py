@@ -16,14 +16,15 @@ import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
 from nuner_core.devices import pad_id
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Progress
-from nuner_core.tagging.decode import Entity, check_threshold, decode_entities
+from nuner_core.tagging.decode import Decoding, Entity, check_decoding, check_threshold, decode_entities, decode_spans
+from nuner_core.tagging.labels import label_thresholds, normalise_label
 from nuner_core.tagging.plan import (
     Plan,
     TagStats,
@@ -143,21 +144,32 @@ class OnnxZeroShotTagger:
     # ------------------------------------------------------------------ public API (as ZeroShotTagger's)
 
     def predict(
-        self, texts: Sequence[str], labels: Sequence[str], threshold: float | None = None, progress: Progress | None = None
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        threshold: float | None = None,
+        progress: Progress | None = None,
+        *,
+        thresholds: Mapping[str, float] | None = None,
+        decoding: Decoding = "words",
     ) -> list[list[Entity]]:
-        threshold = check_threshold(self.threshold if threshold is None else threshold)
+        """The torch tagger's ``predict``, the same decoding, thresholds and label normalisation."""
+        decoding = check_decoding(decoding)
         labels = clean_labels(labels)
+        limits = label_thresholds(labels, check_threshold(self.threshold if threshold is None else threshold), thresholds)
+        keys = [normalise_label(label) for label in labels]
         texts = check_texts(texts)
         spans = [segment_words(t) for t in texts]
-        best = self.best_labels(texts, spans, labels, progress)
-        return [decode_entities(t, s, b, p, labels, threshold) for t, s, (b, p) in zip(texts, spans, best)]
+        probs = self.score_spans(texts, spans, keys, progress)
+        if decoding == "spans":
+            return [decode_spans(t, s, p, labels, limits) for t, s, p in zip(texts, spans, probs)]
+        best = [_best(p) for p in probs]
+        return [decode_entities(t, s, b, p, labels, limits) for t, s, (b, p) in zip(texts, spans, best)]
 
     def best_labels(
         self, texts: Sequence[str], spans: Sequence[np.ndarray], labels: Sequence[str], progress: Progress | None = None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        probs = self.score_spans(texts, spans, clean_labels(labels), progress)
-        return [(p.argmax(1) if p.shape[1] else np.zeros(len(p), np.int64), p.max(1) if p.shape[1] else np.zeros(len(p), np.float32))
-                for p in probs]  # fmt: skip
+        return [_best(p) for p in self.score_spans(texts, spans, clean_labels(labels), progress)]
 
     def predict_words(self, sentences: Sequence[Sequence[str]], labels: Sequence[str], progress: Progress | None = None) -> list[np.ndarray]:
         joined = [join_words(list(words)) for words in sentences]
@@ -170,7 +182,7 @@ class OnnxZeroShotTagger:
         texts = check_texts(texts)
         if len(spans) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(spans)} span arrays")
-        given = clean_and_keep(labels)
+        given = [normalise_label(label) for label in clean_and_keep(labels)]  # as the torch tagger embeds them
         unique = clean_labels(given)
         probs = self._run(texts, spans, unique, progress)
         index = [unique.index(label) for label in given]
@@ -178,9 +190,9 @@ class OnnxZeroShotTagger:
 
     def label_vectors(self, labels: Sequence[str]) -> np.ndarray:
         """(C, D) fp32 concept vectors (mean-pooled, not normalised), from the cache or one pass."""
-        labels = clean_labels(labels)
-        self._embed_missing(labels)
-        return np.stack([self._vectors[label] for label in labels])
+        keys = [normalise_label(label) for label in clean_labels(labels)]
+        self._embed_missing(keys)
+        return np.stack([self._vectors[key] for key in keys])
 
     def clear_label_cache(self) -> None:
         self._vectors.clear()
@@ -237,3 +249,10 @@ class OnnxZeroShotTagger:
                 progress.update(lo + len(chunk), len(texts), f"{self.stats.windows:,} windows")
         self.stats.seconds += time.perf_counter() - started
         return out
+
+
+def _best(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n_words,) each word's best label and its probability (label 0 with probability 0 when there is no label)."""
+    if not probs.shape[1]:
+        return np.zeros(len(probs), np.int64), np.zeros(len(probs), np.float32)
+    return probs.argmax(1), probs.max(1)

@@ -22,6 +22,7 @@ from typing import Literal, Sequence
 from nuner_core.hashing import file_sha256, short_hash
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
+from nuner_core.tagging.labels import normalise_label
 
 SETTINGS_FILE = "dual_encoder.json"
 ENCODERS = ("text_encoder", "concept_encoder")
@@ -157,20 +158,23 @@ def _visible(label: str) -> bool:
 
 
 def clean_labels(labels: Sequence[str]) -> list[str]:
-    """Labels stripped (as pre-training strips concept names), duplicates dropped keeping the first; checked."""
+    """Labels stripped (as pre-training strips concept names), checked, duplicates dropped keeping the first.
+
+    Two labels are duplicates when their ``normalise_label`` forms match (``Person`` and ``PERSON``).
+    """
     if isinstance(labels, str):
         raise LabelError(f"labels must be a list of strings, not the string {labels!r} (see parse_labels)")
-    out: dict[str, None] = {}  # ordered, and a label is looked up in constant time (tens of thousands of labels)
+    out: dict[str, str] = {}  # normalised -> first spelling; ordered, constant-time look-up (tens of thousands of labels)
     for i, label in enumerate(labels):
         if not isinstance(label, str) or not _visible(label):
             raise LabelError(f"label {i} is {label!r}: every label must be a non-empty string "
                              "(white space and invisible characters such as zero-width spaces do not count)")  # fmt: skip
         if any(unicodedata.category(c) == "Cs" for c in label):
             raise LabelError(f"label {i} is {label!r}: it holds a lone surrogate, not valid Unicode text")
-        out.setdefault(label.strip(), None)
+        out.setdefault(normalise_label(label), label.strip())
     if not out:
         raise LabelError("no labels: give at least one label name, e.g. ['person', 'dish', 'price']")
-    return list(out)
+    return list(out.values())
 
 
 def clean_and_keep(labels: Sequence[str], allow_empty: bool = False) -> list[str]:

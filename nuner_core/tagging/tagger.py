@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence, overload
+from typing import Any, Literal, Mapping, Sequence, overload
 
 import numpy as np
 import torch
@@ -26,8 +26,9 @@ from nuner_core.devices import Precision, pad_id, resolve_device, uses_bf16
 from nuner_core.dual_encoder.model import DualEncoder, load_encoder
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Progress, StageError
-from nuner_core.tagging.decode import Entity, check_threshold, decode_entities
+from nuner_core.tagging.decode import Decoding, Entity, check_decoding, check_threshold, decode_entities, decode_spans
 from nuner_core.tagging.label_vectors import LabelVectors
+from nuner_core.tagging.labels import label_thresholds, normalise_label
 from nuner_core.tagging.onnx_backend import BACKENDS, OnnxZeroShotTagger
 from nuner_core.tagging.plan import Plan, TagStats, check_texts, frame_windows, plan_texts, position_limit
 from nuner_core.tagging.scoring import Best, logits, score_all, score_best, word_vectors
@@ -137,19 +138,34 @@ class ZeroShotTagger:
     # ------------------------------------------------------------------ public API
 
     def predict(
-        self, texts: Sequence[str], labels: Sequence[str], threshold: float | None = None, progress: Progress | None = None
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        threshold: float | None = None,
+        progress: Progress | None = None,
+        *,
+        thresholds: Mapping[str, float] | None = None,
+        decoding: Decoding = "words",
     ) -> list[list[Entity]]:
-        """Entities of each text: words take their best label if p >= threshold, adjacent same-label words merge.
+        """Entities of each text (``decode``): ``words``: words take their best label if p >= its threshold,
+        adjacent same-label words merge; ``spans``: a run of such words is one entity (split rule in ``decode``).
 
-        ``threshold`` None: the model's stored threshold, else DEFAULT_THRESHOLD. Duplicate
-        labels count once; labels are stripped. Offsets index the original text.
+        ``threshold`` None: the model's stored threshold, else DEFAULT_THRESHOLD; ``thresholds``
+        {label: p} overrides it per label. Labels are matched ignoring case, ``_`` and ``-``
+        (``labels.normalise_label``); two spellings of one label count once, and entities carry
+        the first spelling given. Offsets index the original text.
         """
-        threshold = check_threshold(self.threshold if threshold is None else threshold)
+        decoding = check_decoding(decoding)
         labels = clean_labels(labels)
+        limits = label_thresholds(labels, check_threshold(self.threshold if threshold is None else threshold), thresholds)
+        keys = [normalise_label(label) for label in labels]
         texts = check_texts(texts)
         spans = [segment_words(t) for t in texts]
-        best = self.best_labels(texts, spans, labels, progress)
-        return [decode_entities(t, s, b, p, labels, threshold) for t, s, (b, p) in zip(texts, spans, best)]
+        if decoding == "spans":  # needs every label's probability (a words x labels copy per text)
+            probs = self._run(texts, spans, keys, None, "all", progress)
+            return [decode_spans(t, s, p, labels, limits) for t, s, p in zip(texts, spans, probs)]
+        best = self._run(texts, spans, keys, None, "best", progress)
+        return [decode_entities(t, s, b, p, labels, limits) for t, s, (b, p) in zip(texts, spans, best)]
 
     def best_labels(
         self, texts: Sequence[str], spans: Sequence[np.ndarray], labels: Sequence[str], progress: Progress | None = None
@@ -162,7 +178,7 @@ class ZeroShotTagger:
         texts = check_texts(texts)
         if len(spans) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(spans)} span arrays")
-        return self._run(texts, spans, clean_labels(labels), None, "best", progress)
+        return self._run(texts, spans, [normalise_label(label) for label in clean_labels(labels)], None, "best", progress)
 
     def predict_words(self, sentences: Sequence[Sequence[str]], labels: Sequence[str], progress: Progress | None = None) -> list[np.ndarray]:
         """Per sentence of pre-split words, a (n_words, len(labels)) float32 array of p(word is label).
@@ -192,18 +208,18 @@ class ZeroShotTagger:
         if len(labels) > 0 and not isinstance(labels[0], str):
             if len(labels) != len(texts):
                 raise ValueError(f"{len(texts)} texts but {len(labels)} label lists")
-            columns = [clean_and_keep(ls, allow_empty=True) for ls in labels if not isinstance(ls, str)]
-            union = clean_labels([label for ls in columns for label in ls]) if any(columns) else []
+            columns = [[normalise_label(c) for c in clean_and_keep(ls, allow_empty=True)] for ls in labels if not isinstance(ls, str)]
+            union = list(dict.fromkeys(label for ls in columns for label in ls))
             return self._run(texts, spans, union, columns, "all", progress)
-        given = clean_and_keep([label for label in labels if isinstance(label, str)])
-        unique = clean_labels(given)
+        given = [normalise_label(label) for label in clean_and_keep([label for label in labels if isinstance(label, str)])]
+        unique = list(dict.fromkeys(given))
         probs = self._run(texts, spans, unique, None, "all", progress)
-        index = [unique.index(label.strip()) for label in given]
+        index = [unique.index(label) for label in given]
         return probs if index == list(range(len(unique))) else [p[:, index] for p in probs]
 
     def label_vectors(self, labels: Sequence[str]) -> torch.Tensor:
         """(C, D) fp32 concept vectors of ``labels`` (mean-pooled, not normalised), from the cache or one pass."""
-        return self.labels.vectors(clean_labels(labels))
+        return self.labels.vectors([normalise_label(label) for label in clean_labels(labels)])
 
     def clear_label_cache(self) -> None:
         self.labels.clear()

@@ -113,3 +113,17 @@ def test_calibration_samples_large_splits(tmp_path, planted):
     cal = calibrate_threshold(planted, _write(tmp_path / "annotated.parquet", rows), max_sentences=10)
     assert cal.sentences == 10 and cal.skipped == {"not_sampled": 20}
     assert cal.f1 == 1.0
+
+
+def test_calibration_records_each_frequent_concepts_own_threshold(tmp_path, planted):
+    from nuner_core.tagging import ModelCard, check_model_dir, render_model_card
+
+    rows = [_row(i, t, "validation", e) for i, (t, e) in enumerate(VALIDATION)]
+    rows.append(_row(99, "Alice lives in London.", "train", [("Alice", "person")]))
+    cal = calibrate_threshold(planted, _write(tmp_path / "annotated.parquet", rows), per_concept_min_gold=2)
+    assert list(cal.per_concept) == ["city", "person", "food"]  # most gold pairs first; "action" (1 pair) is too rare
+    assert all(0.05 < x <= PLANTED_P for x in cal.per_concept.values())  # planted pairs pass, the others stay below
+    assert calibrate_threshold(planted, tmp_path / "annotated.parquet").per_concept == {}  # default: 20 pairs at least
+    card = render_model_card(ModelCard(calibration={"threshold": cal.threshold, "per_concept": cal.per_concept}),
+                             check_model_dir(planted.path))  # fmt: skip
+    assert "--threshold 0.05,person=0.1" in card and f"city {cal.per_concept['city']:g}" in card

@@ -67,7 +67,7 @@ def test_missing_input_file(tmp_path):
         ("  person ,, dish , person ,", ["person", "dish"]),
         (["person, dish", "price", "dish"], ["person", "dish", "price"]),
         ("x", ["x"]),
-        ("restaurant name,Restaurant name", ["restaurant name", "Restaurant name"]),
+        ("restaurant name,Restaurant_Name", ["restaurant name"]),  # one label, matched ignoring case and "_"
     ],
 )
 def test_parse_labels(value, labels):
