@@ -64,6 +64,19 @@ def test_fp32_onnx_matches_pytorch(exported, model):
         assert [(e.text, e.label) for e in have[0]] == [("Alice", "person"), ("pizza", "food"), ("Paris", "city")]
 
 
+
+@pytest.mark.parametrize("decoding", ["words", "spans"])
+def test_onnx_decodes_as_torch_with_thresholds_per_label_and_other_spellings(exported, decoding):
+    """The same decoding path on both backends: per-label thresholds, spans decoding, and label normalisation."""
+    torch_tagger = ZeroShotTagger.from_pretrained(exported["planted"], device="cpu")
+    onnx_tagger = ZeroShotTagger.from_pretrained(exported["planted"], backend="onnx")
+    labels = [label.upper() for label in LABELS]  # another spelling of the same labels
+    thresholds = {LABELS[0]: 0.3}
+    want = torch_tagger.predict(TEXTS, labels, 0.5, thresholds=thresholds, decoding=decoding)
+    have = onnx_tagger.predict(TEXTS, labels, 0.5, thresholds=thresholds, decoding=decoding)
+    assert [[(e.start, e.end, e.label) for e in doc] for doc in have] == [[(e.start, e.end, e.label) for e in doc] for doc in want]
+    assert sum(map(len, want)) > 0 and {e.label for doc in want for e in doc} <= set(labels)
+
 def test_int8_runs_and_stays_close(exported):
     fp32 = ZeroShotTagger.from_pretrained(exported["planted"], backend="onnx")
     int8 = ZeroShotTagger.from_pretrained(exported["planted"], backend="onnx-int8", threads=1)
