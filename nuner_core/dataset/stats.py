@@ -9,7 +9,10 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
+from nuner_core.plotting import one_at_a_time
 
+
+@one_at_a_time
 def plot_concept_frequency(concepts: pl.DataFrame, path: Path, title: str = "Concept frequency by rank") -> Path:
     """Log-log plot of each concept's mentions against its frequency rank; writes a PNG."""
     mentions = concepts["mentions"].to_numpy()  # (C,), most frequent first

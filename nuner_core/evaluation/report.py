@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import polars as pl
 
 from nuner_core.evaluation.benchmarks import PAPER_BENCHMARKS
+from nuner_core.plotting import one_at_a_time
 
 AVERAGE = "average"
 
@@ -166,6 +167,7 @@ def protocol_section(results: pl.DataFrame, protocol: str, base: str, datasets: 
     return out
 
 
+@one_at_a_time
 def plot_f1_vs_k(path: Path, results: pl.DataFrame, protocol: str, base: str, datasets: Sequence[str],
                  k_label: str = "k (examples per entity type)") -> None:
     """One panel per data set plus the average; one line per encoder (mean) with its spread (± std) shaded."""
@@ -214,6 +216,7 @@ def plot_f1_vs_k(path: Path, results: pl.DataFrame, protocol: str, base: str, da
     plt.close(fig)
 
 
+@one_at_a_time
 def plot_f1_vs_threshold(path: Path, curves: Sequence[dict[str, Any]], fixed: Sequence[dict[str, Any]]) -> None:
     """Zero-shot token macro-F1 (solid) and entity micro-F1 (dashed) against the threshold, one panel per
     data set, one colour per model; a dotted vertical line at each model's fixed threshold."""

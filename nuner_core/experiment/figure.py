@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from nuner_core.experiment.collate import AVERAGE, Scores
 from nuner_core.experiment.spec import Experiment, Point, format_value
+from nuner_core.plotting import one_at_a_time
 
 
 def x_positions(values: Sequence[Any], log_x: bool) -> tuple[list[float], list[str], bool]:
@@ -26,6 +27,7 @@ def x_positions(values: Sequence[Any], log_x: bool) -> tuple[list[float], list[s
     return [beyond if v is None else float(v) for v in values], labels, True
 
 
+@one_at_a_time
 def plot(path: Path, experiment: Experiment, scores: Scores) -> bool:
     """x = the swept key, y = F1 (or gain) per benchmark and their average, the base as a reference.
 

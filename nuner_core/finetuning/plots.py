@@ -10,7 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from nuner_core.plotting import one_at_a_time
 
+
+@one_at_a_time
 def loss_curve(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """rows: metrics.jsonl rows (run, seed, kind train/dev, step, loss, f1). Writes a PNG."""
     runs = sorted({(r["run"], r["seed"]) for r in rows}, key=lambda x: (x[0] != "nuner", x))

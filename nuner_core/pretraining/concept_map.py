@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from nuner_core.plotting import one_at_a_time
+
 log = logging.getLogger(__name__)
 
 MIN_CONCEPTS = 20  # fewer than this: no map (UMAP needs neighbours, and a map of a handful says nothing)
@@ -94,6 +96,7 @@ def project(vectors: np.ndarray, settings: MapSettings) -> tuple[np.ndarray, np.
     return xy.astype(np.float32), rgb.astype(np.float32)
 
 
+@one_at_a_time
 def draw(path: Path, names: list[str], mentions: np.ndarray, xy: np.ndarray, rgb: np.ndarray, title: str, labels: int) -> None:
     """Disks at ``xy`` (radius ∝ log frequency, the most frequent drawn last, on top), the top ``labels`` named."""
     import matplotlib

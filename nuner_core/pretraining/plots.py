@@ -10,7 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from nuner_core.plotting import one_at_a_time
 
+
+@one_at_a_time
 def loss_curve(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     """runs: name -> metrics rows (kind train/val, step, loss). Writes a PNG."""
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
