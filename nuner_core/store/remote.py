@@ -228,14 +228,8 @@ class RemoteStore:
 
     def _fetch(self, ref: ArtifactRef, manifest: dict[str, Any], *, recheck: bool = False) -> ArtifactRef:
         if (ref.dir / MANIFEST).is_file():
-            if not recheck:
+            if not recheck or _intact(ref):
                 return ref
-            try:
-                check_content(ref.dir, validate(ref.dir))
-                return ref
-            except CorruptArtifact as exc:
-                log.warning("the local copy of the %s artifact %s is damaged (%s); downloading it again", ref.stage, ref.key, exc)
-                shutil.rmtree(ref.dir, ignore_errors=True)
         for attempt in (1, 2):
             try:
                 self._download(ref, manifest)
@@ -296,12 +290,8 @@ class RemoteStore:
         """Check the local copy byte for byte; a damaged one is downloaded again (and checked on arrival)."""
         if ref.url is None:
             return self.mirror.verify(ref)
-        try:
-            check_content(ref.dir, validate(ref.dir))
+        if _intact(ref):
             return ref
-        except CorruptArtifact as exc:
-            log.warning("the local copy of the %s artifact %s is damaged (%s); downloading it again", ref.stage, ref.key, exc)
-            shutil.rmtree(ref.dir, ignore_errors=True)
         fetched = self.fetch(ref)
         if fetched.path != ref.path:
             raise CorruptArtifact(
@@ -407,3 +397,14 @@ class RemoteStore:
             sync.push()
         self._syncs.pop((stage, key), None)
         self.mirror.finish_work(stage, key, final=final)
+
+
+def _intact(ref: ArtifactRef) -> bool:
+    """Whether this machine's copy matches its manifest byte for byte; a damaged copy is removed (to download again)."""
+    try:
+        check_content(ref.dir, validate(ref.dir))
+        return True
+    except CorruptArtifact as exc:
+        log.warning("the local copy of the %s artifact %s is damaged (%s); downloading it again", ref.stage, ref.key, exc)
+        shutil.rmtree(ref.dir, ignore_errors=True)
+        return False

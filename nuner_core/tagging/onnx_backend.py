@@ -23,8 +23,8 @@ import numpy as np
 from nuner_core.devices import pad_id
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Progress
-from nuner_core.tagging.decode import Decoding, Entity, check_decoding, check_threshold, decode_entities, decode_spans
-from nuner_core.tagging.labels import label_thresholds, normalise_label
+from nuner_core.tagging.decode import Decoding, Entity
+from nuner_core.tagging.labels import normalise_label
 from nuner_core.tagging.plan import (
     Plan,
     TagStats,
@@ -36,6 +36,7 @@ from nuner_core.tagging.plan import (
     plan_texts,
     position_limit,
 )
+from nuner_core.tagging.predicting import predict_entities
 from nuner_core.tagging.settings import (
     DEFAULT_THRESHOLD,
     ENCODERS,
@@ -46,7 +47,7 @@ from nuner_core.tagging.settings import (
     clean_labels,
     model_identity,
 )
-from nuner_core.text.words import join_words, segment_words
+from nuner_core.text.words import join_words
 from nuner_core.tokenizer import load_tokenizer
 
 Backend = Literal["torch", "onnx", "onnx-int8"]
@@ -154,17 +155,11 @@ class OnnxZeroShotTagger:
         decoding: Decoding = "words",
     ) -> list[list[Entity]]:
         """The torch tagger's ``predict``, the same decoding, thresholds and label normalisation."""
-        decoding = check_decoding(decoding)
-        labels = clean_labels(labels)
-        limits = label_thresholds(labels, check_threshold(self.threshold if threshold is None else threshold), thresholds)
-        keys = [normalise_label(label) for label in labels]
-        texts = check_texts(texts)
-        spans = [segment_words(t) for t in texts]
-        probs = self.score_spans(texts, spans, keys, progress)
-        if decoding == "spans":
-            return [decode_spans(t, s, p, labels, limits) for t, s, p in zip(texts, spans, probs)]
-        best = [_best(p) for p in probs]
-        return [decode_entities(t, s, b, p, labels, limits) for t, s, (b, p) in zip(texts, spans, best)]
+        def score(texts: list[str], spans: list[np.ndarray], keys: list[str], reduce: Literal["best", "all"]) -> list[Any]:
+            probs = self.score_spans(texts, spans, keys, progress)
+            return probs if reduce == "all" else [_best(p) for p in probs]
+
+        return predict_entities(texts, labels, self.threshold if threshold is None else threshold, thresholds, decoding, score)
 
     def best_labels(
         self, texts: Sequence[str], spans: Sequence[np.ndarray], labels: Sequence[str], progress: Progress | None = None

@@ -26,11 +26,12 @@ from nuner_core.devices import Precision, pad_id, resolve_device, uses_bf16
 from nuner_core.dual_encoder.model import DualEncoder, load_encoder
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Progress, StageError
-from nuner_core.tagging.decode import Decoding, Entity, check_decoding, check_threshold, decode_entities, decode_spans
+from nuner_core.tagging.decode import Decoding, Entity
 from nuner_core.tagging.label_vectors import LabelVectors
-from nuner_core.tagging.labels import label_thresholds, normalise_label
+from nuner_core.tagging.labels import normalise_label
 from nuner_core.tagging.onnx_backend import BACKENDS, OnnxZeroShotTagger
 from nuner_core.tagging.plan import Plan, TagStats, check_texts, frame_windows, plan_texts, position_limit
+from nuner_core.tagging.predicting import predict_entities
 from nuner_core.tagging.scoring import Best, logits, score_all, score_best, word_vectors
 from nuner_core.tagging.settings import (
     DEFAULT_THRESHOLD,
@@ -42,7 +43,7 @@ from nuner_core.tagging.settings import (
     clean_labels,
     model_identity,
 )
-from nuner_core.text.words import join_words, segment_words
+from nuner_core.text.words import join_words
 from nuner_core.tokenizer import load_tokenizer
 
 
@@ -155,17 +156,8 @@ class ZeroShotTagger:
         (``labels.normalise_label``); two spellings of one label count once, and entities carry
         the first spelling given. Offsets index the original text.
         """
-        decoding = check_decoding(decoding)
-        labels = clean_labels(labels)
-        limits = label_thresholds(labels, check_threshold(self.threshold if threshold is None else threshold), thresholds)
-        keys = [normalise_label(label) for label in labels]
-        texts = check_texts(texts)
-        spans = [segment_words(t) for t in texts]
-        if decoding == "spans":  # needs every label's probability (a words x labels copy per text)
-            probs = self._run(texts, spans, keys, None, "all", progress)
-            return [decode_spans(t, s, p, labels, limits) for t, s, p in zip(texts, spans, probs)]
-        best = self._run(texts, spans, keys, None, "best", progress)
-        return [decode_entities(t, s, b, p, labels, limits) for t, s, (b, p) in zip(texts, spans, best)]
+        return predict_entities(texts, labels, self.threshold if threshold is None else threshold, thresholds, decoding,
+                                lambda texts, spans, keys, reduce: self._run(texts, spans, keys, None, reduce, progress))
 
     def best_labels(
         self, texts: Sequence[str], spans: Sequence[np.ndarray], labels: Sequence[str], progress: Progress | None = None

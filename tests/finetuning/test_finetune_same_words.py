@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from nuner_core.finetuning import predict
+from nuner_core.tagging import predicting
 from nuner_core.tagging import tagger as zero_shot
 from nuner_core.text.words import SEGMENTATION
 
@@ -13,13 +14,13 @@ TEXT = "The state-of-the-art model from the U.S. don't cost 3.5 dollars; write t
 
 def _words_of_nuner_tag(monkeypatch) -> list[str]:
     seen: list[np.ndarray] = []
-    original = zero_shot.segment_words
+    original = predicting.segment_words  # where both backends split a text into words
 
     def spy(text: str) -> np.ndarray:
         seen.append(original(text))
         return seen[-1]
 
-    monkeypatch.setattr(zero_shot, "segment_words", spy)
+    monkeypatch.setattr(predicting, "segment_words", spy)
     tagger = object.__new__(zero_shot.ZeroShotTagger)  # the words only: no model needed
     monkeypatch.setattr(zero_shot.ZeroShotTagger, "_run", lambda self, texts, spans, labels, columns, reduce, progress=None: [
         (np.zeros(len(s), dtype=np.int64), np.zeros(len(s), dtype=np.float32)) for s in spans])  # every word: no entity
