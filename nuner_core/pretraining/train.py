@@ -81,7 +81,7 @@ def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig, device: torch.de
 
 def pick_device(cfg: PretrainConfig, d: distributed.Dist) -> torch.device:
     device = resolve_device(cfg.device, d.local_rank if d.enabled else None)
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:  # a DDP rank's own GPU; set_device refuses a bare "cuda" (ValueError)
         torch.cuda.set_device(device)
     return device
 
