@@ -1,6 +1,6 @@
 """One command to check a GPU machine: pre-training speed (tokens/s, MFU), DDP, and CUDA against CPU.
 
-    bash scripts/gpu_check.sh                        # on the GPU machine: paper shape, bf16, <= 8 min on one GPU
+    bash scripts/gpu_check.sh                        # on the GPU machine: paper shape, bf16, sized for <= 8 min on one GPU
     bash scripts/gpu_check.sh --report $OUT/gpu_report.json
     bash scripts/gpu_check.sh --dry-run              # on CPU: tiny encoders, the same code paths (the suite runs it)
 
@@ -48,7 +48,6 @@ import sys
 import tempfile
 import time
 import traceback
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
