@@ -60,8 +60,7 @@ import torch
 # the repository root, for running as a file without the project installed (e.g. on a bare GPU machine)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nuner_core.config import load_config  # noqa: E402
-from nuner_core.dataset.build import ANNOTATED_SCHEMA  # noqa: E402
+import nuner_core  # noqa: E402
 from nuner_core.devices import autocast  # noqa: E402
 from nuner_core.devices import pad_id as pad_id_of  # noqa: E402
 from nuner_core.dual_encoder.annotated import Example, load_annotated  # noqa: E402
@@ -73,6 +72,14 @@ from nuner_core.pretraining.targets import collate  # noqa: E402
 from nuner_core.pretraining.train import METRICS  # noqa: E402
 from nuner_core.stage_api import LogProgress  # noqa: E402
 from nuner_core.tokenizer import load_tokenizer  # noqa: E402
+from nuner_core.yamlfile import load_file  # noqa: E402
+
+# Imported from nuner_core's stage-independent modules only: nuner_core.config and the dataset stage
+# pull in polars, which GPU images (torch, transformers, pyarrow, ...) lack; pydantic is all they need added.
+PAPER_PROFILE = Path(nuner_core.__file__).parent / "profiles" / "paper.yaml"
+# annotated.parquet as the dataset stage writes it (nuner_core.dataset.build.ANNOTATED_SCHEMA; a test keeps them equal)
+SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("concept", pa.string())])
+ANNOTATED_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("split", pa.string()), ("spans", pa.list_(SPAN))])
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, matched in order against
 # torch.cuda.get_device_name() (SXM H100s call themselves "H100 80GB HBM3"). --peak-flops overrides.
@@ -560,7 +567,7 @@ def main(argv: list[str]) -> int:
     visible = 2 if args.dry_run else torch.cuda.device_count()
     shape: Shape = args.shape
     sizes = {**(TINY_OVERRIDES if shape is TINY else {}), **({"batch_size": args.batch_size} if args.batch_size else {})}
-    base = load_config("paper").pretrain.model_copy(
+    base = PretrainConfig.model_validate(load_file(PAPER_PROFILE)["pretrain"]).model_copy(
         update={"device": device.type, "precision": "bf16", "num_threads": args.threads, "concept_map": False, **sizes}
     )  # fmt: skip
     head = {"mode": "dry-run" if args.dry_run else "gpu", "device": str(device),

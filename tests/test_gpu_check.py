@@ -77,3 +77,16 @@ def test_the_last_line_reports_a_failed_check_an_error_and_a_skipped_ddp(gpu_che
     assert gpu_check.last_line(data) == ("pretrain_mfu=n/a ddp_ok=error tag_sentences_per_s=n/a cuda_cpu_parity=false", False)
     data = {"errors": {}, "ddp": {"skipped": True, "reason": "1 GPU visible"}, "tagger": {"checks": {n: {"ok": True} for n in gpu_check.TOL}}}
     assert gpu_check.last_line(data) == ("pretrain_mfu=n/a ddp_ok=skipped tag_sentences_per_s=n/a cuda_cpu_parity=true", True)
+
+
+def test_it_writes_annotated_parquet_as_the_dataset_stage_does_and_imports_no_polars(gpu_check):
+    """GPU images lack polars: the script keeps its own copy of the schema, equal to the dataset stage's."""
+    from nuner_core.dataset.build import ANNOTATED_SCHEMA
+
+    assert gpu_check.ANNOTATED_SCHEMA == ANNOTATED_SCHEMA
+    done = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['x']; sys.path.insert(0, 'benchmarks'); import gpu_check; "
+                           "import nuner_core.tagging.tagger, nuner_core.evaluation.features, nuner_core.evaluation.encoders; "
+                           "import nuner_core.token_classifier.train, nuner_core.pretraining.worker; "
+                           "print(sorted(m for m in ('polars', 'prefect') if m in sys.modules))"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr[-2000:]
