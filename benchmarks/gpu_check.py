@@ -479,14 +479,25 @@ def finetune_part(model_dir: Path, device: torch.device, words: list[str], steps
 
 
 class Report:
-    """The report, written after every part; a failed part is recorded with its error and the rest go on."""
+    """The report, written after every part; a failed part is recorded with its error and the rest go on.
 
-    def __init__(self, path: Path, head: dict[str, Any]):
-        self.path, self.data = path, {**head, "parts_s": {}, "errors": {}}
+    A part that would start after ``budget_s`` is skipped (recorded under ``over_budget``): the
+    run stays near its budget even when one part is slower than planned.
+    """
+
+    def __init__(self, path: Path, head: dict[str, Any], budget_s: float):
+        self.path, self.data = path, {**head, "budget_s": budget_s, "parts_s": {}, "errors": {}, "over_budget": []}
+        self.budget_s, self.started = budget_s, time.perf_counter()
         self.write()
 
     def part(self, name: str, fn: Callable[[], Any]) -> Any:
         started = time.perf_counter()
+        if started - self.started > self.budget_s:
+            self.data[name] = {"skipped": True, "reason": f"the {self.budget_s:.0f} s budget was spent before it (--budget-s)"}
+            self.data["over_budget"].append(name)
+            print(f"gpu-check: {name} skipped: over the {self.budget_s:.0f} s budget", flush=True)
+            self.write()
+            return None
         print(f"gpu-check: {name} ...", flush=True)
         try:
             result = fn()
@@ -518,6 +529,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--shape", choices=("paper", "tiny"), help="encoder size and default amounts (default: paper; --dry-run: tiny)")
     p.add_argument("--batch-size", type=int, help="override the paper profile's batch size (48), e.g. to try the paper shape on a CPU")
     p.add_argument("--no-ddp", action="store_true", help="skip the DDP part")
+    p.add_argument("--budget-s", type=float, default=420.0, help="start no part after this many seconds (420: with the part then running, about 8 min)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoders in the timed pre-training run")
     p.add_argument("--peak-flops", type=float, help="the device's dense bf16 peak FLOP/s, for a GPU missing from the table")
     p.add_argument("--threads", type=int, help="torch CPU threads (dry run: 1)")
@@ -547,12 +559,17 @@ def last_line(data: dict[str, Any]) -> tuple[str, bool]:
         ddp_ok = "error" if "ddp" in data["errors"] else "not_run"
     else:
         ddp_ok = "skipped" if ddp.get("skipped") else str(bool(ddp["ok"])).lower()
-    checks = [c for part in ("tagger", "encoding", "finetune") for c in (data.get(part) or {}).get("checks", {}).values()]
-    parity_errors = any(p in data["errors"] for p in ("inputs", "reference", "tagger", "encoding", "finetune"))
-    parity = "error" if parity_errors else str(len(checks) == len(TOL) and all(c["ok"] for c in checks)).lower()
+    parts = ("inputs", "reference", "tagger", "encoding", "finetune")  # the parity checks and what they need
+    checks = [c for part in parts[2:] for c in (data.get(part) or {}).get("checks", {}).values()]
+    if any(p in data["errors"] for p in parts):
+        parity = "error"
+    elif any(p in data.get("over_budget", []) for p in parts):
+        parity = "skipped"
+    else:
+        parity = str(len(checks) == len(TOL) and all(c["ok"] for c in checks)).lower()
     tag = ((data.get("tagger") or {}).get("speed") or {}).get("sentences_per_s")
     line = f"pretrain_mfu={fmt(pre.get('mfu'))} ddp_ok={ddp_ok} tag_sentences_per_s={fmt(tag, '.1f')} cuda_cpu_parity={parity}"
-    ok = not data["errors"] and ddp_ok in ("true", "skipped") and parity == "true"
+    ok = not data["errors"] and not data.get("over_budget") and ddp_ok in ("true", "skipped") and parity == "true"
     return line, ok
 
 
@@ -575,7 +592,7 @@ def main(argv: list[str]) -> int:
             "torch": torch.__version__, "cuda": torch.version.cuda, "tolerances": {**TOL, **{f"ddp_{k}": v for k, v in DDP_TOL.items()}},
             "shape": {**vars(shape), "batch_size": base.batch_size, "max_length": base.max_length, "freeze_layers": base.freeze_layers,
                       "steps": args.steps, "warmup": args.warmup, "ddp_steps": args.ddp_steps}}  # fmt: skip
-    report = Report(args.report, head)
+    report = Report(args.report, head, args.budget_s)
     work = Path(tempfile.mkdtemp(prefix="gpu-check-")) if args.work_dir is None else args.work_dir
     try:
         run_parts(args, report, base, device, visible, shape, work)

@@ -90,3 +90,14 @@ def test_it_writes_annotated_parquet_as_the_dataset_stage_does_and_imports_no_po
                            "print(sorted(m for m in ('polars', 'prefect') if m in sys.modules))"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr[-2000:]
+
+
+def test_a_part_that_would_start_after_the_budget_is_skipped_and_said(gpu_check, tmp_path):
+    report = gpu_check.Report(tmp_path / "r.json", {"mode": "test"}, budget_s=0.0)
+    assert report.part("tagger", lambda: pytest.fail("ran over the budget")) is None
+    assert report.data["over_budget"] == ["tagger"] and report.data["tagger"]["skipped"]
+    assert json.loads((tmp_path / "r.json").read_text())["over_budget"] == ["tagger"]
+    assert gpu_check.last_line(report.data) == ("pretrain_mfu=n/a ddp_ok=not_run tag_sentences_per_s=n/a cuda_cpu_parity=skipped", False)
+    report = gpu_check.Report(tmp_path / "r.json", {"mode": "test"}, budget_s=60.0)
+    assert report.part("encoding", lambda: 1 / 0) is None and "ZeroDivisionError" in report.data["errors"]["encoding"]
+    assert gpu_check.last_line(report.data)[0].endswith("cuda_cpu_parity=error")
