@@ -14,7 +14,7 @@ Every part runs the project's own code; nothing here trains or tags by itself:
   reference  the same loop with dropout off, the global batch split into micro-batches as DDP
              splits it (one process accumulating them); its export feeds the parity checks.
   tagger     ``ZeroShotTagger`` on the device (bf16, and fp32) against the CPU (fp32) on a small
-             batch: word x label probabilities; then sentences/s on the device (bf16).
+             batch: the logit of every word x label; then sentences/s on the device (bf16).
   encoding   the evaluation's ``encode_words`` (as the harness loads the encoder) on the device
              (fp32 as shipped, and under bf16 autocast) against the CPU.
   finetune   ``token_classifier.train.train_run`` for a few steps on the device (fp32 as shipped,
@@ -357,6 +357,7 @@ def ddp_part(cfg: PretrainConfig, data: Path, work: Path, one: dict[str, Any], w
         "max_rel_diff": max(diffs) if diffs else None, "tolerance": tol, "same_steps": sorted(mine) == sorted(theirs),
         "ok": bool(diffs) and sorted(mine) == sorted(theirs) and max(diffs) <= tol,
         "tokens_per_s": tokens / seconds if seconds else None, "one_process_tokens_per_s": one["tokens_per_s"],
+        "speedup": tokens / seconds / one["tokens_per_s"] if seconds and one["tokens_per_s"] else None,
     }  # fmt: skip
 
 
