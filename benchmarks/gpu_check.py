@@ -552,6 +552,29 @@ def fmt(value: Any, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def summary_lines(data: dict[str, Any]) -> list[str]:
+    """What the report holds, a line a figure: MFU with the peak it was taken against, each check with its tolerance."""
+    lines = []
+    pre = data.get("pretrain") or {}
+    if "mfu" in pre:
+        against = f"of {pre['peak_flops'] / 1e12:.0f} TFLOP/s dense bf16, {pre['peak_source']}" if pre["peak_flops"] else f"({pre['mfu_reason']})"
+        lines.append(f"pretrain: {pre['tokens_per_s']:,.0f} text tokens/s ({pre['all_tokens_per_s']:,.0f} with the concept encoder's) over "
+                     f"{pre['steps_timed']} steps after {pre['warmup_steps']}; {pre['model_flops_per_s'] / 1e12:.3g} model TFLOP/s; "
+                     f"MFU {fmt(pre['mfu'])} {against}")  # fmt: skip
+    ddp = data.get("ddp") or {}
+    if "max_rel_diff" in ddp:
+        lines.append(f"ddp: {ddp['world']} processes ({ddp['backend']}), losses of {ddp['steps']} steps within {fmt(ddp['max_rel_diff'], '.2e')} "
+                     f"(tolerance {ddp['tolerance']:g}) of one process; speed-up {fmt(ddp['speedup'], '.2f')}")  # fmt: skip
+    elif ddp.get("skipped"):
+        lines.append(f"ddp: skipped ({ddp['reason']})")
+    for part in ("tagger", "encoding", "finetune"):
+        for name, c in ((data.get(part) or {}).get("checks") or {}).items():
+            lines.append(f"{name}: {fmt(c['measured'], '.2e')} (tolerance {c['tolerance']:g}) {'ok' if c['ok'] else 'FAILED'}")
+    for name, error in data["errors"].items():
+        lines.append(f"{name}: ERROR {error.strip().splitlines()[-1]}")
+    return [f"gpu-check: {line}" for line in lines]
+
+
 def last_line(data: dict[str, Any]) -> tuple[str, bool]:
     """The summary line, and whether every check that ran passed (and no part errored)."""
     pre = data.get("pretrain") or {}
@@ -603,8 +626,7 @@ def main(argv: list[str]) -> int:
     line, ok = last_line(report.data)
     report.data["last_line"] = line
     report.write()
-    print(f"gpu-check: report {args.report}")
-    print(line)
+    print("\n".join([*summary_lines(report.data), f"gpu-check: report {args.report}", line]))
     return 0 if ok else 1
 
 
