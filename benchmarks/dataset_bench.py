@@ -110,7 +110,8 @@ def worker(responses: Path, threads: int) -> None:
         out = Path(tmp) / "out"
         out.mkdir()
         cfg = DatasetConfig(path=str(responses))
-        ctx = StageContext(cfg, None, {}, out, Path(tmp), Path(tmp) / "cache", LogProgress("dataset", every_s=1e9))  # type: ignore[arg-type]
+        ctx = StageContext(config=cfg, inputs={}, out_dir=out, work_dir=Path(tmp) / "work", cache_dir=Path(tmp) / "cache",
+                           progress=LogProgress("dataset", every_s=1e9))
         started = time.perf_counter()
         result = run(ctx)
         elapsed = time.perf_counter() - started
