@@ -14,6 +14,7 @@ autocast, SDPA, batch 48, every sentence 128 tokens; also prints model FLOPs uti
 
     .venv/bin/python benchmarks/pretrain_bench.py                      # CPU
     python benchmarks/pretrain_bench.py --paper-shape --steps 30      # CUDA
+    .venv/bin/python benchmarks/pretrain_bench.py --smoke             # seconds: a tiny encoder, batch 4, 2 steps
 
 Last line: ``pretrain tokens_per_s=<n> overhead_ratio=<full/bare>``.
 """
@@ -98,7 +99,13 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--data", default=None, help="an annotated.parquet to take sentences from (default: synthetic)")
+    parser.add_argument("--smoke", action="store_true", help="seconds: a tiny encoder from a config, batch 4, 2 steps, 1 round")
     args = parser.parse_args()
+    if args.smoke:
+        from _smoke import temporary_tiny_encoder
+
+        args.model, args.batch, args.steps, args.warmup, args.rounds = temporary_tiny_encoder(), 4, 2, 1, 1
+        args.freeze = 1 if args.freeze is None else args.freeze
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
