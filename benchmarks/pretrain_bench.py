@@ -50,7 +50,8 @@ def synthetic_examples(tokenizer, n: int, words: tuple[int, int], seed: int, num
     (p ~ rank^-0.8 over 2,000 names of 1-3 words). Calibrated on the shared annotations: 6,208
     spans, 2,023 concepts; a batch of 16 sentences holds ~59 mentions of ~52 distinct concepts."""
     rng = np.random.default_rng(seed)
-    vocab = [w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2][:20000]
+    # An array, not a list: rng.choice converts a list on every call (seconds over 2,000 names).
+    vocab = np.array([w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2][:20000])
     concept_names = [" ".join(rng.choice(vocab, size=rng.integers(1, 4))) for _ in range(num_concepts)]
     p = 1.0 / np.arange(1, num_concepts + 1) ** 0.8
     p /= p.sum()
