@@ -35,6 +35,7 @@ SMOKES: dict[str, tuple[str, ...]] = {
     "outside_writes.py": ("outside_writes",),
     "peer_tag_bench.py": ("speedup_10", "speedup_100", "speedup_1000", "onnx_speedup", "int8_speedup", "int8_f1_drop"),
     "pretrain_bench.py": ("tokens_per_s", "overhead_ratio"),
+    "scale.py": ("worst_exponent", "worst_rss_growth"),
     "store_bench.py": ("publish_mb_s", "fetch_mb_s", "copy_mb_s"),
     "tag_bench.py": ("sentences_per_s", "overhead_ratio", "label_scaling"),
 }
@@ -46,7 +47,7 @@ NOT_BENCHMARKS = {
     "_smoke.py": "the smoke runs' shared helpers",
     "peer_gliner_worker.py": "GLiNER's half of peer_tag_bench.py, run inside .venv-peer/",
 }
-SLOWEST_FIRST = {"chaos_annotate.py": 3, "peer_tag_bench.py": 2, "evaluate_llm_bench.py": 2, "pretrain_bench.py": 1}
+SLOWEST_FIRST = {"chaos_annotate.py": 3, "scale.py": 3, "peer_tag_bench.py": 2, "evaluate_llm_bench.py": 2, "pretrain_bench.py": 1}
 TIMEOUT_S = 240
 PARALLEL = 4
 
