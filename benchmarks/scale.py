@@ -9,7 +9,8 @@ largest size / at the smallest). Goal: exponent <= 1.1 and RSS growth <= 1.5 eve
     corpus      build_sentences (read, split, filter, de-duplicate, sample half) over generated JSON-lines documents
     annotate    run_annotation against the local fake server (no latency, limits that do not bind):
                 the client, cache and writer per sentence; "annotate warm": the same again on the warm cache
-    dataset     the dataset stage (parse, align, filter, split, write) over generated LLM answers
+    dataset     the dataset stage (parse, align, filter, split, write) over generated LLM answers, in batches
+                of 1,000 answers (the default batch, 100,000, would hold every size here at once)
     tag         the tag stage over documents of mixed length (1 to 400 words), a tiny encoder from a config,
                 10 labels, one torch thread (so the encoder does not hide the per-document overhead)
     store sync  publish + fetch (another machine's empty directory) of an artifact of N 1-KB files, moto's S3 API
@@ -47,6 +48,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the fake LLM server is test support
 LABELS = ["person", "organization", "location", "date", "product", "event", "company", "city", "country", "money"]
 KEY_ENV = "SCALE_BENCH_KEY"
+DATASET_BATCH = 1000
 
 
 # ----------------------------------------------------------------------------- data, prepared in a process of its own
@@ -188,7 +190,8 @@ def run_stage_module(stage: str, work: Path) -> None:
         from nuner_core.dataset import stage as module
         from nuner_core.dataset.config import DatasetConfig
 
-        config: object = DatasetConfig(path=str(work / "responses.parquet"))
+        # Batches of 1,000 (the default, 100,000, would hold every size here in one batch): memory beyond a batch shows.
+        config: object = DatasetConfig(path=str(work / "responses.parquet"), batch_size=DATASET_BATCH)
     else:
         import torch
 
@@ -219,7 +222,7 @@ SMOKE = {"corpus": (10, 100, 1000), "annotate": (2, 20, 200), "dataset": (10, 10
 
 
 IMPORTS = {
-    "corpus": ("nuner_core.corpus.stage",),
+    "corpus": ("nuner_core.corpus.stage", "datasets", "torch"),  # the stage streams local files through datasets
     "annotate": ("nuner_core.annotation.annotate",),
     "dataset": ("nuner_core.dataset.stage", "nuner_core.dataset.build"),
     "tag": ("torch", "nuner_core.tagging.tagger", "nuner_core.tagging.documents"),

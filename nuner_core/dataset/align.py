@@ -35,6 +35,10 @@ from polars import CompatLevel
 
 STATUSES = ("exact", "casefold", "inside_word", "absent")
 MAX_MATCHES_PER_LINE = 1_000  # an ordinary sentence holds an entity a few times
+# Vectorised passes before the lines still matching go to the reference: each pass slices every such
+# line from its last match, so k passes over a line of length L cost O(k L) (quadratic when the
+# matches follow the length); the reference's str.find walks a line once.
+VECTOR_PASSES = 8
 _EXACT, _CASEFOLD, _INSIDE, _ABSENT = range(4)
 
 # ASCII bytes that are word characters: letters, digits, underscore (what str.isalnum() says for ASCII).
@@ -160,7 +164,12 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
     span_starts: list[np.ndarray] = []
     span_ends: list[np.ndarray] = []
     first = True
+    passes = 0
     while rows.size:
+        if passes == VECTOR_PASSES:  # the lines with more matches than that, whole, to the reference
+            deferred[rows] = True
+            break
+        passes += 1
         if first:
             found_at = frame.select(pl.col("t").str.find(pl.col("e"), literal=True)).to_series()
         else:
