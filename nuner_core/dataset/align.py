@@ -126,9 +126,8 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
 
     ``sid`` (P,) indexes ``texts`` (S,) for each entity (P,). Returns spans and per-line status.
 
-    Vectorised: polars finds the next occurrence of each entity (byte offset), numpy
-    converts it to a character offset (minus the UTF-8 continuation bytes before it) and
-    checks the word boundaries on the neighbouring bytes. A boundary that involves a
+    Vectorised: polars finds the next occurrence of each entity (byte offset), numpy converts it to a
+    character offset (minus the UTF-8 continuation bytes before it) and checks the word boundaries on the neighbouring bytes. A boundary that involves a
     non-ASCII character cannot be decided from one byte: such lines go, whole, to
     ``find_occurrences`` (the reference), as do the case-insensitive retries.
     """
@@ -163,14 +162,12 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
     span_rows: list[np.ndarray] = []
     span_starts: list[np.ndarray] = []
     span_ends: list[np.ndarray] = []
-    first = True
-    passes = 0
+    passes = 0  # vectorised passes done
     while rows.size:
         if passes == VECTOR_PASSES:  # the lines with more matches than that, whole, to the reference
             deferred[rows] = True
             break
-        passes += 1
-        if first:
+        if passes == 0:
             found_at = frame.select(pl.col("t").str.find(pl.col("e"), literal=True)).to_series()
         else:
             found_at = (
@@ -216,7 +213,7 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
             capped[rows[full]] = True
             keep = ~full
             rows, from_byte, from_char, frame = rows[keep], from_byte[keep], from_char[keep], frame.filter(pl.Series(keep))
-        first = False
+        passes += 1
     status[seen] = _INSIDE
     status[occurrences > 0] = _EXACT
 
