@@ -10,7 +10,8 @@
 3. warm rerun: the steady run again on the warm cache: 0 requests, sentences per second.
 
 Last line: ``annotate limit_ratio=<..> max_window_ratio=<..> cached_per_s=<..> requests_on_rerun=<..>``.
-Run: ``.venv/bin/python benchmarks/annotate_bench.py`` (``--quick`` for a 20-second smoke run).
+Run: ``.venv/bin/python benchmarks/annotate_bench.py`` (``--quick``: 20 seconds; ``--smoke``: a few seconds,
+the targets not checked).
 """
 
 from __future__ import annotations
@@ -69,8 +70,11 @@ def max_in_window(times: list[float], window: float) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs (not the targets' window lengths)")
+    parser.add_argument("--smoke", action="store_true", help="seconds: the same path at tiny sizes, targets not checked")
     args = parser.parse_args()
     steady_n, fault_n, window_s, skip_s = (720, 300, 60.0, 5.0) if not args.quick else (150, 60, 10.0, 2.0)
+    if args.smoke:
+        steady_n, fault_n, window_s, skip_s = 24, 12, 1.0, 0.5
     logging.basicConfig(level=logging.WARNING)
     env = {KEY_ENV: KEY}
     per_10s = LIMIT_RPM / 6
@@ -118,10 +122,10 @@ def main() -> None:
               f"{requests_on_rerun} requests", flush=True)
 
     ok = limit_ratio >= 0.95 and max(steady_window, fault_window) <= 1.0 and complete and cached_per_s >= 5000 and requests_on_rerun == 0
-    print("targets met" if ok else "TARGETS NOT MET", flush=True)
+    print("smoke: targets not checked" if args.smoke else "targets met" if ok else "TARGETS NOT MET", flush=True)
     print(f"annotate limit_ratio={limit_ratio:.4f} max_window_ratio={max(steady_window, fault_window):.3f} "
           f"cached_per_s={cached_per_s:.0f} requests_on_rerun={requests_on_rerun}")
-    sys.exit(0 if ok else 1)
+    sys.exit(0 if ok or args.smoke else 1)
 
 
 if __name__ == "__main__":

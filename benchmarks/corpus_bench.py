@@ -8,6 +8,7 @@ per second of wall time) and the largest peak RSS.
 
     python benchmarks/corpus_bench.py --mb 100
     python benchmarks/corpus_bench.py --mb 10
+    python benchmarks/corpus_bench.py --smoke     # seconds: 1 MB, 1,000 sampled, one run
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=50_000, help="sentences to sample")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help="seconds: 1 MB, 1,000 sampled, one run")
     args = parser.parse_args()
+    if args.smoke:
+        args.mb, args.sample, args.repeats = 1, 1000, 1
     if args.child:
         print(json.dumps(run_once(Path(args.child), args.sample)))
         return

@@ -10,6 +10,7 @@ own. Last line: ``dataset sentences_per_s=<median> peak_rss_mb=<max>``.
 
     .venv/bin/python benchmarks/dataset_bench.py                      # 1M sentences, 3 repetitions
     .venv/bin/python benchmarks/dataset_bench.py --sentences 100000 --repeats 1
+    .venv/bin/python benchmarks/dataset_bench.py --smoke      # seconds: 2,000 sentences, one run, a fresh file
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def worker(responses: Path, threads: int) -> None:
         out = Path(tmp) / "out"
         out.mkdir()
         cfg = DatasetConfig(path=str(responses))
-        ctx = StageContext(cfg, None, {}, out, Path(tmp), Path(tmp) / "cache", LogProgress("dataset", every_s=1e9))  # type: ignore[arg-type]
+        ctx = StageContext(config=cfg, inputs={}, out_dir=out, work_dir=Path(tmp) / "work", cache_dir=Path(tmp) / "cache",
+                           progress=LogProgress("dataset", every_s=1e9))
         started = time.perf_counter()
         result = run(ctx)
         elapsed = time.perf_counter() - started
@@ -139,10 +141,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="polars threads and CPU cores of each repetition")
     parser.add_argument("--data", type=Path, default=None, help="reuse/keep the synthetic responses.parquet here")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help="seconds: 2,000 sentences, one run, generated afresh")
     args = parser.parse_args()
     if args.worker is not None:
         worker(args.worker, args.threads)
         return
+    if args.smoke:
+        args.sentences, args.repeats = 2000, 1
+        args.data = args.data or Path(tempfile.mkdtemp(prefix="dataset-bench-smoke-")) / "responses.parquet"
 
     data = args.data or Path(tempfile.gettempdir()) / f"dataset-bench-{args.sentences}.parquet"
     if not data.is_file():
@@ -167,6 +173,8 @@ def main() -> None:
             f"peak RSS {stats['peak_rss_mb']:,.0f} MB; phases (s): {stats['phase_s']}",
             flush=True,
         )
+    if args.smoke:
+        data.unlink()  # a smoke run's file is its own
     print(f"dataset sentences_per_s={statistics.median(rates):.0f} peak_rss_mb={max(peaks):.0f}")
 
 

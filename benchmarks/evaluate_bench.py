@@ -10,7 +10,9 @@ MiniLM-L6 on one shared benchmark (default: MIT Restaurant, full test set), k in
 would cost (words to encode x the measured seconds per word), relative to the grid's time.
 Target: probe_share <= 0.10.
 
-    .venv/bin/python benchmarks/evaluate_bench.py [--benchmark mit_restaurant] [--threads 2]
+    .venv/bin/python benchmarks/evaluate_bench.py [--benchmark mit_restaurant] [--threads 2] [--smoke]
+
+``--smoke``: seconds (a tiny encoder from a config, 20 test sentences, k in {1, 2}, 1 sampling).
 """
 
 from __future__ import annotations
@@ -38,7 +40,12 @@ def main() -> None:
     parser.add_argument("--max-test", type=int, default=None, help="subsample the test set (default: all of it)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--cache-dir", default=None, help="reuse a feature cache (default: a fresh temporary one)")
+    parser.add_argument("--smoke", action="store_true", help="seconds: a tiny encoder, 20 test sentences, k 1 and 2, 1 sampling")
     args = parser.parse_args()
+    if args.smoke:
+        from _smoke import temporary_tiny_encoder
+
+        args.model, args.max_test, args.ks, args.seeds = temporary_tiny_encoder(), 20, "1,2", 1
 
     import torch
 

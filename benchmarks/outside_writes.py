@@ -175,6 +175,11 @@ def outside_writes() -> tuple[int, dict[str, int]]:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="the same run: it takes seconds already")
+    parser.parse_args()
     total, per_probe = outside_writes()
     print(" ".join(f"{name}={n}" for name, n in per_probe.items()))
     print(f"outside_writes={total}")

@@ -127,14 +127,15 @@ def export_onnx(source: Path, dest: Path) -> Path:
     return dest if done.returncode == 0 else source
 
 
-def run_rounds(args: argparse.Namespace, tagger: ZeroShotTagger, gliner: Gliner, texts: list[str], label_sets: dict[int, list[str]],
+def run_rounds(args: argparse.Namespace, tagger: ZeroShotTagger, gliner: Gliner | None, texts: list[str], label_sets: dict[int, list[str]],
                onnx: dict[str, ZeroShotTagger]) -> list[dict[str, float]]:  # fmt: skip
     rows = []
     for r in range(args.rounds):
         row: dict[str, float] = {}
         for size, labels in label_sets.items():
             row[f"tagger{size}"] = time_tagger(tagger, texts, labels)
-            row[f"gliner{size}"] = gliner.ask(labels)["seconds"]
+            if gliner is not None:
+                row[f"gliner{size}"] = gliner.ask(labels)["seconds"]
             if size == min(label_sets):
                 for backend, other in onnx.items():
                     row[backend] = time_tagger(other, texts, labels)
@@ -149,10 +150,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", default="10,100,1000", help="label counts, comma-separated")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="seconds: 20 sentences, 1 round, a tiny encoder; GLiNER skipped (no .venv-peer)")
     args = parser.parse_args()
+    model = MINILM
+    if args.smoke:
+        from _smoke import temporary_tiny_encoder
+
+        args.sentences, args.rounds, model = 20, 1, temporary_tiny_encoder()
+        print("smoke: the GLiNER part is skipped (its virtual environment is not created); its speedups are n/a")
     torch.set_num_threads(args.threads)
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    python = peer_python()
+    python = None if args.smoke else peer_python()
 
     assets = assets_dir()
     texts = corpus_sentences(assets, args.sentences)
@@ -161,17 +169,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
         job = Path(tmp) / "job.json"
         job.write_text(json.dumps({"backbone": resolve_model(MINILM), "texts": texts, "threads": args.threads, "batch_size": 8}))
-        gliner = Gliner(python, job)
-        model_dir = build_dual_encoder(Path(tmp) / "model")
+        gliner = Gliner(python, job) if python else None
+        model_dir = build_dual_encoder(Path(tmp) / "model", model)
         tagger = ZeroShotTagger.from_pretrained(model_dir, device="cpu")
         onnx, why_not = onnx_taggers(export_onnx(model_dir, Path(tmp) / "onnx"))
-        print(f"{len(texts):,} sentences; this tagger torch {torch.__version__}, GLiNER ({gliner.info['gliner_class']}) torch "
-              f"{gliner.info['torch']}, {args.threads} thread(s) each; ONNX backends: {', '.join(onnx) or 'n/a (' + why_not + ')'}")  # fmt: skip
-        coverage = {size: gliner.ask(labels, coverage=True) for size, labels in label_sets.items()}
+        peer = f"GLiNER ({gliner.info['gliner_class']}) torch {gliner.info['torch']}" if gliner else "GLiNER skipped"
+        print(f"{len(texts):,} sentences; this tagger torch {torch.__version__}, {peer}, {args.threads} thread(s) each; "
+              f"ONNX backends: {', '.join(onnx) or 'n/a (' + why_not + ')'}")  # fmt: skip
+        coverage = {size: gliner.ask(labels, coverage=True) for size, labels in label_sets.items()} if gliner else {}
         time_tagger(tagger, texts, label_sets[sizes[0]])  # warm-up of both: lazy initialisation, allocator, thread pools
-        gliner.ask(label_sets[sizes[0]])
+        if gliner:
+            gliner.ask(label_sets[sizes[0]])
         rows = run_rounds(args, tagger, gliner, texts, label_sets, onnx)
-        gliner.close()
+        if gliner:
+            gliner.close()
     report(rows, len(texts), coverage, sizes, onnx)
 
 
@@ -179,13 +190,16 @@ def report(rows: list[dict[str, float]], n: int, coverage: dict[int, dict[str, A
     def rate(key: str) -> float:
         return n / statistics.median(row[key] for row in rows)
 
+    def speedup(size: int) -> str:  # n/a when GLiNER was skipped (--smoke)
+        return f"{rate(f'tagger{size}') / rate(f'gliner{size}'):.1f}" if coverage else "n/a"
+
     print(f"medians over {len(rows)} rounds (sentences/s):")
-    for size in sizes:
+    for size in (sizes if coverage else []):
         c = coverage[size]
         print(f"  {size:>5,} labels: this tagger {rate(f'tagger{size}'):7.1f}, GLiNER {rate(f'gliner{size}'):6.2f} "
               f"(scored {c['labels_scored']:g} labels, min {c['labels_scored_min']}; kept {100 * c['words_kept']:.0f}% of the words), "
               f"speedup {rate(f'tagger{size}') / rate(f'gliner{size}'):.1f}x")  # fmt: skip
-    speedups = " ".join(f"speedup_{s}={rate(f'tagger{s}') / rate(f'gliner{s}'):.1f}" for s in sizes)
+    speedups = " ".join(f"speedup_{s}={speedup(s)}" for s in sizes)
     base = rate(f"tagger{sizes[0]}")
     onnx_speed = f"{rate('onnx') / base:.2f}" if "onnx" in onnx else "n/a"
     int8_speed = f"{rate('onnx-int8') / base:.2f}" if "onnx-int8" in onnx else "n/a"

@@ -14,6 +14,7 @@ autocast, SDPA, batch 48, every sentence 128 tokens; also prints model FLOPs uti
 
     .venv/bin/python benchmarks/pretrain_bench.py                      # CPU
     python benchmarks/pretrain_bench.py --paper-shape --steps 30      # CUDA
+    .venv/bin/python benchmarks/pretrain_bench.py --smoke             # seconds: a tiny encoder, batch 4, 2 steps
 
 Last line: ``pretrain tokens_per_s=<n> overhead_ratio=<full/bare>``.
 """
@@ -49,7 +50,8 @@ def synthetic_examples(tokenizer, n: int, words: tuple[int, int], seed: int, num
     (p ~ rank^-0.8 over 2,000 names of 1-3 words). Calibrated on the shared annotations: 6,208
     spans, 2,023 concepts; a batch of 16 sentences holds ~59 mentions of ~52 distinct concepts."""
     rng = np.random.default_rng(seed)
-    vocab = [w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2][:20000]
+    # An array, not a list: rng.choice converts a list on every call (seconds over 2,000 names).
+    vocab = np.array([w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2][:20000])
     concept_names = [" ".join(rng.choice(vocab, size=rng.integers(1, 4))) for _ in range(num_concepts)]
     p = 1.0 / np.arange(1, num_concepts + 1) ** 0.8
     p /= p.sum()
@@ -98,7 +100,13 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--data", default=None, help="an annotated.parquet to take sentences from (default: synthetic)")
+    parser.add_argument("--smoke", action="store_true", help="seconds: a tiny encoder from a config, batch 4, 2 steps, 1 round")
     args = parser.parse_args()
+    if args.smoke:
+        from _smoke import temporary_tiny_encoder
+
+        args.model, args.batch, args.steps, args.warmup, args.rounds = temporary_tiny_encoder(), 4, 2, 1, 1
+        args.freeze = 1 if args.freeze is None else args.freeze
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

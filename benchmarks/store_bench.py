@@ -7,6 +7,7 @@ plain local copy of the same files (``shutil.copytree``), checksums included. Th
 is ``store publish_mb_s=<n> fetch_mb_s=<n> copy_mb_s=<n>``.
 
     .venv/bin/python benchmarks/store_bench.py --mb 100 --files 4
+    .venv/bin/python benchmarks/store_bench.py --smoke    # seconds: 1 MB in 2 files
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=100.0, help="artifact size in MB (default 100)")
     parser.add_argument("--files", type=int, default=4, help="number of files (default 4)")
     parser.add_argument("--endpoint", help="an S3 endpoint already running (default: start moto)")
+    parser.add_argument("--smoke", action="store_true", help="seconds: 1 MB in 2 files")
     args = parser.parse_args()
+    if args.smoke:
+        args.mb, args.files = 1.0, 2
 
     proc = None
     endpoint = args.endpoint

@@ -19,7 +19,7 @@ the shape of a trained one). Texts: the first 1,000 sentences (3 words or more) 
 corpus, split as the corpus stage splits them. Labels: the most frequent concept names of the
 shared LLM annotations.
 
-    .venv/bin/python benchmarks/tag_bench.py [--rounds 3] [--threads 2] [--device cpu]
+    .venv/bin/python benchmarks/tag_bench.py [--rounds 3] [--threads 2] [--device cpu] [--smoke]
 
 Last line: ``sentences_per_s=<n> overhead_ratio=<tag10/bare> label_scaling=<tag1000/tag10>``.
 """
@@ -74,8 +74,8 @@ def annotation_labels(root: Path, n: int) -> list[str]:
     return labels[:n]
 
 
-def build_dual_encoder(root: Path) -> Path:
-    source = Path(resolve_model(MINILM))
+def build_dual_encoder(root: Path, model: str = MINILM) -> Path:
+    source = Path(resolve_model(model))
     for name in ("text_encoder", "concept_encoder"):
         (root / name).mkdir(parents=True)
         for file in source.iterdir():  # links: 2 x 90 MB not copied
@@ -114,7 +114,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-tokens", type=int, default=8192)
+    parser.add_argument("--smoke", action="store_true", help="seconds: 20 sentences, 20 labels, 1 round, a tiny encoder from a config")
     args = parser.parse_args()
+    model = MINILM
+    if args.smoke:
+        from _smoke import temporary_tiny_encoder
+
+        args.sentences, args.labels, args.rounds = 20, 20, 1
+        model = temporary_tiny_encoder()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -123,7 +130,7 @@ def main() -> None:
     many = annotation_labels(assets, args.labels)
     few = many[:10]
     with tempfile.TemporaryDirectory(prefix="tag-bench-") as tmp:
-        tagger = ZeroShotTagger.from_pretrained(build_dual_encoder(Path(tmp) / "model"), device=args.device, batch_tokens=args.batch_tokens)
+        tagger = ZeroShotTagger.from_pretrained(build_dual_encoder(Path(tmp) / "model", model), device=args.device, batch_tokens=args.batch_tokens)
         plan = tagger.prepare(texts, [segment_words(t) for t in texts])
         print(f"{len(texts):,} sentences, {plan.stats.words:,} words, {plan.stats.tokens:,} tokens in {len(plan.batches)} batches "
               f"({plan.stats.windows:,} windows, {plan.stats.long_texts} long texts); device {tagger.device}, "

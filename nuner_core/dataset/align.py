@@ -35,6 +35,10 @@ from polars import CompatLevel
 
 STATUSES = ("exact", "casefold", "inside_word", "absent")
 MAX_MATCHES_PER_LINE = 1_000  # an ordinary sentence holds an entity a few times
+# Vectorised passes before the lines still matching go to the reference: each pass slices every such
+# line from its last match, so k passes over a line of length L cost O(k L) (quadratic when the
+# matches follow the length); the reference's str.find walks a line once.
+VECTOR_PASSES = 8
 _EXACT, _CASEFOLD, _INSIDE, _ABSENT = range(4)
 
 # ASCII bytes that are word characters: letters, digits, underscore (what str.isalnum() says for ASCII).
@@ -122,9 +126,8 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
 
     ``sid`` (P,) indexes ``texts`` (S,) for each entity (P,). Returns spans and per-line status.
 
-    Vectorised: polars finds the next occurrence of each entity (byte offset), numpy
-    converts it to a character offset (minus the UTF-8 continuation bytes before it) and
-    checks the word boundaries on the neighbouring bytes. A boundary that involves a
+    Vectorised: polars finds the next occurrence of each entity (byte offset), numpy converts it to a
+    character offset (minus the UTF-8 continuation bytes before it) and checks the word boundaries on the neighbouring bytes. A boundary that involves a
     non-ASCII character cannot be decided from one byte: such lines go, whole, to
     ``find_occurrences`` (the reference), as do the case-insensitive retries.
     """
@@ -159,9 +162,12 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
     span_rows: list[np.ndarray] = []
     span_starts: list[np.ndarray] = []
     span_ends: list[np.ndarray] = []
-    first = True
+    passes = 0  # vectorised passes done
     while rows.size:
-        if first:
+        if passes == VECTOR_PASSES:  # the lines with more matches than that, whole, to the reference
+            deferred[rows] = True
+            break
+        if passes == 0:
             found_at = frame.select(pl.col("t").str.find(pl.col("e"), literal=True)).to_series()
         else:
             found_at = (
@@ -207,7 +213,7 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
             capped[rows[full]] = True
             keep = ~full
             rows, from_byte, from_char, frame = rows[keep], from_byte[keep], from_char[keep], frame.filter(pl.Series(keep))
-        first = False
+        passes += 1
     status[seen] = _INSIDE
     status[occurrences > 0] = _EXACT
 

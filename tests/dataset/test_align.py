@@ -106,3 +106,15 @@ def test_a_line_stops_after_max_matches_and_is_capped(text):
     al = align(np.array([0, 0]), pl.Series([entity, "zz"]), pl.Series([text]))
     assert al.capped.tolist() == [True, False]
     assert al.occurrences[0] in (0, MAX_MATCHES_PER_LINE) and len(al.spans) == al.occurrences[0]
+
+
+def test_a_line_with_more_matches_than_the_vectorised_passes_gets_them_all():
+    """Past VECTOR_PASSES the line goes whole to the reference (one walk, not a slice per match): same spans."""
+    from nuner_core.dataset.align import VECTOR_PASSES
+
+    text = " ".join(["ab", "abc"] * (3 * VECTOR_PASSES)) + " ab."
+    al = align(np.array([0, 0]), pl.Series(["ab", "abc"]), pl.Series([text]))
+    expected = [find_occurrences(text, e)[0] for e in ("ab", "abc")]
+    assert al.occurrences.tolist() == [len(expected[0]), len(expected[1])] == [3 * VECTOR_PASSES + 1, 3 * VECTOR_PASSES]
+    got = [sorted(zip(g["start"].to_list(), g["end"].to_list())) for g in (al.spans.filter(pl.col("row") == r) for r in (0, 1))]
+    assert got == expected and al.status.tolist() == [0, 0] and not al.capped.any()
