@@ -45,6 +45,7 @@ MAY_BE_NA = {
 }
 NOT_BENCHMARKS = {
     "_smoke.py": "the smoke runs' shared helpers",
+    "gpu_check.py": "its --dry-run (the same code paths on CPU) runs in tests/test_gpu_check.py",
     "peer_gliner_worker.py": "GLiNER's half of peer_tag_bench.py, run inside .venv-peer/",
 }
 SLOWEST_FIRST = {"chaos_annotate.py": 3, "scale.py": 3, "peer_tag_bench.py": 2, "evaluate_llm_bench.py": 2, "pretrain_bench.py": 1}
