@@ -2,8 +2,9 @@
 
 import pytest
 
+from nuner_core.basemodel import StrictModel, added
 from nuner_core.config import load_config
-from nuner_core.pipeline import MissingInput, plan, run_stage
+from nuner_core.pipeline import MissingInput, key_config, plan, run_stage
 from nuner_core.registry import STAGE_NAMES
 from nuner_core.store import open_store
 
@@ -123,3 +124,33 @@ def test_a_stage_module_that_breaks_the_contract_fails_at_registration():
     misshapen.describe = lambda config: "one argument short"
     with pytest.raises(TypeError, match="describe must take 2"):
         StageSpec("misshapen", misshapen, Empty)
+
+
+class _Before(StrictModel):
+    lr: float = 0.1
+
+
+class _After(StrictModel):
+    lr: float = 0.1
+    decoding: str = added("spans", legacy="words")  # default is not the legacy value
+    backends: tuple[str, ...] = added(("torch",), legacy=("torch",))
+
+
+class _Outer(StrictModel):
+    inner: _After = _After()
+
+
+def test_an_added_field_is_out_of_the_key_exactly_at_its_legacy_value():
+    before = key_config(_Before())
+    assert key_config(_After(decoding="words")) == before  # the old behaviour: the old key
+    assert key_config(_After(decoding="spans")) == {**before, "decoding": "spans"}  # the default here differs from legacy
+    assert key_config(_After(decoding="words", backends=["torch", "onnx"])) == {**before, "backends": ["torch", "onnx"]}
+    assert key_config(_Outer(inner=_After(decoding="words"))) == {"inner": before}  # at any depth
+    assert key_config(_Outer(inner=_After(decoding="spans"))) != {"inner": before}
+
+
+def test_an_added_field_at_its_legacy_value_keeps_the_stage_key(data_dir):
+    legacy = {"evaluate.zero_shot.decoding": "words", "evaluate.zero_shot.backends": ["torch"]}
+    assert _keys(legacy) == DEMO_KEYS  # the keys from before the fields existed
+    assert _keys({"evaluate.zero_shot.backends": ["torch", "onnx"]})["evaluate"] != _keys(legacy)["evaluate"]
+    assert _keys({"evaluate.zero_shot.decoding": "spans"})["evaluate"] != _keys(legacy)["evaluate"]
