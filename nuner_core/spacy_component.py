@@ -34,6 +34,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 
 from nuner_core.tagging import Entity, ZeroShotTagger, check_threshold
+from nuner_core.tagging.labels import label_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class ZeroShotEntities:
         self.tagger = tagger
         self.labels = list(labels)
         self.threshold = None if threshold is None else check_threshold(threshold)
-        self.thresholds = {label: check_threshold(t) for label, t in (thresholds or {}).items()}  # per label; the tagger matches the names
+        self.thresholds = dict(thresholds or {})  # label -> threshold, names matched as the tagger matches them
+        label_thresholds(self.labels, 0.0, self.thresholds)  # a bad value or a label not among labels fails here, not on the first doc
         self.alignment_mode: AlignmentMode = alignment_mode  # narrowed by the check above
         self.overwrite_ents = overwrite_ents
         self.batch_size = batch_size

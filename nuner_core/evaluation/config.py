@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from nuner_core.annotation.config import AnnotateConfig, OnInvalid
 from nuner_core.basemodel import Float, Int, StrictModel, added, run_only
+from nuner_core.tagging.decode import DEFAULT_DECODING, Decoding
 
 
 class FileSource(StrictModel):
@@ -86,7 +87,7 @@ class ZeroShotConfig(StrictModel):
     backends: tuple[Literal["torch", "onnx", "onnx-int8"], ...] = added(("torch",), legacy=("torch",), min_length=1)
     # How words become entities (nuner_core.tagging.decode): words, or spans (one entity per run of tagged words).
     # Added later: the legacy value stays words whatever the default, so a words artifact is never reused for spans.
-    decoding: Literal["words", "spans"] = added("words", legacy="words")
+    decoding: Decoding = added(DEFAULT_DECODING, legacy="words")
 
     @model_validator(mode="after")
     def _unique_backends(self) -> "ZeroShotConfig":

@@ -52,6 +52,7 @@ class Entity:
 
 DECODINGS = ("words", "spans")
 Decoding = Literal["words", "spans"]
+DEFAULT_DECODING: Decoding = "words"  # of the tagger, nuner tag and evaluate.zero_shot.decoding
 Run = tuple[int, int, int]  # first word, last word + 1, label index
 
 

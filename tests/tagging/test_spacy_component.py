@@ -66,7 +66,7 @@ def test_nlp_pipe_tags_a_batch_per_tagger_call(nlp):
     one_by_one = [ents(nlp(t)) for t in texts]
     calls: list[int] = []
     predict = component.tagger.predict
-    component.tagger.predict = lambda batch, *args: calls.append(len(batch)) or predict(batch, *args)
+    component.tagger.predict = lambda batch, *args, **kwargs: calls.append(len(batch)) or predict(batch, *args, **kwargs)
     batched = [ents(doc) for doc in nlp.pipe(texts, batch_size=2)]
     assert batched == one_by_one and batched[1] == [("Bob", "person"), ("bread", "food")]
     assert calls == [2, 2, 2, 1] and batched[4] == []
@@ -110,7 +110,7 @@ def test_earlier_entities_stay_unless_overwritten(planted_dir):
 @pytest.mark.parametrize(
     "config, message",
     [({"labels": []}, "at least one label"), ({"alignment_mode": "nearest"}, "alignment_mode"), ({"threshold": 2.0}, "threshold"),
-     ({"thresholds": {"city": 1.5}}, "threshold")],
+     ({"thresholds": {"city": 1.5}}, "threshold"), ({"thresholds": {"town": 0.5}}, "match no label")],
 )
 def test_bad_config_fails_when_the_pipe_is_added(planted_dir, config, message):
     nlp = spacy.blank("en")
