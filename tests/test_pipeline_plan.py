@@ -76,8 +76,9 @@ DEMO_KEYS = {
     "annotate": "fbf02e3c38f84945",
     "dataset": "d01d199a30a8a2a2",
     "pretrain": "caafc2b7e794c6ca",  # CODE_VERSION 2 (issue 12): each run directory is a zero-shot model
-    "evaluate": "935bf9d190468305",  # issue 15: evaluate.sampling.method, evaluate.llms, evaluate.llm
+    "evaluate": "341e17653643e553",  # issue 21: evaluate.zero_shot.decoding spans, the measured better default
 }
+EVALUATE_WORDS_KEY = "935bf9d190468305"  # issue 15's key: evaluate.zero_shot.decoding words (its legacy value) keeps it
 
 
 def test_demo_profile_keys_are_pinned(data_dir):
@@ -151,6 +152,9 @@ def test_an_added_field_is_out_of_the_key_exactly_at_its_legacy_value():
 
 def test_an_added_field_at_its_legacy_value_keeps_the_stage_key(data_dir):
     legacy = {"evaluate.zero_shot.decoding": "words", "evaluate.zero_shot.backends": ["torch"]}
-    assert _keys(legacy) == DEMO_KEYS  # the keys from before the fields existed
+    assert _keys(legacy) == DEMO_KEYS | {"evaluate": EVALUATE_WORDS_KEY}  # the keys from before the fields existed
     assert _keys({"evaluate.zero_shot.backends": ["torch", "onnx"]})["evaluate"] != _keys(legacy)["evaluate"]
-    assert _keys({"evaluate.zero_shot.decoding": "spans"})["evaluate"] != _keys(legacy)["evaluate"]
+    assert _keys({"evaluate.zero_shot.decoding": "spans"})["evaluate"] == DEMO_KEYS["evaluate"]  # the default: a new key
+    tag = load_config("demo").tag
+    assert "decoding" not in key_config(tag.model_copy(update={"decoding": "words"}))  # the tag stage's too
+    assert key_config(tag.model_copy(update={"decoding": "spans"}))["decoding"] == "spans"

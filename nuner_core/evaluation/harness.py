@@ -244,7 +244,8 @@ def onnx_export_dir(model: Path, identity_: str, cache: Path | None) -> Path:
     a fresh export; ``export_model`` writes it atomically (a temporary directory renamed into place).
     """
     from nuner_core.hashing import file_sha256, short_hash
-    from nuner_core.tagging import export_model, onnx_export
+    from nuner_core.tagging import onnx_export
+    from nuner_core.tagging.export import export_model
     from nuner_core.tagging.onnx_backend import ONNX_SETTINGS
 
     if cache is None:

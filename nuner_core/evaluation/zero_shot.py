@@ -2,9 +2,9 @@
 
 Each entity type becomes a label name (``label_name``: ``Restaurant_Name`` -> "restaurant
 name", through the tagger's ``normalise_label``), overridable per type with a mapping. Words
-are decoded as the tagger decodes them (``nuner_core.tagging.decode``, ``words`` by default:
-each word its best label if p >= the threshold, adjacent same-label words merged; or
-``spans``), then:
+are decoded as the tagger decodes them (``nuner_core.tagging.decode``, ``spans`` by default: a
+run of tagged words is one entity; or ``words``: each word its best label if p >= the threshold,
+adjacent same-label words merged), then:
 
 - **token macro-F1** over types, exactly the frozen protocol's metric (``metrics.token_macro_f1``
   on ``frozen.word_labels``), so this is the k = 0 point of the F1-vs-k table and plot;
