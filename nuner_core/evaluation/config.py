@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from nuner_core.annotation.config import AnnotateConfig, OnInvalid
 from nuner_core.basemodel import Float, Int, StrictModel, added, run_only
-from nuner_core.tagging.decode import DEFAULT_DECODING, Decoding
+from nuner_core.tagging import DEFAULT_DECODING, Decoding
 
 
 class FileSource(StrictModel):

@@ -243,15 +243,13 @@ def onnx_export_dir(model: Path, identity_: str, cache: Path | None) -> Path:
     model's identity and the exporter's source, so a retrained model or a changed exporter gets
     a fresh export; ``export_model`` writes it atomically (a temporary directory renamed into place).
     """
-    from nuner_core.hashing import file_sha256, short_hash
-    from nuner_core.tagging import onnx_export
-    from nuner_core.tagging.export import export_model
-    from nuner_core.tagging.onnx_backend import ONNX_SETTINGS
+    from nuner_core.hashing import short_hash
+    from nuner_core.tagging import export_model, onnx_exporter_version
 
     if cache is None:
         raise StageError("zero_shot.backends other than torch need a cache directory for the ONNX export")
-    dest = cache / "zero_shot_onnx" / short_hash(f"{identity_}:{file_sha256(onnx_export.__file__)}")
-    if not (dest / ONNX_SETTINGS).is_file():
+    dest = cache / "zero_shot_onnx" / short_hash(f"{identity_}:{onnx_exporter_version()}")
+    if not dest.is_dir():  # export_model renames a complete export into place: a directory there is whole
         log.info("exporting %s to ONNX (fp32 and int8) in %s", model, dest)
         export_model(model, dest, onnx=True, int8=True, overwrite=dest.exists())
     return dest

@@ -27,7 +27,7 @@ _EXPORTS = {
                "runs", "span_runs"),
     "documents": ("Document", "DocumentError", "TagSummary", "iter_documents", "parse_labels", "read_documents",
                   "read_label_file", "tag_documents", "iter_files"),
-    "export": ("CARD_FILE", "ModelCard", "export_model", "render_model_card"),
+    "export": ("CARD_FILE", "ModelCard", "export_model", "onnx_exporter_version", "render_model_card"),
     "labels": ("normalise_label",),
     "plan": ("TagStats",),
     "tagger": ("ZeroShotTagger",),
@@ -42,7 +42,8 @@ __all__ = [
     "DualEncoderSettings",
     "Entity", "LabelError", "ModelCard", "ModelDirectoryError", "TagStats", "TagSummary", "ZeroShotTagger", "assign",
     "calibrate_threshold", "check_decoding", "check_model_dir", "check_threshold", "export_model", "iob2", "iob2_runs", "iter_documents", "iter_files",
-    "join_words", "model_identity", "normalise_label", "parse_labels", "read_documents", "read_label_file", "render_model_card", "runs",
+    "join_words", "model_identity", "normalise_label", "onnx_exporter_version", "parse_labels", "read_documents", "read_label_file",
+    "render_model_card", "runs",
     "segment_words", "span_runs", "tag_documents", "write_threshold",
 ]  # fmt: skip
 
@@ -87,7 +88,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
         read_label_file,
         tag_documents,
     )
-    from nuner_core.tagging.export import CARD_FILE, ModelCard, export_model, render_model_card  # noqa: F401
+    from nuner_core.tagging.export import CARD_FILE, ModelCard, export_model, onnx_exporter_version, render_model_card  # noqa: F401
     from nuner_core.tagging.labels import normalise_label  # noqa: F401
     from nuner_core.tagging.plan import TagStats  # noqa: F401
     from nuner_core.tagging.settings import (  # noqa: F401

@@ -29,11 +29,11 @@ def _score(models, cache, **zero_shot):
 
 
 def test_each_backend_is_scored_beside_torch_from_one_export_outside_the_model(planted_dir, tmp_path, monkeypatch):
-    from nuner_core.tagging import export as export_module
+    import nuner_core.tagging as tagging
 
     exports = []
-    real = export_module.export_model
-    monkeypatch.setattr(export_module, "export_model", lambda *a, **k: exports.append(a) or real(*a, **k))
+    real = tagging.export_model
+    monkeypatch.setattr(tagging, "export_model", lambda *a, **k: exports.append(a) or real(*a, **k))
     before = sorted(p.name for p in planted_dir.iterdir())
     torch_only = _score({"planted": planted_dir}, tmp_path / "cache")
     scores = _score({"planted": planted_dir}, tmp_path / "cache", backends=["torch", "onnx", "onnx-int8"])
