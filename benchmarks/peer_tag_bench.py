@@ -23,11 +23,17 @@ with transformers<5.17) and talks to through benchmarks/peer_gliner_worker.py ov
 The ONNX backends (``ZeroShotTagger.from_pretrained(path, backend="onnx" | "onnx-int8")``) are
 timed at 10 labels when the installed tagger has them; otherwise their figures are ``n/a``.
 
-    .venv/bin/python benchmarks/peer_tag_bench.py [--sentences 1000] [--rounds 3] [--sizes 10,100,1000]
+``--model DIR`` (a trained pretrain run directory) adds ``int8_f1_drop``: the zero-shot entity
+micro-F1 points lost by onnx-int8 against torch, the mean over the shared benchmarks' test
+sentences as the evaluate stage's zero_shot protocol scores them (the demo profile's benchmarks
+and test subsamples, the model's calibrated threshold, the default decoding: zero_shot_f1.py).
+``--no-gliner`` skips GLiNER (its speedups are then ``n/a``; no .venv-peer is made).
+
+    .venv/bin/python benchmarks/peer_tag_bench.py [--sentences 1000] [--rounds 3] [--sizes 10,100,1000] [--model DIR] [--no-gliner]
 
 Last line: ``speedup_10=… speedup_100=… speedup_1000=… onnx_speedup=… int8_speedup=… int8_f1_drop=…``
 (this tagger's sentences/s ÷ GLiNER's at L labels; the ONNX backends ÷ this tagger's PyTorch
-speed at 10 labels; int8_f1_drop is the evaluation's job and printed ``n/a`` here).
+speed at 10 labels; int8_f1_drop ``n/a`` without ``--model``).
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ from typing import Any
 
 import torch
 from tag_bench import MINILM, annotation_labels, build_dual_encoder, corpus_sentences
+from zero_shot_f1 import mean_f1, shared_benchmarks, zero_shot_f1
 
+from nuner_core.evaluation.config import EvaluateConfig
 from nuner_core.models import resolve_model
 from nuner_core.paths import assets_dir
 from nuner_core.tagging import ZeroShotTagger
@@ -127,6 +135,19 @@ def export_onnx(source: Path, dest: Path) -> Path:
     return dest if done.returncode == 0 else source
 
 
+def int8_f1_drop(model: Path | None) -> str:
+    """Entity micro-F1 points lost by onnx-int8 against torch (mean over the shared benchmarks), or n/a without a model."""
+    if model is None:
+        return "n/a"
+    benches, mapping = shared_benchmarks()
+    decoding = EvaluateConfig().zero_shot.decoding
+    scores = zero_shot_f1(model, ["torch", "onnx-int8"], [decoding], benches, mapping)
+    torch_f1, int8_f1 = mean_f1(scores, "torch", decoding), mean_f1(scores, "onnx-int8", decoding)
+    print(f"zero-shot entity micro-F1 over {', '.join(b.name for b in benches)} ({decoding} decoding): "
+          f"torch {torch_f1:.2f}, onnx-int8 {int8_f1:.2f}", flush=True)
+    return f"{torch_f1 - int8_f1:.2f}"
+
+
 def run_rounds(args: argparse.Namespace, tagger: ZeroShotTagger, gliner: Gliner | None, texts: list[str], label_sets: dict[int, list[str]],
                onnx: dict[str, ZeroShotTagger]) -> list[dict[str, float]]:  # fmt: skip
     rows = []
@@ -150,17 +171,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", default="10,100,1000", help="label counts, comma-separated")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", type=Path, default=None, help="a trained pretrain run directory: adds int8_f1_drop")
+    parser.add_argument("--no-gliner", action="store_true", help="time this tagger's backends only (GLiNER's figures n/a)")
     parser.add_argument("--smoke", action="store_true", help="seconds: 20 sentences, 1 round, a tiny encoder; GLiNER skipped (no .venv-peer)")
     args = parser.parse_args()
     model = MINILM
     if args.smoke:
         from _smoke import temporary_tiny_encoder
 
-        args.sentences, args.rounds, model = 20, 1, temporary_tiny_encoder()
+        args.sentences, args.rounds, args.no_gliner, model = 20, 1, True, temporary_tiny_encoder()
         print("smoke: the GLiNER part is skipped (its virtual environment is not created); its speedups are n/a")
     torch.set_num_threads(args.threads)
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    python = None if args.smoke else peer_python()
+    python = None if args.no_gliner else peer_python()
 
     assets = assets_dir()
     texts = corpus_sentences(assets, args.sentences)
@@ -169,41 +192,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
         job = Path(tmp) / "job.json"
         job.write_text(json.dumps({"backbone": resolve_model(MINILM), "texts": texts, "threads": args.threads, "batch_size": 8}))
-        gliner = Gliner(python, job) if python else None
+        gliner = None if python is None else Gliner(python, job)
         model_dir = build_dual_encoder(Path(tmp) / "model", model)
         tagger = ZeroShotTagger.from_pretrained(model_dir, device="cpu")
         onnx, why_not = onnx_taggers(export_onnx(model_dir, Path(tmp) / "onnx"))
-        peer = f"GLiNER ({gliner.info['gliner_class']}) torch {gliner.info['torch']}" if gliner else "GLiNER skipped"
+        peer = "GLiNER skipped" if gliner is None else f"GLiNER ({gliner.info['gliner_class']}) torch {gliner.info['torch']}"
         print(f"{len(texts):,} sentences; this tagger torch {torch.__version__}, {peer}, {args.threads} thread(s) each; "
               f"ONNX backends: {', '.join(onnx) or 'n/a (' + why_not + ')'}")  # fmt: skip
-        coverage = {size: gliner.ask(labels, coverage=True) for size, labels in label_sets.items()} if gliner else {}
+        coverage = {} if gliner is None else {size: gliner.ask(labels, coverage=True) for size, labels in label_sets.items()}
         time_tagger(tagger, texts, label_sets[sizes[0]])  # warm-up of both: lazy initialisation, allocator, thread pools
-        if gliner:
+        if gliner is not None:
             gliner.ask(label_sets[sizes[0]])
         rows = run_rounds(args, tagger, gliner, texts, label_sets, onnx)
-        if gliner:
+        if gliner is not None:
             gliner.close()
-    report(rows, len(texts), coverage, sizes, onnx)
+    report(rows, len(texts), coverage, sizes, onnx, int8_f1_drop(args.model))
 
 
-def report(rows: list[dict[str, float]], n: int, coverage: dict[int, dict[str, Any]], sizes: list[int], onnx: dict[str, Any]) -> None:
+def report(rows: list[dict[str, float]], n: int, coverage: dict[int, dict[str, Any]], sizes: list[int], onnx: dict[str, Any],
+           f1_drop: str) -> None:  # fmt: skip
     def rate(key: str) -> float:
         return n / statistics.median(row[key] for row in rows)
 
-    def speedup(size: int) -> str:  # n/a when GLiNER was skipped (--smoke)
-        return f"{rate(f'tagger{size}') / rate(f'gliner{size}'):.1f}" if coverage else "n/a"
-
     print(f"medians over {len(rows)} rounds (sentences/s):")
-    for size in (sizes if coverage else []):
+    for size in sizes:
+        if size not in coverage:  # GLiNER skipped
+            print(f"  {size:>5,} labels: this tagger {rate(f'tagger{size}'):7.1f}")
+            continue
         c = coverage[size]
         print(f"  {size:>5,} labels: this tagger {rate(f'tagger{size}'):7.1f}, GLiNER {rate(f'gliner{size}'):6.2f} "
               f"(scored {c['labels_scored']:g} labels, min {c['labels_scored_min']}; kept {100 * c['words_kept']:.0f}% of the words), "
               f"speedup {rate(f'tagger{size}') / rate(f'gliner{size}'):.1f}x")  # fmt: skip
-    speedups = " ".join(f"speedup_{s}={speedup(s)}" for s in sizes)
+    speedups = " ".join(f"speedup_{s}=" + (f"{rate(f'tagger{s}') / rate(f'gliner{s}'):.1f}" if s in coverage else "n/a") for s in sizes)
     base = rate(f"tagger{sizes[0]}")
     onnx_speed = f"{rate('onnx') / base:.2f}" if "onnx" in onnx else "n/a"
     int8_speed = f"{rate('onnx-int8') / base:.2f}" if "onnx-int8" in onnx else "n/a"
-    print(f"{speedups} onnx_speedup={onnx_speed} int8_speedup={int8_speed} int8_f1_drop=n/a")
+    print(f"{speedups} onnx_speedup={onnx_speed} int8_speedup={int8_speed} int8_f1_drop={f1_drop}")
 
 
 if __name__ == "__main__":

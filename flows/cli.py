@@ -267,6 +267,8 @@ def _export_model(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nuner_core.tagging.decode import DECODINGS, DEFAULT_DECODING  # numpy only: the parser stays quick to build
+
     parser = argparse.ArgumentParser(prog="nuner", description="Build task-specific NER foundation models (NuNER).")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -301,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--labels-file", help="a file with one label name per line (thousands work)")
     tag.add_argument("--threshold", help="p(word is the label) needed: 0.05, per label person=0.1,date=0.03, or both "
                      "(0.05,person=0.1); default: the model's calibrated one")
-    tag.add_argument("--decoding", choices=("words", "spans"), default="words",
+    tag.add_argument("--decoding", choices=DECODINGS, default=DEFAULT_DECODING,
                      help="words: each word its best label, same-label neighbours merged; spans: a run of tagged words is one entity")
     tag.add_argument("--output", "-o", default="-", help="JSON lines out (default: standard output)")
     tag.add_argument("--format", choices=["auto", "jsonl", "text"], default="auto", help="input format (auto: by the file name)")

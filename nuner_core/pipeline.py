@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel
 
-from nuner_core.basemodel import is_run_only
+from nuner_core.basemodel import is_run_only, legacy_value
 from nuner_core.config import PipelineConfig
 from nuner_core.registry import STAGE_NAMES, STAGES, spec
 from nuner_core.stage_api import (
@@ -41,17 +41,19 @@ def key_config(config: BaseModel) -> dict[str, Any]:
     Fields declared with ``basemodel.run_only`` (rate limits, progress
     intervals, device placement...) change how a stage runs, not what it produces.
     Nested models count too (the evaluation's LLMs carry the annotate stage's endpoint,
-    limits and budget fields): their run-only fields are left out at any depth.
+    limits and budget fields): their run-only fields are left out at any depth. A field declared
+    with ``basemodel.added`` is left out while it holds its legacy value (the behaviour from
+    before it existed), so the artifacts made before it keep their keys.
     """
     return _keyed_model(config, config.model_dump(mode="json"))
 
 
 def _keyed_model(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
-    """``dumped`` (the JSON dump of ``model``) without the model's run-only fields, at any depth."""
+    """``dumped`` (the JSON dump of ``model``) without the model's run-only fields and legacy-valued added fields, at any depth."""
     out: dict[str, Any] = {}
     for name, item in dumped.items():
         info = type(model).model_fields.get(name)
-        if info is not None and is_run_only(info):
+        if info is not None and (is_run_only(info) or legacy_value(info) == (True, item)):
             continue
         out[name] = _keyed(getattr(model, name, None), item)
     return out

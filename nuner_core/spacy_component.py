@@ -5,6 +5,9 @@
     nlp.add_pipe("nuner_zero_shot", config={"model": "my-tagger", "labels": ["person", "city"], "threshold": None})
     doc = nlp("Marie Curie moved to Paris")  # doc.ents: (Marie Curie, person), (Paris, city)
 
+``thresholds`` ({label: p}, labels matched as the tagger matches them) overrides the threshold
+for those labels, as ``nuner tag --threshold person=0.1``.
+
 spaCy finds the factory through the entry point ``spacy_factories`` in pyproject.toml, so
 ``add_pipe`` works without importing this module; ``nlp.pipe`` tags ``batch_size`` texts
 per tagger call. The config holds the model's path, not its weights: ``nlp.to_disk`` /
@@ -25,12 +28,13 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from itertools import islice
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Iterable, Iterator, Literal, Mapping, Sequence
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
 from nuner_core.tagging import Entity, ZeroShotTagger, check_threshold
+from nuner_core.tagging.labels import label_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +59,9 @@ class AlignmentCounts:
 class ZeroShotEntities:
     """Sets ``doc.ents`` from the zero-shot tagger's entities (see the module docstring)."""
 
-    def __init__(self, tagger: ZeroShotTagger, labels: Sequence[str], *, threshold: float | None = None, alignment_mode: str = "expand",
-                 overwrite_ents: bool = False, batch_size: int = 64, name: str = "nuner_zero_shot") -> None:  # fmt: skip
+    def __init__(self, tagger: ZeroShotTagger, labels: Sequence[str], *, threshold: float | None = None,
+                 thresholds: Mapping[str, float] | None = None, alignment_mode: str = "expand", overwrite_ents: bool = False,
+                 batch_size: int = 64, name: str = "nuner_zero_shot") -> None:  # fmt: skip
         if not labels:
             raise ValueError(f"{name}: give at least one label")
         if alignment_mode not in ALIGNMENT_MODES:
@@ -66,6 +71,8 @@ class ZeroShotEntities:
         self.tagger = tagger
         self.labels = list(labels)
         self.threshold = None if threshold is None else check_threshold(threshold)
+        self.thresholds = dict(thresholds or {})  # label -> threshold, names matched as the tagger matches them
+        label_thresholds(self.labels, 0.0, self.thresholds)  # a bad value or a label not among labels fails here, not on the first doc
         self.alignment_mode: AlignmentMode = alignment_mode  # narrowed by the check above
         self.overwrite_ents = overwrite_ents
         self.batch_size = batch_size
@@ -82,7 +89,7 @@ class ZeroShotEntities:
             yield from self._tag(batch)
 
     def _tag(self, docs: list[Doc]) -> list[Doc]:
-        found = self.tagger.predict([doc.text for doc in docs], self.labels, self.threshold)
+        found = self.tagger.predict([doc.text for doc in docs], self.labels, self.threshold, thresholds=self.thresholds or None)
         for doc, entities in zip(docs, found):
             self._set(doc, entities)
         return docs
@@ -115,12 +122,13 @@ class ZeroShotEntities:
 
 @Language.factory(
     "nuner_zero_shot",
-    default_config={"threshold": None, "alignment_mode": "expand", "overwrite_ents": False, "device": "auto", "batch_size": 64},
+    default_config={"threshold": None, "thresholds": {}, "alignment_mode": "expand", "overwrite_ents": False, "device": "auto",
+                    "batch_size": 64},
 )
-def make_component(nlp: Language, name: str, model: str, labels: list[str], threshold: float | None, alignment_mode: str,
-                   overwrite_ents: bool, device: str, batch_size: int) -> ZeroShotEntities:  # fmt: skip
+def make_component(nlp: Language, name: str, model: str, labels: list[str], threshold: float | None, thresholds: dict[str, float],
+                   alignment_mode: str, overwrite_ents: bool, device: str, batch_size: int) -> ZeroShotEntities:  # fmt: skip
     """The factory spaCy calls for ``nlp.add_pipe("nuner_zero_shot", config={"model": ..., "labels": [...]})``."""
     tagger = ZeroShotTagger.from_pretrained(model, device=device)
-    return ZeroShotEntities(tagger, labels, threshold=threshold, alignment_mode=alignment_mode, overwrite_ents=overwrite_ents,
-                            batch_size=batch_size, name=name)  # fmt: skip
+    return ZeroShotEntities(tagger, labels, threshold=threshold, thresholds=thresholds, alignment_mode=alignment_mode,
+                            overwrite_ents=overwrite_ents, batch_size=batch_size, name=name)  # fmt: skip
 

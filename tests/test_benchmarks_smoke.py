@@ -45,6 +45,7 @@ MAY_BE_NA = {
 }
 NOT_BENCHMARKS = {
     "_smoke.py": "the smoke runs' shared helpers",
+    "zero_shot_f1.py": "needs a trained model; runs through peer_tag_bench.py --model",
     "gpu_check.py": "its --dry-run (the same code paths on CPU) runs in tests/test_gpu_check.py",
     "peer_gliner_worker.py": "GLiNER's half of peer_tag_bench.py, run inside .venv-peer/",
 }

@@ -2,8 +2,9 @@
 
 import pytest
 
+from nuner_core.basemodel import StrictModel, added
 from nuner_core.config import load_config
-from nuner_core.pipeline import MissingInput, plan, run_stage
+from nuner_core.pipeline import MissingInput, key_config, plan, run_stage
 from nuner_core.registry import STAGE_NAMES
 from nuner_core.store import open_store
 
@@ -75,8 +76,9 @@ DEMO_KEYS = {
     "annotate": "fbf02e3c38f84945",
     "dataset": "d01d199a30a8a2a2",
     "pretrain": "caafc2b7e794c6ca",  # CODE_VERSION 2 (issue 12): each run directory is a zero-shot model
-    "evaluate": "935bf9d190468305",  # issue 15: evaluate.sampling.method, evaluate.llms, evaluate.llm
+    "evaluate": "341e17653643e553",  # issue 21: evaluate.zero_shot.decoding spans, the measured better default
 }
+EVALUATE_WORDS_KEY = "935bf9d190468305"  # issue 15's key: evaluate.zero_shot.decoding words (its legacy value) keeps it
 
 
 def test_demo_profile_keys_are_pinned(data_dir):
@@ -123,3 +125,36 @@ def test_a_stage_module_that_breaks_the_contract_fails_at_registration():
     misshapen.describe = lambda config: "one argument short"
     with pytest.raises(TypeError, match="describe must take 2"):
         StageSpec("misshapen", misshapen, Empty)
+
+
+class _Before(StrictModel):
+    lr: float = 0.1
+
+
+class _After(StrictModel):
+    lr: float = 0.1
+    decoding: str = added("spans", legacy="words")  # default is not the legacy value
+    backends: tuple[str, ...] = added(("torch",), legacy=("torch",))
+
+
+class _Outer(StrictModel):
+    inner: _After = _After()
+
+
+def test_an_added_field_is_out_of_the_key_exactly_at_its_legacy_value():
+    before = key_config(_Before())
+    assert key_config(_After(decoding="words")) == before  # the old behaviour: the old key
+    assert key_config(_After(decoding="spans")) == {**before, "decoding": "spans"}  # the default here differs from legacy
+    assert key_config(_After(decoding="words", backends=["torch", "onnx"])) == {**before, "backends": ["torch", "onnx"]}
+    assert key_config(_Outer(inner=_After(decoding="words"))) == {"inner": before}  # at any depth
+    assert key_config(_Outer(inner=_After(decoding="spans"))) != {"inner": before}
+
+
+def test_an_added_field_at_its_legacy_value_keeps_the_stage_key(data_dir):
+    legacy = {"evaluate.zero_shot.decoding": "words", "evaluate.zero_shot.backends": ["torch"]}
+    assert _keys(legacy) == DEMO_KEYS | {"evaluate": EVALUATE_WORDS_KEY}  # the keys from before the fields existed
+    assert _keys({"evaluate.zero_shot.backends": ["torch", "onnx"]})["evaluate"] != _keys(legacy)["evaluate"]
+    assert _keys({"evaluate.zero_shot.decoding": "spans"})["evaluate"] == DEMO_KEYS["evaluate"]  # the default: a new key
+    tag = load_config("demo").tag
+    assert "decoding" not in key_config(tag.model_copy(update={"decoding": "words"}))  # the tag stage's too
+    assert key_config(tag.model_copy(update={"decoding": "spans"}))["decoding"] == "spans"

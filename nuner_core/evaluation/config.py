@@ -7,7 +7,8 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from nuner_core.annotation.config import AnnotateConfig, OnInvalid
-from nuner_core.basemodel import Float, Int, StrictModel, run_only
+from nuner_core.basemodel import Float, Int, StrictModel, added, run_only
+from nuner_core.tagging import DEFAULT_DECODING, Decoding
 
 
 class FileSource(StrictModel):
@@ -81,6 +82,18 @@ class ZeroShotConfig(StrictModel):
     enabled: bool = True  # tag each benchmark from its type names with every two-encoder model of the pretrain artifact (k = 0)
     threshold: Float | None = Field(default=None, ge=0, le=1)  # None: each model's threshold, calibrated on the pre-training validation split
     labels: dict[str, dict[str, str]] = {}  # benchmark -> {entity type: label name}; default: the type in words (Restaurant_Name -> restaurant name)
+    # Each model is scored once per backend (onnx, onnx-int8: an export made in the evaluation's cache); rows of a
+    # backend other than torch name the model "<model> (<backend>)". Added later: [torch] keeps the older artifacts' keys.
+    backends: tuple[Literal["torch", "onnx", "onnx-int8"], ...] = added(("torch",), legacy=("torch",), min_length=1)
+    # How words become entities (nuner_core.tagging.decode): words, or spans (one entity per run of tagged words).
+    # Added later: the legacy value stays words whatever the default, so a words artifact is never reused for spans.
+    decoding: Decoding = added(DEFAULT_DECODING, legacy="words")
+
+    @model_validator(mode="after")
+    def _unique_backends(self) -> "ZeroShotConfig":
+        if len(set(self.backends)) != len(self.backends):
+            raise ValueError(f"zero_shot.backends names a backend twice: {list(self.backends)}")
+        return self
 
 
 # Annotation settings that mean nothing to an in-context tagger: refused rather than silently ignored.

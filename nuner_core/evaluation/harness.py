@@ -202,47 +202,84 @@ class ZeroShotScores:
 
 
 def score_zero_shot(config: EvaluateConfig, models: dict[str, Path], benches: list[Benchmark], device: str,
-                    progress: Progress) -> ZeroShotScores:
+                    progress: Progress, cache: Path | None = None) -> ZeroShotScores:
     """Every two-encoder model (name -> directory) on every benchmark's test set, from the type names alone.
+
+    Once per backend of ``zero_shot.backends``: torch reads the directory itself; onnx and
+    onnx-int8 an export of it made under ``cache`` (``onnx_export_dir``), reused across
+    benchmarks and runs. A backend other than torch names its rows "<model> (<backend>)", so the
+    tables show the backends side by side and the torch rows read as they always did.
 
     The threshold is fixed before any benchmark is read (the model's calibrated one, or
     ``zero_shot.threshold``); the best threshold on each test set is kept only as a labelled
     upper bound.
     """
-    from nuner_core.evaluation.zero_shot import evaluate_zero_shot
     from nuner_core.tagging import ZeroShotTagger, model_identity
 
     out = ZeroShotScores()
     started = time.perf_counter()
+    runs = [(name, path, backend) for name, path in models.items() for backend in config.zero_shot.backends]
     done = 0
-    for name, path in models.items():
-        tagger = ZeroShotTagger.from_pretrained(path, device=device)
+    for name, path, backend in runs:
         identity_ = model_identity(path)
+        if backend == "torch":
+            tagger: Any = ZeroShotTagger.from_pretrained(path, device=device)
+        else:
+            tagger = ZeroShotTagger.from_pretrained(onnx_export_dir(path, identity_, cache), backend=backend,
+                                                    device="cpu", threads=config.num_threads)  # onnxruntime's CPU build
+            name, identity_ = f"{name} ({backend})", f"{identity_}-{backend}"
         for bench in benches:
-            t0 = time.perf_counter()
-            result = evaluate_zero_shot(tagger, bench.test.sentences, bench.types,
-                                        mapping=config.zero_shot.labels.get(bench.name), threshold=config.zero_shot.threshold)
-            seconds = time.perf_counter() - t0
-            for protocol, metric, value, per_type in (
-                ("zero_shot", "token_macro_f1", result.score.token_macro_f1, result.score.token_scores),
-                ("zero_shot_entity", "entity_micro_f1", result.score.entity_micro_f1, result.score.entity_scores),
-            ):
-                out.rows.append({
-                    "encoder": name, "encoder_ref": str(path), "encoder_id": identity_, "is_base": False,
-                    "dataset": bench.name, "protocol": protocol, "k": 0, "seed": 0, "metric": metric, "value": value,
-                    "per_type": [asdict(s) for s in per_type], "support_sentences": 0, "support_mentions": 0,
-                    "shortfall": [], "test_sentences": len(bench.test.sentences), "fit_s": seconds,
-                })
-            out.thresholds.append({
-                "model": name, "dataset": bench.name, "threshold": result.threshold, "source": result.threshold_source,
-                "token_macro_f1": result.score.token_macro_f1, "entity_micro_f1": result.score.entity_micro_f1,
-                "best_token_macro_f1": result.best_token.token_macro_f1, "best_token_threshold": result.best_token.threshold,
-                "best_entity_micro_f1": result.best_entity.entity_micro_f1, "best_entity_threshold": result.best_entity.threshold,
-                "labels": result.labels,
-            })
-            out.curves += [{"model": name, "dataset": bench.name, "threshold": p.threshold,
-                            "token_macro_f1": p.token_macro_f1, "entity_micro_f1": p.entity_micro_f1} for p in result.curve]
+            _zero_shot_bench(config, out, tagger, name, str(path), identity_, bench)
             done += 1
-            progress.update(done, len(models) * len(benches), f"zero-shot {name} on {bench.name}")
+            progress.update(done, len(runs) * len(benches), f"zero-shot {name} on {bench.name}")
     out.seconds = time.perf_counter() - started
     return out
+
+
+def onnx_export_dir(model: Path, identity_: str, cache: Path | None) -> Path:
+    """The ONNX export (fp32 and int8) of the model directory ``model``, made once under ``cache`` and reused.
+
+    Never inside ``model`` (a pretrain artifact is read-only). The directory is named by the
+    model's identity and the exporter's source, so a retrained model or a changed exporter gets
+    a fresh export; ``export_model`` writes it atomically (a temporary directory renamed into place).
+    """
+    from nuner_core.hashing import short_hash
+    from nuner_core.tagging import export_model, onnx_exporter_version
+
+    if cache is None:
+        raise StageError("zero_shot.backends other than torch need a cache directory for the ONNX export")
+    dest = cache / "zero_shot_onnx" / short_hash(f"{identity_}:{onnx_exporter_version()}")
+    if not dest.is_dir():  # export_model renames a complete export into place: a directory there is whole
+        log.info("exporting %s to ONNX (fp32 and int8) in %s", model, dest)
+        export_model(model, dest, onnx=True, int8=True, overwrite=dest.exists())
+    return dest
+
+
+def _zero_shot_bench(config: EvaluateConfig, out: ZeroShotScores, tagger: Any, name: str, reference: str, identity_: str,
+                     bench: Benchmark) -> None:
+    """One model (on one backend) on one benchmark: its two result rows, its threshold row and its curve, into ``out``."""
+    from nuner_core.evaluation.zero_shot import evaluate_zero_shot
+
+    t0 = time.perf_counter()
+    result = evaluate_zero_shot(tagger, bench.test.sentences, bench.types, mapping=config.zero_shot.labels.get(bench.name),
+                                threshold=config.zero_shot.threshold, decoding=config.zero_shot.decoding)
+    seconds = time.perf_counter() - t0
+    for protocol, metric, value, per_type in (
+        ("zero_shot", "token_macro_f1", result.score.token_macro_f1, result.score.token_scores),
+        ("zero_shot_entity", "entity_micro_f1", result.score.entity_micro_f1, result.score.entity_scores),
+    ):
+        out.rows.append({
+            "encoder": name, "encoder_ref": reference, "encoder_id": identity_, "is_base": False,
+            "dataset": bench.name, "protocol": protocol, "k": 0, "seed": 0, "metric": metric, "value": value,
+            "per_type": [asdict(s) for s in per_type], "support_sentences": 0, "support_mentions": 0,
+            "shortfall": [], "test_sentences": len(bench.test.sentences), "fit_s": seconds,
+        })
+    out.thresholds.append({
+        "model": name, "dataset": bench.name, "threshold": result.threshold, "source": result.threshold_source,
+        "token_macro_f1": result.score.token_macro_f1, "entity_micro_f1": result.score.entity_micro_f1,
+        "best_token_macro_f1": result.best_token.token_macro_f1, "best_token_threshold": result.best_token.threshold,
+        "best_entity_micro_f1": result.best_entity.entity_micro_f1, "best_entity_threshold": result.best_entity.threshold,
+        "labels": result.labels,
+    })
+    out.curves += [{"model": name, "dataset": bench.name, "threshold": p.threshold,
+                    "token_macro_f1": p.token_macro_f1, "entity_micro_f1": p.entity_micro_f1} for p in result.curve]

@@ -115,7 +115,7 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
 
     scores = score_encoders(config, encoders, base, benches, supports, plan, cache, device, ctx.progress)
     duals = read_outputs(pretrain.dir).dual_encoders if pretrain is not None and config.use_pretrain else {}
-    zero = score_zero_shot(config, duals, benches, device, ctx.progress) if config.zero_shot.enabled and duals else None
+    zero = score_zero_shot(config, duals, benches, device, ctx.progress, cache) if config.zero_shot.enabled and duals else None
     llm = (score_llms(config, benches, supports, plan["llm"], ctx.cache_dir / "llm-responses", timings, ctx.progress)
            if config.llms else None)
     if not scores.rows and zero is None and not (llm and llm.rows):
@@ -140,6 +140,10 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
         pl.DataFrame(zero.curves).write_parquet(ctx.out_dir / "zero_shot_thresholds.parquet")
         notes.append(f"Zero-shot (k = 0): {len(duals)} two-encoder model(s) tag each test set from its type names "
                      f"in {zero.seconds:.0f} s; the threshold is fixed before any benchmark is read.")
+        if config.zero_shot.backends != ("torch",) or config.zero_shot.decoding != "words":
+            notes.append(f"Zero-shot decoding: {config.zero_shot.decoding}; backends: {', '.join(config.zero_shot.backends)} "
+                         "(a model on a backend other than torch is named \"<model> (<backend>)\"; ONNX exports under "
+                         f"{cache / 'zero_shot_onnx'}).")
     sections, extra_llm = ([], {}) if llm is None else _llm_comparison(ctx.out_dir, config, llm, scores, encoders, benches, device, timings, notes)
     summary = write_summary(ctx.out_dir / "summary.md", results, base, encoder_info, bench_info, short, notes,
                             zero.thresholds if zero else (), sections)

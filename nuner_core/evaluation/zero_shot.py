@@ -2,9 +2,9 @@
 
 Each entity type becomes a label name (``label_name``: ``Restaurant_Name`` -> "restaurant
 name", through the tagger's ``normalise_label``), overridable per type with a mapping. Words
-are decoded as the tagger decodes them (``nuner_core.tagging.decode``, ``words`` by default:
-each word its best label if p >= the threshold, adjacent same-label words merged; or
-``spans``), then:
+are decoded as the tagger decodes them (``nuner_core.tagging.decode``, ``spans`` by default: a
+run of tagged words is one entity; or ``words``: each word its best label if p >= the threshold,
+adjacent same-label words merged), then:
 
 - **token macro-F1** over types, exactly the frozen protocol's metric (``metrics.token_macro_f1``
   on ``frozen.word_labels``), so this is the k = 0 point of the F1-vs-k table and plot;
@@ -33,7 +33,7 @@ import numpy as np
 from nuner_core.evaluation.frozen import word_labels
 from nuner_core.iob2.conll import Sentence
 from nuner_core.iob2.metrics import TypeScore, entity_micro_f1, token_macro_f1
-from nuner_core.tagging import THRESHOLDS, assign, check_decoding, check_threshold, iob2_runs, normalise_label, runs, span_runs
+from nuner_core.tagging import DEFAULT_DECODING, THRESHOLDS, assign, check_decoding, check_threshold, iob2_runs, normalise_label, runs, span_runs
 
 if TYPE_CHECKING:
     from nuner_core.stage_api import Progress
@@ -125,7 +125,7 @@ def _word_types(n_words: int, found: list[tuple[int, int, int]]) -> np.ndarray:
 
 
 def score_at(
-    probabilities: Sequence[np.ndarray], sentences: Sequence[Sentence], types: Sequence[str], threshold: float, decoding: Decoding = "words"
+    probabilities: Sequence[np.ndarray], sentences: Sequence[Sentence], types: Sequence[str], threshold: float, decoding: Decoding = DEFAULT_DECODING
 ) -> ZeroShotScore:
     """Token macro-F1 and entity micro-F1 at one threshold; ``probabilities[i]`` is (len(sentences[i].tokens), len(types))."""
     threshold = check_threshold(threshold)
@@ -149,7 +149,7 @@ def sweep(
     sentences: Sequence[Sentence],
     types: Sequence[str],
     thresholds: Sequence[float] = THRESHOLDS,
-    decoding: Decoding = "words",
+    decoding: Decoding = DEFAULT_DECODING,
 ) -> list[ZeroShotScore]:
     """``score_at`` for every threshold, ascending."""
     return [score_at(probabilities, sentences, types, t, decoding) for t in sorted(thresholds)]
@@ -164,7 +164,7 @@ def evaluate_zero_shot(
     threshold: float | None = None,
     thresholds: Sequence[float] = THRESHOLDS,
     progress: Progress | None = None,
-    decoding: Decoding = "words",
+    decoding: Decoding = DEFAULT_DECODING,
 ) -> ZeroShotResult:
     """Score a tagger (or precomputed probabilities, columns in ``types`` order) on a benchmark's test sentences.
 

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "calibrate": ("Calibration", "CurvePoint", "calibrate_threshold"),
-    "decode": ("DECODINGS", "THRESHOLDS", "Decoding", "Entity", "assign", "check_decoding", "check_threshold", "iob2", "iob2_runs",
+    "decode": ("DECODINGS", "DEFAULT_DECODING", "THRESHOLDS", "Decoding", "Entity", "assign", "check_decoding", "check_threshold", "iob2", "iob2_runs",
                "runs", "span_runs"),
     "documents": ("Document", "DocumentError", "TagSummary", "iter_documents", "parse_labels", "read_documents",
                   "read_label_file", "tag_documents", "iter_files"),
-    "export": ("CARD_FILE", "ModelCard", "export_model", "render_model_card"),
+    "export": ("CARD_FILE", "ModelCard", "export_model", "onnx_exporter_version", "render_model_card"),
     "labels": ("normalise_label",),
     "plan": ("TagStats",),
     "tagger": ("ZeroShotTagger",),
@@ -38,11 +38,12 @@ _MODULE_OF = {name: f"{__name__}.{module}" for module, names in _EXPORTS.items()
 _MODULE_OF |= {"join_words": "nuner_core.text.words", "segment_words": "nuner_core.text.words"}  # the one word segmentation
 # A literal list, for type checkers; tests/tagging checks it against the table above.
 __all__ = [
-    "CARD_FILE", "DECODINGS", "DEFAULT_THRESHOLD", "THRESHOLDS", "Calibration", "CurvePoint", "Decoding", "Document", "DocumentError",
+    "CARD_FILE", "DECODINGS", "DEFAULT_DECODING", "DEFAULT_THRESHOLD", "THRESHOLDS", "Calibration", "CurvePoint", "Decoding", "Document", "DocumentError",
     "DualEncoderSettings",
     "Entity", "LabelError", "ModelCard", "ModelDirectoryError", "TagStats", "TagSummary", "ZeroShotTagger", "assign",
     "calibrate_threshold", "check_decoding", "check_model_dir", "check_threshold", "export_model", "iob2", "iob2_runs", "iter_documents", "iter_files",
-    "join_words", "model_identity", "normalise_label", "parse_labels", "read_documents", "read_label_file", "render_model_card", "runs",
+    "join_words", "model_identity", "normalise_label", "onnx_exporter_version", "parse_labels", "read_documents", "read_label_file",
+    "render_model_card", "runs",
     "segment_words", "span_runs", "tag_documents", "write_threshold",
 ]  # fmt: skip
 
@@ -64,6 +65,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
     from nuner_core.tagging.calibrate import Calibration, CurvePoint, calibrate_threshold  # noqa: F401
     from nuner_core.tagging.decode import (  # noqa: F401
         DECODINGS,
+        DEFAULT_DECODING,
         THRESHOLDS,
         Decoding,
         Entity,
@@ -86,7 +88,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
         read_label_file,
         tag_documents,
     )
-    from nuner_core.tagging.export import CARD_FILE, ModelCard, export_model, render_model_card  # noqa: F401
+    from nuner_core.tagging.export import CARD_FILE, ModelCard, export_model, onnx_exporter_version, render_model_card  # noqa: F401
     from nuner_core.tagging.labels import normalise_label  # noqa: F401
     from nuner_core.tagging.plan import TagStats  # noqa: F401
     from nuner_core.tagging.settings import (  # noqa: F401

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from nuner_core.basemodel import Float, Int, StrictModel, run_only
+from nuner_core.basemodel import Float, Int, StrictModel, added, run_only
+from nuner_core.tagging.decode import DEFAULT_DECODING, Decoding
 
 
 class TagConfig(StrictModel):
@@ -16,6 +17,9 @@ class TagConfig(StrictModel):
     format: Literal["auto", "jsonl", "text"] = "auto"  # auto: .jsonl/.json/.ndjson (optionally .gz) are JSON lines
     text_field: str = "text"  # the JSON lines field holding the text
     threshold: Float | None = Field(default=None, ge=0, le=1)  # None: the model's calibrated threshold
+    # words or spans (nuner_core.tagging.decode), as nuner tag --decoding. Added later: the artifacts tagged before it
+    # used words, so words keeps their keys whatever the default.
+    decoding: Decoding = added(DEFAULT_DECODING, legacy="words")
     batch_size: Int = run_only(1024, ge=1)  # documents per tagging batch
     device: str = run_only("auto")  # auto: cuda when available, else cpu
 

@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Literal, Mapping,
 
 from nuner_core.jsonl import JsonLinesError, decode_line, open_lines, parse_line
 from nuner_core.stage_api import Progress, StageError
-from nuner_core.tagging.decode import Decoding, check_decoding, check_threshold
+from nuner_core.tagging.decode import DEFAULT_DECODING, Decoding, check_decoding, check_threshold
 from nuner_core.tagging.labels import label_thresholds
 from nuner_core.tagging.settings import LabelError, clean_labels
 
@@ -177,7 +177,7 @@ class TagSummary:
     seconds: float = 0.0
     threshold: float = 0.0
     thresholds: dict[str, float] = field(default_factory=dict)  # per label, as given
-    decoding: str = "words"
+    decoding: str = DEFAULT_DECODING
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,7 +194,7 @@ def tag_documents(
     batch_size: int = 1024,
     total: int | None = None,
     thresholds: Mapping[str, float] | None = None,
-    decoding: Decoding = "words",
+    decoding: Decoding = DEFAULT_DECODING,
 ) -> TagSummary:
     """Tag documents in batches and write JSON lines to ``out_path``; counts per label.
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 from nuner_core.tagging.decode import check_threshold
@@ -187,6 +188,11 @@ def export_model(
         if tmp.exists():
             shutil.rmtree(tmp)
     return dst
+
+
+def onnx_exporter_version() -> str:
+    """A hash of the ONNX exporter's source (``onnx_export.py``): a cached export made by other code is stale."""
+    return file_sha256(Path(__file__).with_name("onnx_export.py"))[:16]
 
 
 def _check_destination(src: Path, dst: Path, overwrite: bool) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from nuner_core.devices import pad_id
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Progress
-from nuner_core.tagging.decode import Decoding, Entity
+from nuner_core.tagging.decode import DEFAULT_DECODING, Decoding, Entity
 from nuner_core.tagging.labels import normalise_label
 from nuner_core.tagging.plan import (
     Plan,
@@ -152,7 +152,7 @@ class OnnxZeroShotTagger:
         progress: Progress | None = None,
         *,
         thresholds: Mapping[str, float] | None = None,
-        decoding: Decoding = "words",
+        decoding: Decoding = DEFAULT_DECODING,
     ) -> list[list[Entity]]:
         """The torch tagger's ``predict``, the same decoding, thresholds and label normalisation."""
         def score(texts: list[str], spans: list[np.ndarray], keys: list[str], reduce: Literal["best", "all"]) -> list[Any]:

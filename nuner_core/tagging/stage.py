@@ -87,7 +87,7 @@ def run(ctx: StageContext[TagConfig]) -> StageResult:
     tagger = ZeroShotTagger.from_pretrained(model, device=cfg.device)
     total, documents = iter_files(files, cfg.format, cfg.text_field)
     summary = tag_documents(tagger, documents, cfg.labels, cfg.threshold, ctx.out_dir / OUTPUT, ctx.progress,
-                            batch_size=cfg.batch_size, total=total)
+                            batch_size=cfg.batch_size, total=total, decoding=cfg.decoding)
     table = [{"label": label, "entities": n} for label, n in summary.per_label.items()]
     return StageResult(
         rows={"documents": summary.documents, "entities": summary.entities},

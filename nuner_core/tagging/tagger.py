@@ -26,7 +26,7 @@ from nuner_core.devices import Precision, pad_id, resolve_device, uses_bf16
 from nuner_core.dual_encoder.model import DualEncoder, load_encoder
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Progress, StageError
-from nuner_core.tagging.decode import Decoding, Entity
+from nuner_core.tagging.decode import DEFAULT_DECODING, Decoding, Entity
 from nuner_core.tagging.label_vectors import LabelVectors
 from nuner_core.tagging.labels import normalise_label
 from nuner_core.tagging.onnx_backend import BACKENDS, OnnxZeroShotTagger
@@ -146,7 +146,7 @@ class ZeroShotTagger:
         progress: Progress | None = None,
         *,
         thresholds: Mapping[str, float] | None = None,
-        decoding: Decoding = "words",
+        decoding: Decoding = DEFAULT_DECODING,
     ) -> list[list[Entity]]:
         """Entities of each text (``decode``): ``words``: words take their best label if p >= its threshold,
         adjacent same-label words merge; ``spans``: a run of such words is one entity (split rule in ``decode``).

@@ -203,6 +203,27 @@ def test_zero_shot_protocol_scores_every_dual_encoder_at_k0(store, tiny_encoders
     assert curve.height == 2 * len(curve["threshold"].unique())
 
 
+def test_zero_shot_backends_side_by_side_from_an_export_in_the_cache(store, tiny_encoders, tiny_benchmark):
+    """evaluate.zero_shot.backends: the int8 rows beside the torch ones in the tables; the export in the cache, not the artifact."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    manifest = {"stage": "pretrain", "key": "zsb", "base_model": tiny_encoders["a"], "encoders": {"nuner": "text_encoder"}}
+    with store.publish("pretrain", "zsbackends", manifest) as out:
+        _dual(out, tiny_encoders["b"], tiny_encoders["c"], threshold=0.3)
+    pretrain = store.lookup("pretrain", "zsbackends")
+    files = sorted(p.relative_to(pretrain.dir) for p in pretrain.dir.rglob("*"))
+    config = load_config("demo", overrides(tiny_benchmark, [], **{"evaluate.frozen.ks": [1], "evaluate.frozen.seeds": 1,
+                                                                 "evaluate.zero_shot.backends": ["torch", "onnx-int8"]}))
+    ref, manifest = evaluate(store, config, inputs={"pretrain": pretrain})
+    zero = pl.read_parquet(ref.dir / "results.parquet").filter(pl.col("protocol") == "zero_shot_entity")
+    assert sorted(zero["encoder"]) == ["nuner", "nuner (onnx-int8)"]
+    summary = (ref.dir / "summary.md").read_text()
+    assert "| **average** | nuner | " in summary and "| **average** | nuner (onnx-int8) | " in summary
+    assert "backends: torch, onnx-int8" in summary
+    assert sorted(p.relative_to(pretrain.dir) for p in pretrain.dir.rglob("*")) == files  # nothing written into the artifact
+    assert len(list((Path(manifest["evaluate"]["cache_dir"]) / "zero_shot_onnx").iterdir())) == 1
+
+
 def test_zero_shot_off_or_without_a_concept_encoder_adds_nothing(store, tiny_encoders, tiny_benchmark):
     config = load_config("demo", overrides(tiny_benchmark, [{"name": "a", "model": tiny_encoders["a"]}],
                                            **{"evaluate.frozen.ks": [1], "evaluate.frozen.seeds": 1, "evaluate.use_pretrain": False}))

@@ -53,13 +53,20 @@ def test_add_pipe_sets_doc_ents(nlp):
     assert nlp.get_pipe("nuner_zero_shot").counts.as_dict() == {"entities": 4, "set": 4, "adjusted": 0, "unaligned": 0, "overlapping": 0}
 
 
+def test_thresholds_per_label_reach_the_tagger(planted_dir):
+    """A planted pair has p = 0.92: a threshold of 0.95 for City (another spelling) drops the cities, and only them."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("nuner_zero_shot", config={"model": str(planted_dir), "labels": LABELS, "thresholds": {"City": 0.95}, "device": "cpu"})
+    assert ents(nlp("Alice ate pizza in New York with Bob")) == [("Alice", "person"), ("pizza", "food"), ("Bob", "person")]
+
+
 def test_nlp_pipe_tags_a_batch_per_tagger_call(nlp):
     texts = ["Alice in Paris", "Bob likes bread", "nothing here", "Marie in Zurich", "", "pasta in London", "Tokyo"]
     component = nlp.get_pipe("nuner_zero_shot")
     one_by_one = [ents(nlp(t)) for t in texts]
     calls: list[int] = []
     predict = component.tagger.predict
-    component.tagger.predict = lambda batch, *args: calls.append(len(batch)) or predict(batch, *args)
+    component.tagger.predict = lambda batch, *args, **kwargs: calls.append(len(batch)) or predict(batch, *args, **kwargs)
     batched = [ents(doc) for doc in nlp.pipe(texts, batch_size=2)]
     assert batched == one_by_one and batched[1] == [("Bob", "person"), ("bread", "food")]
     assert calls == [2, 2, 2, 1] and batched[4] == []
@@ -102,7 +109,8 @@ def test_earlier_entities_stay_unless_overwritten(planted_dir):
 
 @pytest.mark.parametrize(
     "config, message",
-    [({"labels": []}, "at least one label"), ({"alignment_mode": "nearest"}, "alignment_mode"), ({"threshold": 2.0}, "threshold")],
+    [({"labels": []}, "at least one label"), ({"alignment_mode": "nearest"}, "alignment_mode"), ({"threshold": 2.0}, "threshold"),
+     ({"thresholds": {"city": 1.5}}, "threshold"), ({"thresholds": {"town": 0.5}}, "match no label")],
 )
 def test_bad_config_fails_when_the_pipe_is_added(planted_dir, config, message):
     nlp = spacy.blank("en")

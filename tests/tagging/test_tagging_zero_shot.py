@@ -57,18 +57,18 @@ PROBS = [
 
 
 def test_scores_by_hand():
-    at_half = score_at(PROBS, SENTENCES, TYPES, 0.5)
+    at_half = score_at(PROBS, SENTENCES, TYPES, 0.5, "words")
     # words: new/york -> City, pizza -> Dish, eat -> City, pasta -> nothing
     # token level: City P 2/3 R 1 -> 0.8; Dish P 1 R 1/2 -> 2/3; macro 0.7333
     assert at_half.token_macro_f1 == pytest.approx((0.8 + 2 / 3) / 2)
     assert [(s.type, s.support, s.predicted) for s in at_half.token_scores] == [("City", 2, 3), ("Dish", 2, 1)]
     # entity level: "new york" (merged) and "pizza" right, "eat" wrong, "pasta" missed: P 2/3 R 2/3
     assert at_half.entity_micro_f1 == pytest.approx(2 / 3)
-    at_low = score_at(PROBS, SENTENCES, TYPES, 0.05)
+    at_low = score_at(PROBS, SENTENCES, TYPES, 0.05, "words")
     # pasta's best is City (0.1): "eat pasta" becomes one City mention, wrong
     assert at_low.token_macro_f1 == pytest.approx((2 / 3 + 2 / 3) / 2)
     assert at_low.entity_micro_f1 == pytest.approx(2 / 3)
-    assert score_at(PROBS, SENTENCES, TYPES, 0.95).entity_micro_f1 == 0.0
+    assert score_at(PROBS, SENTENCES, TYPES, 0.95, "words").entity_micro_f1 == 0.0
 
 
 def test_sweep_is_score_at_per_threshold():
