@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from finetune_helpers import MINILM
-from test_finetune_stage import Killed, KillAt, context
+from test_finetune_stage import KillAt, Killed, context
 
 from nuner_core.finetuning import adapt_stage, stage
 from nuner_core.finetuning.adapt_data import prepare, step_batch, step_plan, user_examples
