@@ -7,6 +7,7 @@ Artifact layout::
     base_model/    the same adaptation of the base encoder as both encoders (when compare_base)
     results.json   every run (pair x seed): steps, dev loss, dev calibration, test entity F1; zero-shot before;
                    retention (zero-shot entity F1 on other benchmarks before and after)
+    summary.md     the runs, before → after on the user's test, and the retention line
     metrics.jsonl
 
 Each pair is adapted once per seed (runs in ``ctx.work_dir/<pair>/seed_<s>/``, resumable); the seed
@@ -171,6 +172,8 @@ def run_dual_encoder(ctx: StageContext[FinetuneConfig], data: FinetuneData) -> S
                "aggregate": aggregate, "retention": kept, "selected_seed": {n: s["seed"] for n, s in selected.items()},
                "runs": list(runs.values())}  # fmt: skip
     (ctx.out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    summary_md = summary_markdown(runs, before, aggregate, kept, data)
+    (ctx.out_dir / "summary.md").write_text(summary_md)
     return StageResult(
         rows={"train_sentences": len(data.train), "dev_sentences": len(data.dev), "test_sentences": len(data.test),
               "entity_types": len(data.types), "runs": len(specs), "replay_pool": len(replay)},  # fmt: skip
@@ -179,8 +182,7 @@ def run_dual_encoder(ctx: StageContext[FinetuneConfig], data: FinetuneData) -> S
         extra={"method": "dual_encoder", "pairs": results["pairs"], "products": {n: PRODUCT_DIRS[n] for n in pairs}, "labels": labels,
                "data": {"sources": data.sources, "stats": data.stats}, "selected_seed": results["selected_seed"], "retention": kept,
                "runs": results["runs"]},  # fmt: skip
-        reports=[Report("markdown", "finetune-summary", "Adapting the zero-shot tagger: before vs after, and retention",
-                        summary_markdown(runs, before, aggregate, kept, data))],  # fmt: skip
+        reports=[Report("markdown", "finetune-summary", "Adapting the zero-shot tagger: before vs after, and retention", summary_md)],
     )
 
 

@@ -13,6 +13,8 @@ Each encoder is trained once per seed; the seed with the best dev F1 (the first 
 is no dev set) becomes its exported directory, and test scores are reported for every seed
 (mean ± std). Runs live in ``ctx.work_dir/<encoder>/seed_<s>/``: rerunning a killed stage keeps
 the finished runs and resumes the interrupted one from its last checkpoint.
+
+``method: dual_encoder`` adapts the zero-shot tagger instead (``adapt_stage``: its own layout).
 """
 
 from __future__ import annotations
