@@ -8,7 +8,7 @@ Artifact layout::
     results.json   every run (pair x seed): steps, dev loss, dev calibration, test entity F1; zero-shot before;
                    retention (zero-shot entity F1 on other benchmarks before and after)
     summary.md     the runs, before → after on the user's test, and the retention line
-    metrics.jsonl
+    metrics.jsonl, loss_curve.png
 
 Each pair is adapted once per seed (runs in ``ctx.work_dir/<pair>/seed_<s>/``, resumable); the seed
 with the lowest dev loss is exported. Test F1 is the tagger's, labels named ``normalise_label(type)``
@@ -130,6 +130,7 @@ def retention(tagger: ZeroShotTagger, names: tuple[str, ...], test_size: int | N
 def run_dual_encoder(ctx: StageContext[FinetuneConfig], data: FinetuneData) -> StageResult:
     from nuner_core.finetuning.adapt_data import user_examples
     from nuner_core.finetuning.adapt_train import PairSpec, adapt_run, as_tagger
+    from nuner_core.finetuning.plots import loss_curve
     from nuner_core.tagging.settings import check_model_dir
     from nuner_core.tagging.tagger import ZeroShotTagger
 
@@ -167,6 +168,7 @@ def run_dual_encoder(ctx: StageContext[FinetuneConfig], data: FinetuneData) -> S
 
     history = [row for spec in specs for row in read_json_objects(_run_dir(ctx.work_dir, spec) / "metrics.jsonl")]
     (ctx.out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    loss_curve(history, ctx.out_dir / "loss_curve.png")
     aggregate = {name: _aggregate([runs[(name, s)] for s in cfg.seeds]) for name in pairs}
     results = {"method": "dual_encoder", "labels": labels, "pairs": {n: r for n, (_, r) in pairs.items()}, "zero_shot_before": before,
                "aggregate": aggregate, "retention": kept, "selected_seed": {n: s["seed"] for n, s in selected.items()},
@@ -182,7 +184,8 @@ def run_dual_encoder(ctx: StageContext[FinetuneConfig], data: FinetuneData) -> S
         extra={"method": "dual_encoder", "pairs": results["pairs"], "products": {n: PRODUCT_DIRS[n] for n in pairs}, "labels": labels,
                "data": {"sources": data.sources, "stats": data.stats}, "selected_seed": results["selected_seed"], "retention": kept,
                "runs": results["runs"]},  # fmt: skip
-        reports=[Report("markdown", "finetune-summary", "Adapting the zero-shot tagger: before vs after, and retention", summary_md)],
+        reports=[Report("markdown", "finetune-summary", "Adapting the zero-shot tagger: before vs after, and retention", summary_md),
+                 Report("image", "finetune-loss-curve", "Adaptation loss (train and dev)", "loss_curve.png")],  # fmt: skip
     )
 
 

@@ -182,7 +182,7 @@ def test_stage_adapts_calibrates_on_dev_only_and_the_tagger_loads(tmp_path, toy_
     assert entities[0] and {e.label for e in entities[0]} <= {"person", "City", "day"}
     assert result.headline["method"] == "dual_encoder" and result.headline["test_f1"] is not None
     assert "retention" in result.reports[0].content and result.rows["replay_pool"] == 36
-    assert "- retention (zero-shot entity micro-F1" in (out / "summary.md").read_text()
+    assert "- retention (zero-shot entity micro-F1" in (out / "summary.md").read_text() and (out / "loss_curve.png").stat().st_size
 
 
 def test_the_adapted_directory_tags_from_the_cli(tmp_path, toy_files, tagger_dir):
