@@ -32,7 +32,7 @@ STAGES: tuple[StageSpec[Any], ...] = (
     StageSpec("dataset", dataset, DatasetConfig, upstream=("annotate",)),  # none when importing a corpus
     StageSpec("pretrain", pretrain, PretrainConfig, upstream=("dataset",)),
     StageSpec("evaluate", evaluate, EvaluateConfig, optional_upstream=("pretrain",), target=True),  # configured encoders without it
-    StageSpec("finetune", finetune, FinetuneConfig, upstream=("pretrain",), target=True),  # when finetune.data is set
+    StageSpec("finetune", finetune, FinetuneConfig, upstream=("pretrain",), target=True),  # when finetune.data is set; + dataset to adapt the tagger
     StageSpec("tag", tag, TagConfig, upstream=("pretrain",), target=True),  # when tag.inputs and tag.labels are set
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

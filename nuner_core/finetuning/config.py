@@ -1,15 +1,20 @@
 """Finetune stage config: the user's labelled data, which encoders, and how to train them.
 
 The product is a ``transformers`` token classifier (whole encoder + linear head, IOB2 labels)
-trained from the NuNER encoder, scored beside the same fine-tuning of its base encoder.
+trained from the NuNER encoder, scored beside the same fine-tuning of its base encoder; or, with
+``method: dual_encoder``, the zero-shot tagger itself adapted to the user's labels (``adapt``).
 Fields declared with ``run_only`` change how the stage runs, not what it produces.
+
+The dual-encoder fields (``method``, ``retention_benchmarks``, ``adapt``) came after token-classifier
+artifacts existed: they are left out of the config's dump, and so of the artifact key, while
+``method`` is ``token_classifier`` (they do nothing then), so those artifacts keep their keys.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from nuner_core.basemodel import Float, Int, StrictModel, run_only
 from nuner_core.token_classifier.config import TrainingConfig
@@ -36,7 +41,19 @@ class BenchmarkData(StrictModel):
 DataSource = Annotated[Union[FilesData, BenchmarkData], Field(discriminator="kind")]
 
 
+class AdaptConfig(StrictModel):
+    """``method: dual_encoder`` only: continue the pre-training objective on the user's spans, with replay."""
+
+    replay_share: Float = Field(default=0.5, ge=0, lt=1)  # share of each batch drawn from the pretrain dataset's training sentences
+    replay_pool: Int | None = Field(default=20_000, ge=1)  # a seeded sample of that many pretrain sentences to replay from; None: all
+    negatives: Int = Field(default=16, ge=0)  # pretrain concepts sampled per batch as extra negatives (besides the data set's other labels)
+    freeze_layers: Int = Field(default=0, ge=0)  # text encoder: embeddings + this many bottom layers frozen (0: all trained)
+    bias_lr: Float = Field(default=1e-2, gt=0)  # AdamW learning rate of the logit bias b (pre-training's)
+    retention_test_size: Int | None = Field(default=300, ge=1)  # test sentences per retention benchmark (seeded subsample); None: all
+
+
 class FinetuneConfig(StrictModel):
+    method: Literal["token_classifier", "dual_encoder"] = "token_classifier"  # dual_encoder: adapt the zero-shot tagger (see adapt)
     # --- data
     data: DataSource | None = None  # the labelled data; None: not configured (the stage refuses to run)
     span_repair: Literal["snap", "reject"] = "snap"  # JSON-lines spans off word boundaries: snapped to the words they touch, or rejected (counted either way)
@@ -57,6 +74,9 @@ class FinetuneConfig(StrictModel):
     patience: Int | None = Field(default=5, ge=1)  # stop after this many epochs without a better dev F1 (ties: lower dev loss); None: never
     max_length: Int = Field(default=256, ge=8)  # sub-tokens per window, special tokens included; longer sentences span windows
     stride: Int = Field(default=64, ge=0)  # sub-tokens of context shared by consecutive windows of a long sentence or text
+    # --- dual_encoder only (out of the dump and the key under token_classifier)
+    retention_benchmarks: tuple[str, ...] | None = None  # zero-shot F1 before/after on these; None: the evaluation's defaults but the training one
+    adapt: AdaptConfig = AdaptConfig()
     # --- product
     export_onnx: bool = False  # also write model/model.onnx, checked against the PyTorch logits on test (or dev) sentences
     onnx_tolerance: Float = Field(default=1e-3, gt=0)  # largest absolute logit difference ONNX vs PyTorch accepted
@@ -71,6 +91,14 @@ class FinetuneConfig(StrictModel):
         """How each run trains: this config's fields of the same names (a linear head, resumable runs)."""
         return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.model_fields if name in type(self).model_fields})
 
+    @model_serializer(mode="wrap")
+    def _leave_out_unused(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        dumped: dict[str, object] = handler(self)
+        if self.method == "token_classifier":  # the key of every token-classifier artifact stays what it was
+            for name in _DUAL_ENCODER_FIELDS:
+                dumped.pop(name, None)
+        return dumped
+
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
         if not self.seeds:
@@ -84,4 +112,9 @@ class FinetuneConfig(StrictModel):
                 "encoder is set, so the base to compare with cannot come from the pretrain artifact: "
                 "set base (e.g. the encoder's base model) or compare_base=false"
             )
+        if self.method == "dual_encoder" and self.export_onnx:
+            raise ValueError("export_onnx is for the token classifier; export an adapted tagger with `nuner export-model --onnx`")
         return self
+
+
+_DUAL_ENCODER_FIELDS = ("method", "retention_benchmarks", "adapt")

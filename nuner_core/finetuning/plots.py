@@ -30,10 +30,11 @@ def loss_curve(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         if dev:
             ax_loss.plot([r["step"] for r in dev], [r["loss"] for r in dev], color=color, lw=1.3, ls="--", alpha=0.9,
                          label=f"{name} dev" if first else None)  # fmt: skip
-            ax_f1.plot([r["epoch"] for r in dev], [r["f1"] for r in dev], color=color, lw=1.3, marker="o", ms=2.5, alpha=0.85,
+            scored = [r for r in dev if r.get("f1") is not None]  # a tagger adaptation selects on dev loss: no dev F1
+            ax_f1.plot([r["epoch"] for r in scored], [r["f1"] for r in scored], color=color, lw=1.3, marker="o", ms=2.5, alpha=0.85,
                        label=name if first else None)  # fmt: skip
     ax_loss.set_xlabel("optimiser step")
-    ax_loss.set_ylabel("token cross-entropy")
+    ax_loss.set_ylabel("cross-entropy (token; tagger: token x concept)")
     ax_loss.set_yscale("log")
     ax_loss.grid(alpha=0.3, which="both")
     ax_loss.legend(fontsize=8)

@@ -13,6 +13,8 @@ Each encoder is trained once per seed; the seed with the best dev F1 (the first 
 is no dev set) becomes its exported directory, and test scores are reported for every seed
 (mean ± std). Runs live in ``ctx.work_dir/<encoder>/seed_<s>/``: rerunning a killed stage keeps
 the finished runs and resumes the interrupted one from its last checkpoint.
+
+``method: dual_encoder`` adapts the zero-shot tagger instead (``adapt_stage``: its own layout).
 """
 
 from __future__ import annotations
@@ -49,8 +51,11 @@ def in_full_run(config: FinetuneConfig) -> bool:
 
 
 def upstream(config: FinetuneConfig) -> tuple[str, ...]:
-    """The pretrain artifact is read only when the NuNER encoder comes from it."""
-    return ("pretrain",) if config.encoder is None else ()
+    """The pretrain artifact is read only when the NuNER encoder comes from it; the dataset when a tagger adaptation replays it."""
+    from nuner_core.finetuning.adapt_stage import reads_dataset
+
+    pretrain = ("pretrain",) if config.encoder is None else ()
+    return (*pretrain, "dataset") if config.method == "dual_encoder" and reads_dataset(config) else pretrain
 
 
 def fingerprint(config: FinetuneConfig) -> object:
@@ -70,7 +75,8 @@ def describe(config: FinetuneConfig, inputs: Inputs) -> str:
         what = f"{data.name} k={data.k}"
     else:
         what = Path(data.train).name
-    return f"finetune · {versus} · {what} · {len(config.seeds)} seed(s) · {config.epochs} epochs"
+    method = " · adapt the tagger" if config.method == "dual_encoder" else ""
+    return f"finetune{method} · {versus} · {what} · {len(config.seeds)} seed(s) · {config.epochs} epochs"
 
 
 def _data_fingerprint(data: FilesData | BenchmarkData | None) -> object:
@@ -158,6 +164,10 @@ def run(ctx: StageContext[FinetuneConfig]) -> StageResult:
             "finetune.data is not configured: give files (finetune.data={kind: files, train: ..., dev: ..., test: ...}) "
             "or a benchmark (finetune.data={kind: benchmark, name: mit_restaurant, k: 16})"
         )
+    if cfg.method == "dual_encoder":
+        from nuner_core.finetuning.adapt_stage import run_dual_encoder
+
+        return run_dual_encoder(ctx, load_data(cfg.data, cfg.span_repair))
     references = resolve_encoders(cfg, ctx.inputs)
     locations = {name: resolve_model(ref) for name, ref in references.items()}
     data = load_data(cfg.data, cfg.span_repair)

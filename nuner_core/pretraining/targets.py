@@ -8,6 +8,7 @@ a token that only partly overlaps a span is negative. Special and padding tokens
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -97,10 +98,17 @@ def _pad(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
-def collate(data: Encoded, indices: np.ndarray, vocab: ConceptVocab, pad_id: int, concept_pad_id: int | None = None) -> Batch:
-    """One micro-batch: padded text, the batch's unique concepts (each encoded once), targets."""
+def collate(
+    data: Encoded, indices: np.ndarray, vocab: ConceptVocab, pad_id: int, concept_pad_id: int | None = None, extra_concepts: Sequence[int] = ()
+) -> Batch:
+    """One micro-batch: padded text, the batch's unique concepts (each encoded once), targets.
+
+    ``extra_concepts``: vocabulary ids added as columns even where no sentence of the batch has
+    them: negatives everywhere but where annotated (fine-tuning's other label names).
+    """
     concept_pad_id = pad_id if concept_pad_id is None else concept_pad_id
-    concept_ids = sorted({c for i in indices for _, _, c in data.spans[i]}, key=lambda c: (len(vocab.input_ids[c]), c))
+    present = {c for i in indices for _, _, c in data.spans[i]} | {int(c) for c in extra_concepts}
+    concept_ids = sorted(present, key=lambda c: (len(vocab.input_ids[c]), c))
     local = {c: j for j, c in enumerate(concept_ids)}
     text_ids, text_mask = _pad([data.input_ids[i] for i in indices], pad_id)  # (B, T)
     B, T = text_ids.shape

@@ -152,10 +152,32 @@ def calibrate_threshold(
     path = Path(annotated)
     path = path / "annotated.parquet" if path.is_dir() else path
     data = load_annotated(path)
-    examples: list[Example] = data.validation
-    skipped: dict[str, int] = {f"dropped:{k}": v for k, v in data.dropped.items()}
-    if not examples:
+    if not data.validation:
         raise StageError(f"{path}: no validation sentences to calibrate on; the dataset stage's validation split is empty")
+    return calibrate_examples(tagger, data.validation, str(path), thresholds=thresholds, label_set=label_set, max_sentences=max_sentences,
+                              seed=seed, progress=progress, per_concept_top=per_concept_top, per_concept_min_gold=per_concept_min_gold,
+                              skipped={f"dropped:{k}": v for k, v in data.dropped.items()})  # fmt: skip
+
+
+def calibrate_examples(
+    tagger: ZeroShotTagger,
+    examples: Sequence[Example],
+    source: str,
+    *,
+    thresholds: Sequence[float] = THRESHOLDS,
+    label_set: Literal["sentence", "split"] = "sentence",
+    max_sentences: int | None = 10_000,
+    seed: int = 0,
+    progress: Progress | None = None,
+    per_concept_top: int = 20,
+    per_concept_min_gold: int = 20,
+    skipped: dict[str, int] | None = None,
+) -> Calibration:
+    """``calibrate_threshold`` on given held-out sentences (``source`` names them in errors): the fine-tuning's dev split."""
+    examples = list(examples)
+    skipped = dict(skipped or {})
+    if not examples:
+        raise StageError(f"{source}: no sentences to calibrate on")
     if max_sentences is not None and len(examples) > max_sentences:
         keep = np.sort(np.random.default_rng(seed).choice(len(examples), size=max_sentences, replace=False))
         skipped["not_sampled"] = len(examples) - max_sentences
@@ -166,7 +188,7 @@ def calibrate_threshold(
             skipped["no_concept"] = without
         examples = [ex for ex in examples if ex.spans]
         if not examples:
-            raise StageError(f"{path}: no validation sentence has an annotated concept; nothing to calibrate on")
+            raise StageError(f"{source}: no sentence has an annotated concept; nothing to calibrate on")
     elif label_set != "split":
         raise ValueError(f"label_set must be 'sentence' or 'split', not {label_set!r}")
 
@@ -182,7 +204,7 @@ def calibrate_threshold(
     else:
         concepts = sorted({c for ex in examples for _, _, c in ex.spans})
         if not concepts:
-            raise StageError(f"{path}: the validation split has no annotated concept; nothing to calibrate on")
+            raise StageError(f"{source}: no sentence has an annotated concept; nothing to calibrate on")
         best = tagger.best_labels(texts, words, concepts, progress)
         names = [concepts] * len(examples)
         n_labels = len(concepts)
