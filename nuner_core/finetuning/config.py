@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import Field, model_validator
 
-from nuner_core.basemodel import Float, Int, StrictModel, run_only
+from nuner_core.basemodel import Float, Int, StrictModel, added, run_only
 from nuner_core.token_classifier.config import TrainingConfig
 
 
@@ -53,7 +53,8 @@ class AdaptConfig(StrictModel):
 
 
 class FinetuneConfig(StrictModel):
-    method: Literal["token_classifier", "dual_encoder"] = "token_classifier"  # dual_encoder: adapt the zero-shot tagger (see adapt)
+    # dual_encoder: adapt the zero-shot tagger (see adapt)
+    method: Literal["token_classifier", "dual_encoder"] = added("token_classifier", legacy="token_classifier")
     # --- data
     data: DataSource | None = None  # the labelled data; None: not configured (the stage refuses to run)
     span_repair: Literal["snap", "reject"] = "snap"  # JSON-lines spans off word boundaries: snapped to the words they touch, or rejected (counted either way)
@@ -74,9 +75,10 @@ class FinetuneConfig(StrictModel):
     patience: Int | None = Field(default=5, ge=1)  # stop after this many epochs without a better dev F1 (ties: lower dev loss); None: never
     max_length: Int = Field(default=256, ge=8)  # sub-tokens per window, special tokens included; longer sentences span windows
     stride: Int = Field(default=64, ge=0)  # sub-tokens of context shared by consecutive windows of a long sentence or text
-    # --- dual_encoder only (out of the dump and the key under token_classifier)
-    retention_benchmarks: tuple[str, ...] | None = None  # zero-shot F1 before/after on these; None: the evaluation's defaults but the training one
-    adapt: AdaptConfig = AdaptConfig()
+    # --- dual_encoder only (added fields: out of the key at their defaults, so token-classifier keys stay what they were)
+    # zero-shot F1 before/after on these; None: the evaluation's defaults but the training one
+    retention_benchmarks: tuple[str, ...] | None = added(None, legacy=None)
+    adapt: AdaptConfig = added(AdaptConfig(), legacy=AdaptConfig())
     # --- product
     export_onnx: bool = False  # also write model/model.onnx, checked against the PyTorch logits on test (or dev) sentences
     onnx_tolerance: Float = Field(default=1e-3, gt=0)  # largest absolute logit difference ONNX vs PyTorch accepted
@@ -90,14 +92,6 @@ class FinetuneConfig(StrictModel):
     def training(self) -> TrainingConfig:
         """How each run trains: this config's fields of the same names (a linear head, resumable runs)."""
         return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.model_fields if name in type(self).model_fields})
-
-    @model_serializer(mode="wrap")
-    def _leave_out_unused(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        dumped: dict[str, object] = handler(self)
-        if self.method == "token_classifier":  # the key of every token-classifier artifact stays what it was
-            for name in _DUAL_ENCODER_FIELDS:
-                dumped.pop(name, None)
-        return dumped
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
@@ -115,6 +109,3 @@ class FinetuneConfig(StrictModel):
         if self.method == "dual_encoder" and self.export_onnx:
             raise ValueError("export_onnx is for the token classifier; export an adapted tagger with `nuner export-model --onnx`")
         return self
-
-
-_DUAL_ENCODER_FIELDS = ("method", "retention_benchmarks", "adapt")

@@ -19,6 +19,7 @@ from nuner_core.finetuning.adapt_train import PairSpec, adapt_run, load_pair, me
 from nuner_core.finetuning.config import FilesData, FinetuneConfig
 from nuner_core.finetuning.data import load_data
 from nuner_core.models import resolve_model
+from nuner_core.pipeline import key_config
 from nuner_core.pretraining.targets import collate
 from nuner_core.stage_api import LogProgress
 from nuner_core.store import ArtifactRef
@@ -87,10 +88,10 @@ def user_data(files):
 
 def test_token_classifier_keys_keep_their_fields_and_upstream(toy_files):
     plain = FinetuneConfig(data=FilesData(train=str(toy_files["train"])))
-    assert not {"method", "adapt", "retention_benchmarks"} & set(plain.model_dump(mode="json"))
+    assert not {"method", "adapt", "retention_benchmarks"} & set(key_config(plain))
     assert stage.upstream(plain) == ("pretrain",)
     adapted = plain.model_copy(update={"method": "dual_encoder"})
-    assert {"method", "adapt", "retention_benchmarks"} <= set(adapted.model_dump(mode="json"))
+    assert "method" in key_config(adapted)
     assert stage.upstream(adapted) == ("pretrain", "dataset")
     no_replay = FinetuneConfig(method="dual_encoder", adapt={"replay_share": 0, "negatives": 0}, encoder="x", compare_base=False)
     assert stage.upstream(no_replay) == ()
