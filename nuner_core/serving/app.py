@@ -60,7 +60,7 @@ def create_app(
     app = FastAPI(title="nuner serve", summary="NuNER zero-shot and fine-tuned NER models", lifespan=lifespan)
     app.state.ready, app.state.batcher, app.state.limits, app.state.models = False, batcher, limits, by_name
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
-    app.add_middleware(_Observe, metrics=metrics)
+    app.add_middleware(_Observe, metrics=metrics, routes=app.router)
     _errors(app)
 
     @app.post("/v1/tag", summary="zero-shot NER: tag texts with any label names")
@@ -185,8 +185,9 @@ class _BodyLimit:
 class _Observe:
     """Counts every request by route template and status, and times it."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Any) -> None:
         self.app, self.metrics = app, metrics
+        self.paths = {getattr(route, "path", None) for route in routes.routes}  # built on the first request: every route is there
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
         if scope["type"] != "http":
@@ -202,5 +203,5 @@ class _Observe:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            self.metrics.observe_request(getattr(route, "path", "other"), status, time.perf_counter() - started)
+            route = getattr(scope.get("route"), "path", None) or (scope["path"] if scope["path"] in self.paths else "other")
+            self.metrics.observe_request(route, status, time.perf_counter() - started)

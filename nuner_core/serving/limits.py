@@ -128,15 +128,20 @@ def validation_error(errors: Sequence[Mapping[str, Any]]) -> ClientError:
         return ClientError(400, f"malformed JSON: {ctx.get('error', first.get('msg', 'cannot parse the body'))}")
     field = _field_path(loc)
     kind = first.get("type", "")
+    if kind == "missing" and field == "body":
+        return ClientError(422, f"no request body: send a JSON object{_EXAMPLE}")
     if kind == "missing":
         return ClientError(422, f"missing field {field!r}", field)
     if kind == "extra_forbidden":
         return ClientError(422, f"unknown field {field!r}", field)
     if kind == "model_attributes_type":
-        return ClientError(422, "the body must be a JSON object, e.g. {\"model\": ..., \"texts\": [...], \"labels\": [...]}")
+        return ClientError(422, f"the body must be a JSON object (Content-Type: application/json){_EXAMPLE}")
     got = first.get("input")
     shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
     return ClientError(422, f"{field}: {first.get('msg', 'invalid')} (got {shown[:80]})", field)
+
+
+_EXAMPLE = ', e.g. {"model": "nuner", "texts": ["..."], "labels": ["person"]}'
 
 
 def _field_path(loc: Sequence[Any]) -> str:
