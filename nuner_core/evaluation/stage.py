@@ -140,6 +140,8 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
         pl.DataFrame(zero.curves).write_parquet(ctx.out_dir / "zero_shot_thresholds.parquet")
         notes.append(f"Zero-shot (k = 0): {len(duals)} two-encoder model(s) tag each test set from its type names "
                      f"in {zero.seconds:.0f} s; the threshold is fixed before any benchmark is read.")
+        assert pretrain is not None
+        notes.append(f"Serve it over HTTP (API and a page): `nuner serve --model nuner=pretrain:{pretrain.key}`.")
     sections, extra_llm = ([], {}) if llm is None else _llm_comparison(ctx.out_dir, config, llm, scores, encoders, benches, device, timings, notes)
     summary = write_summary(ctx.out_dir / "summary.md", results, base, encoder_info, bench_info, short, notes,
                             zero.thresholds if zero else (), sections)
