@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
@@ -69,9 +70,9 @@ def model_dir(config: TagConfig, inputs: Inputs) -> Path:
     return outputs.dual_encoders[run]
 
 
-def serve_hint(model: Path, labels: list[str]) -> str:
+def serve_hint(model: Path, labels: Sequence[str]) -> str:
     """The command that serves the model just used, and a request with these labels (the UI page shows it)."""
-    body = json.dumps({"model": "nuner", "texts": ["..."], "labels": labels[:10]}).replace("'", "'\\''")  # inside '...' in a shell
+    body = json.dumps({"model": "nuner", "texts": ["..."], "labels": list(labels[:10])}).replace("'", "'\\''")  # inside '...' in a shell
     return (f"The same tagger as an HTTP service (API, `/docs`, a page):\n\n```bash\nnuner serve --model nuner={model}\n"
             f"curl -s localhost:8080/v1/tag -H 'content-type: application/json' -d '{body}'\n```\n")
 
