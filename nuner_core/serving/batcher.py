@@ -2,7 +2,9 @@
 
 A request becomes a ``Job`` (its model, its texts, its options). The loop takes the oldest job,
 waits at most ``max_wait_s`` for more (or until the queued texts reach ``max_batch_tokens``,
-estimated at 4 characters a token), then runs the jobs it took: jobs of the same model and the
+estimated at 4 characters a token), then runs the jobs it took. The wait counts from the later
+of the oldest job's arrival and the end of the previous call: clients answered by that call are
+back within it, so a busy server's batches do not split into two alternating halves. Then: jobs of the same model and the
 same options (labels, thresholds, decoding) go through **one** ``predict`` call, the very call
 ``nuner tag`` makes, their texts concatenated; the tagger batches those texts by its own token
 budget. Answers are cut back per job by position, so one request's texts never reach
@@ -78,6 +80,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._executor: ThreadPoolExecutor | None = None
+        self._idle_since = 0.0  # when the worker thread last finished a call
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -117,11 +120,12 @@ class Batcher:
             await self._gather()
             for group in _groups(self._take()):
                 await self._run(group)
+            self._idle_since = time.perf_counter()
 
     async def _gather(self) -> None:
-        """Wait for more jobs until the token budget is full or the oldest job has waited max_wait_s."""
+        """Wait for more jobs until the token budget is full or max_wait_s has passed (see the module docstring)."""
         assert self._wake is not None
-        deadline = self.queue[0].queued_at + self.max_wait_s
+        deadline = max(self.queue[0].queued_at, self._idle_since) + self.max_wait_s
         while not self._closing and sum(job.tokens for job in self.queue) < self.max_batch_tokens:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:

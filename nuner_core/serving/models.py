@@ -123,15 +123,19 @@ def check_source(source: str) -> Path:
     return path
 
 
-def load_model(name: str, source: str, *, backend: str = "torch", device: str = "auto", max_labels: int | None = None) -> ServedModel:
-    """Load one model (see the module docstring); ``backend`` applies to zero-shot models."""
+def load_model(
+    name: str, source: str, *, backend: str = "torch", device: str = "auto", max_labels: int | None = None, threads: int | None = None
+) -> ServedModel:
+    """Load one model (see the module docstring); ``backend`` applies to zero-shot models, ``threads`` to onnxruntime's."""
     path = check_source(source)
     kind = model_kind(path)
     card = _card(path)
     if kind == "zero_shot":
         from nuner_core.tagging.tagger import ZeroShotTagger
 
-        options = {} if max_labels is None else {"max_labels": max_labels}
+        options: dict[str, Any] = {} if max_labels is None else {"max_labels": max_labels}
+        if threads is not None and backend != "torch":
+            options["threads"] = threads
         tagger = ZeroShotTagger.from_pretrained(path, device=device, backend=backend, **options)
         return ServedModel(name, kind, path, tagger, _base_encoder(card, path / "text_encoder"), [], card)
     from nuner_core.finetuning.predict import Tagger

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from nuner_core.serving.app import WARM_LABELS, create_app
 from nuner_core.serving.limits import Limits
-from nuner_core.serving.models import check_source, load_model, parse_model_options
+from nuner_core.serving.models import check_source, load_model, model_kind, parse_model_options, resolve_source
 
 OPTIONS_ENV = "NUNER_SERVE_OPTIONS"
 
@@ -32,6 +32,7 @@ class ServeOptions:
     max_wait_ms: float = 5.0
     label_cache_size: int = 100_000
     warm_labels: tuple[str, ...] = WARM_LABELS
+    threads: int | None = None  # CPU threads of the encoders (torch's, or onnxruntime's); None: the library's default
 
     @classmethod
     def from_json(cls, text: str) -> ServeOptions:
@@ -51,8 +52,13 @@ def parse_models(values: list[str]) -> dict[str, str]:
 
 
 def build_app(options: ServeOptions) -> FastAPI:
-    loaded = [load_model(name, source, backend=options.backend, device=options.device, max_labels=options.label_cache_size)
-              for name, source in options.models.items()]  # fmt: skip
+    if options.threads is not None and (options.backend == "torch" or any(model_kind(resolve_source(s)) == "token_classifier"
+                                                                          for s in options.models.values())):
+        import torch
+
+        torch.set_num_threads(options.threads)
+    loaded = [load_model(name, source, backend=options.backend, device=options.device, max_labels=options.label_cache_size,
+                         threads=options.threads) for name, source in options.models.items()]  # fmt: skip
     return create_app(loaded, options.limits, max_batch_tokens=options.max_batch_tokens, max_wait_ms=options.max_wait_ms,
                       warm_labels=options.warm_labels)  # fmt: skip
 
