@@ -35,7 +35,7 @@ class ZeroShotOptions:
     labels: tuple[str, ...]
     threshold: float
     thresholds: tuple[tuple[str, float], ...] = ()
-    decoding: str = "words"
+    decoding: str | None = None  # None: the tagger's default, as `nuner tag` without --decoding
 
 
 @dataclass
@@ -57,8 +57,8 @@ def infer(model: ServedModel, options: Hashable, texts: list[str]) -> list[list[
         result: list[list[dict[str, Any]]] = model.predictor.tag(texts)
         return result
     assert isinstance(options, ZeroShotOptions)
-    entities = model.predictor.predict(texts, list(options.labels), options.threshold, thresholds=dict(options.thresholds) or None,
-                                       decoding=options.decoding)  # fmt: skip
+    decoding = {} if options.decoding is None else {"decoding": options.decoding}
+    entities = model.predictor.predict(texts, list(options.labels), options.threshold, thresholds=dict(options.thresholds) or None, **decoding)
     return [[e.as_dict() for e in row] for row in entities]
 
 

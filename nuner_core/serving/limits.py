@@ -57,7 +57,7 @@ class TagRequest(BaseModel):
     labels: list[StrictStr] = Field(description="label names, e.g. ['person', 'dish', 'price']")
     threshold: StrictFloat | None = Field(None, description="p(word is the label) needed; default: the model's")
     thresholds: dict[StrictStr, StrictFloat] | None = Field(None, description="per-label thresholds {label: p}")
-    decoding: Literal["words", "spans"] = Field("words", description="words (default) or spans, as `nuner tag --decoding`")
+    decoding: Literal["words", "spans"] | None = Field(None, description="words or spans, as `nuner tag --decoding`; default: its default")
 
 
 class PredictRequest(BaseModel):

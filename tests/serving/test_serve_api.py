@@ -13,12 +13,15 @@ LABELS = ["city", "person", "Food", "x"]
 def test_v1_tag_gives_exactly_what_nuner_tag_gives(client, planted_dir, tmp_path):
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(TEXTS)))
-    for threshold, decoding in (("0.5", "words"), ("0.3,city=0.8", "spans")):
+    for threshold, decoding in (("0.5", None), ("0.5", "words"), ("0.3,city=0.8", "spans")):  # None: both take their default
+        option = [] if decoding is None else ["--decoding", decoding]
         out = subprocess.run([sys.executable, "-m", "flows.cli", "tag", "--model", str(planted_dir), "--labels", ", ".join(LABELS),
-                              "--threshold", threshold, "--decoding", decoding, str(docs)], capture_output=True, text=True, timeout=300)
+                              "--threshold", threshold, *option, str(docs)], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         expected = [json.loads(line)["entities"] for line in out.stdout.splitlines()]
-        body = {"model": "planted", "texts": TEXTS, "labels": LABELS, "decoding": decoding, "threshold": float(threshold.split(",")[0])}
+        body = {"model": "planted", "texts": TEXTS, "labels": LABELS, "threshold": float(threshold.split(",")[0])}
+        if decoding is not None:
+            body["decoding"] = decoding
         if "city=" in threshold:
             body["thresholds"] = {"city": 0.8}
         response = client.post("/v1/tag", json=body)
