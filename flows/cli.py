@@ -266,6 +266,59 @@ def _export_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """The trained models behind HTTP (``nuner_core.serving``): blocks until SIGINT/SIGTERM."""
+    from nuner_core.serving.limits import Limits
+    from nuner_core.serving.server import ServeOptions, parse_models, serve
+    from nuner_core.stage_api import StageError
+
+    try:  # everything checkable without loading weights, first
+        limits = Limits(args.max_body_bytes, args.max_texts, args.max_chars, args.max_labels, args.timeout)
+        if min(args.workers, args.max_batch_tokens, args.label_cache_size, args.threads or 1) < 1 or args.max_wait_ms < 0:
+            raise ValueError("--workers, --threads, --max-batch-tokens and --label-cache-size must be positive, --max-wait-ms not negative")
+        warm = tuple(label.strip() for label in args.warm_labels.split(",") if label.strip())
+        options = ServeOptions(parse_models(args.model), args.backend, args.device, limits, args.max_batch_tokens, args.max_wait_ms,
+                               args.label_cache_size, warm, args.threads)  # fmt: skip
+    except (StageError, ValueError) as exc:
+        _error("nuner serve", exc)
+        return 2
+    try:
+        serve(options, args.host, args.port, args.workers, args.log_level)
+    except StageError as exc:
+        _error("nuner serve", exc)
+        return 1
+    return 0
+
+
+def _add_serve_parser(sub: Any) -> None:
+    from nuner_core.serving.limits import Limits
+
+    defaults = Limits()
+    serve = sub.add_parser("serve", help="serve zero-shot and fine-tuned models over HTTP (POST /v1/tag, /v1/predict; /docs)")
+    serve.add_argument("--model", action="append", default=[], required=True, metavar="NAME=SOURCE",
+                       help="a model directory (pretrain run, export-model copy, finetune model/) or a store artifact "
+                            "(pretrain:latest, finetune:<key>); repeatable")  # fmt: skip
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the models")
+    serve.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch", help="for zero-shot models, as `nuner tag`")
+    serve.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1")
+    serve.add_argument("--threads", type=int, help="CPU threads of the encoders, per worker (default: the library's)")
+    serve.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="larger bodies get 413")
+    serve.add_argument("--max-texts", type=int, default=defaults.max_texts, help="texts per request (more: 422)")
+    serve.add_argument("--max-chars", type=int, default=defaults.max_chars, help="characters per text (more: 422)")
+    serve.add_argument("--max-labels", type=int, default=defaults.max_labels, help="labels per request (more: 422)")
+    serve.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds before a request gets 503 + Retry-After")
+    serve.add_argument("--max-batch-tokens", type=int, default=8192, help="estimated tokens merged into one tagger call")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join its batch")
+    serve.add_argument("--label-cache-size", type=int, default=100_000, help="label vectors kept per model (LRU)")
+    serve.add_argument("--warm-labels", default="person, organization, location, date",
+                       help="labels embedded at start-up, before /readyz says ready (comma-separated; empty: none)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                       help="uvicorn's; warning and above drop the line per request")  # fmt: skip
+    serve.set_defaults(func=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nuner_core.tagging.decode import DECODINGS, DEFAULT_DECODING  # numpy only: the parser stays quick to build
 
@@ -342,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--overwrite", action="store_true", help="replace answers already in the cache")
     imp.set_defaults(func=_cache_import)
     imp.add_argument("--artifact", metavar="KEY", help="instead of a file: the answers saved with this annotate artifact (fetched from the store)")
+
+    _add_serve_parser(sub)
 
     from flows.store import add_parser as add_store_parser  # nuner store ls|du|gc: flows/store.py
 

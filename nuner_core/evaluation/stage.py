@@ -144,6 +144,8 @@ def run(ctx: StageContext[EvaluateConfig]) -> StageResult:
             notes.append(f"Zero-shot decoding: {config.zero_shot.decoding}; backends: {', '.join(config.zero_shot.backends)} "
                          "(a model on a backend other than torch is named \"<model> (<backend>)\"; ONNX exports under "
                          f"{cache / 'zero_shot_onnx'}).")
+        assert pretrain is not None
+        notes.append(f"Serve it over HTTP (API and a page): `nuner serve --model nuner=pretrain:{pretrain.key}`.")
     sections, extra_llm = ([], {}) if llm is None else _llm_comparison(ctx.out_dir, config, llm, scores, encoders, benches, device, timings, notes)
     summary = write_summary(ctx.out_dir / "summary.md", results, base, encoder_info, bench_info, short, notes,
                             zero.thresholds if zero else (), sections)

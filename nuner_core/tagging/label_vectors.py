@@ -16,6 +16,7 @@ from torch import nn
 
 from nuner_core.devices import autocast, pad_id
 from nuner_core.dual_encoder.model import mean_pool
+from nuner_core.tagging.label_cache import DEFAULT_MAX_LABELS, LabelCache
 from nuner_core.tagging.plan import TagStats, concept_batches, concept_token_ids, pad_rows
 from nuner_core.tagging.settings import DualEncoderSettings
 
@@ -25,7 +26,7 @@ class LabelVectors:
 
     def __init__(
         self, encoder: nn.Module, tokenizer: Any, settings: DualEncoderSettings, device: torch.device, bf16: bool, batch_size: int,
-        stats: TagStats,
+        stats: TagStats, max_labels: int = DEFAULT_MAX_LABELS,
     ) -> None:  # fmt: skip
         self.encoder = encoder
         self.tokenizer = tokenizer
@@ -35,18 +36,19 @@ class LabelVectors:
         self.batch_size = batch_size
         self.stats = stats
         self.pad_id = pad_id(tokenizer)
-        self._vectors: dict[str, torch.Tensor] = {}  # label -> (D,) fp32 concept vector, on device
+        self.cache: LabelCache[torch.Tensor] = LabelCache(stats, max_labels)  # label -> (D,) fp32 concept vector, on device
         self._matrix: tuple[tuple[str, ...], torch.Tensor] | None = None  # the last label set, ready to score
 
     def vectors(self, labels: list[str]) -> torch.Tensor:
         """(C, D) fp32 concept vectors (mean-pooled, not normalised), from the cache or one pass."""
-        self.embed_missing(labels)
-        return torch.stack([self._vectors[label] for label in labels])
+        return torch.stack(self.cache.lookup(labels, self.embed))
 
     def matrix(self, labels: list[str]) -> torch.Tensor:
         """(C, D) label vectors ready to score (normalised for cosine); the last label set is kept."""
         key = tuple(labels)
-        if self._matrix is None or self._matrix[0] != key:
+        if self._matrix is not None and self._matrix[0] == key:
+            self.stats.label_cache_hits += len(labels)
+        else:
             matrix = self.vectors(labels)  # (C, D)
             if self.settings.similarity == "cosine":
                 matrix = F.normalize(matrix, dim=-1)
@@ -54,14 +56,12 @@ class LabelVectors:
         return self._matrix[1]
 
     def clear(self) -> None:
-        self._vectors.clear()
+        self.cache.clear()
         self._matrix = None
 
-    def embed_missing(self, labels: list[str]) -> None:
-        """Concept vectors of the labels not in the cache: length-sorted batches, one forward pass each."""
-        missing = [label for label in labels if label not in self._vectors]
-        if not missing:
-            return
+    def embed(self, missing: list[str]) -> dict[str, torch.Tensor]:
+        """Concept vectors of ``missing`` (distinct labels): length-sorted batches, one forward pass each."""
+        fresh: dict[str, torch.Tensor] = {}
         ids = concept_token_ids(self.tokenizer, missing, self.settings.max_concept_length, self.stats)
         with torch.inference_mode():
             for part in concept_batches(ids, self.batch_size):
@@ -71,6 +71,6 @@ class LabelVectors:
                     hc = self.encoder(input_ids=c_ids, attention_mask=c_mask).last_hidden_state  # (C, L, D)
                 vectors = mean_pool(hc, c_mask).float()  # (C, D)
                 for r, i in enumerate(part):
-                    self._vectors[missing[i]] = vectors[r].clone()
+                    fresh[missing[i]] = vectors[r].clone()
                 self.stats.concept_batches += 1
-        self.stats.labels_encoded += len(missing)
+        return fresh

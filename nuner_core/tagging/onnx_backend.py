@@ -24,6 +24,7 @@ from nuner_core.devices import pad_id
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Progress
 from nuner_core.tagging.decode import DEFAULT_DECODING, Decoding, Entity
+from nuner_core.tagging.label_cache import DEFAULT_MAX_LABELS, LabelCache
 from nuner_core.tagging.labels import normalise_label
 from nuner_core.tagging.plan import (
     Plan,
@@ -104,7 +105,7 @@ class OnnxZeroShotTagger:
     def __init__(
         self, root: Path, backend: str, settings: DualEncoderSettings, *, device: str = "auto", threads: int | None = None,
         max_length: int | None = None, stride: int | None = None, batch_tokens: int = 8192, label_batch_size: int = 256,
-        chunk_texts: int = 4096,
+        chunk_texts: int = 4096, max_labels: int = DEFAULT_MAX_LABELS,
     ) -> None:  # fmt: skip
         files = onnx_files(root, backend)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
@@ -120,7 +121,7 @@ class OnnxZeroShotTagger:
         self.batch_tokens, self.label_batch_size, self.chunk_texts = batch_tokens, label_batch_size, chunk_texts
         self.pad_id = pad_id(self.tokenizer)
         self.stats = TagStats()
-        self._vectors: dict[str, np.ndarray] = {}  # label -> (D,) fp32 concept vector (mean-pooled, not normalised)
+        self.cache: LabelCache[np.ndarray] = LabelCache(self.stats, max_labels)  # label -> (D,) fp32 concept vector (mean-pooled)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, backend: str = "onnx", device: str = "auto", **options: Any) -> OnnxZeroShotTagger:
@@ -186,21 +187,18 @@ class OnnxZeroShotTagger:
     def label_vectors(self, labels: Sequence[str]) -> np.ndarray:
         """(C, D) fp32 concept vectors (mean-pooled, not normalised), from the cache or one pass."""
         keys = [normalise_label(label) for label in clean_labels(labels)]
-        self._embed_missing(keys)
-        return np.stack([self._vectors[key] for key in keys])
+        return np.stack(self.cache.lookup(keys, self._embed))
 
     def clear_label_cache(self) -> None:
-        self._vectors.clear()
+        self.cache.clear()
 
     def prepare(self, texts: Sequence[str], spans: Sequence[np.ndarray]) -> Plan:
         return plan_texts(self.tokenizer, texts, spans, self.framing, self.batch_tokens, self.pad_id)
 
     # ------------------------------------------------------------------ the loop
 
-    def _embed_missing(self, labels: list[str]) -> None:
-        missing = [label for label in labels if label not in self._vectors]
-        if not missing:
-            return
+    def _embed(self, missing: list[str]) -> dict[str, np.ndarray]:
+        fresh: dict[str, np.ndarray] = {}
         ids = concept_token_ids(self.concept_tokenizer, missing, self.settings.max_concept_length, self.stats)
         for part in concept_batches(ids, self.label_batch_size):
             c_ids, c_mask = pad_rows([ids[i] for i in part], pad_id(self.concept_tokenizer))  # (C, L)
@@ -208,9 +206,9 @@ class OnnxZeroShotTagger:
             weights = c_mask.astype(np.float32)[..., None]  # (C, L, 1): mean_pool's
             vectors = (hc * weights).sum(1) / np.maximum(weights.sum(1), 1.0)  # (C, D)
             for r, i in enumerate(part):
-                self._vectors[missing[i]] = vectors[r].astype(np.float32)
+                fresh[missing[i]] = vectors[r].astype(np.float32)
             self.stats.concept_batches += 1
-        self.stats.labels_encoded += len(missing)
+        return fresh
 
     def _matrix(self, labels: list[str]) -> np.ndarray:
         matrix = self.label_vectors(labels)  # (C, D)

@@ -40,6 +40,7 @@ class TagStats:
     encoder_batches: int = 0
     concept_batches: int = 0  # concept-encoder forward passes
     labels_encoded: int = 0  # label names embedded (cache misses)
+    label_cache_hits: int = 0  # label names found in the label-vector cache
     labels_truncated: int = 0  # names longer than max_concept_length tokens: cut, as pre-training cut them
     seconds: float = 0.0
 

@@ -9,7 +9,9 @@ input files' contents: the same request is never tagged twice.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Sequence
 
 from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
@@ -68,6 +70,13 @@ def model_dir(config: TagConfig, inputs: Inputs) -> Path:
     return outputs.dual_encoders[run]
 
 
+def serve_hint(model: Path, labels: Sequence[str]) -> str:
+    """The command that serves the model just used, and a request with these labels (the UI page shows it)."""
+    body = json.dumps({"model": "nuner", "texts": ["..."], "labels": list(labels[:10])}).replace("'", "'\\''")  # inside '...' in a shell
+    return (f"The same tagger as an HTTP service (API, `/docs`, a page):\n\n```bash\nnuner serve --model nuner={model}\n"
+            f"curl -s localhost:8080/v1/tag -H 'content-type: application/json' -d '{body}'\n```\n")
+
+
 def run(ctx: StageContext[TagConfig]) -> StageResult:
     from nuner_core.tagging.documents import iter_files, tag_documents
     from nuner_core.tagging.settings import check_model_dir
@@ -95,5 +104,6 @@ def run(ctx: StageContext[TagConfig]) -> StageResult:
                   "threshold": summary.threshold, "documents_per_s": round(summary.documents / max(summary.seconds, 1e-9), 1)},
         extra={"model": str(model), "threshold_source": "given" if cfg.threshold is not None else tagger.threshold_source,
                "per_label": summary.per_label, "inputs": [str(f) for f in files]},
-        reports=[Report("table", "tag-counts", "Zero-shot tagging: entities per label", table)],
+        reports=[Report("table", "tag-counts", "Zero-shot tagging: entities per label", table),
+                 Report("markdown", "tag-serve", "Serve this model over HTTP", serve_hint(model, cfg.labels))],
     )

@@ -6,7 +6,8 @@ Scoring is the pre-training's, term for term: labels as concept names (``label_v
 texts as raw text read at each word's first sub-token (``plan``), pre-training's logits
 (``scoring``). A test checks these logits against ``DualEncoder.forward`` itself.
 
-Cost: label vectors are cached on the tagger (one model per tagger) per label string, so a
+Cost: label vectors are cached on the tagger (one model per tagger) per label string (a bounded
+LRU of ``max_labels``: ``label_cache``), so a
 fixed label set costs one concept-encoder pass; the text side is one forward pass per
 window, then one (M, D) x (D, C) product per batch for the M words of the batch, which for
 thousands of labels is still small next to the encoder. Texts longer than the encoder's
@@ -27,6 +28,7 @@ from nuner_core.dual_encoder.model import DualEncoder, load_encoder
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import Progress, StageError
 from nuner_core.tagging.decode import DEFAULT_DECODING, Decoding, Entity
+from nuner_core.tagging.label_cache import DEFAULT_MAX_LABELS
 from nuner_core.tagging.label_vectors import LabelVectors
 from nuner_core.tagging.labels import normalise_label
 from nuner_core.tagging.onnx_backend import BACKENDS, OnnxZeroShotTagger
@@ -65,6 +67,7 @@ class ZeroShotTagger:
         label_batch_size: int = 256,
         chunk_texts: int = 4096,
         precision: Precision = "auto",
+        max_labels: int = DEFAULT_MAX_LABELS,
     ) -> None:
         text_width, concept_width = model.text_encoder.config.hidden_size, model.concept_encoder.config.hidden_size
         if text_width != concept_width:
@@ -83,7 +86,8 @@ class ZeroShotTagger:
         self.bf16 = uses_bf16(precision, self.device)
         self.pad_id = pad_id(tokenizer)
         self.stats = TagStats()
-        self.labels = LabelVectors(model.concept_encoder, concept_tokenizer, settings, self.device, self.bf16, label_batch_size, self.stats)
+        self.labels = LabelVectors(model.concept_encoder, concept_tokenizer, settings, self.device, self.bf16, label_batch_size, self.stats,
+                                   max_labels)
 
     # ------------------------------------------------------------------ loading
 

@@ -198,6 +198,7 @@ def test_zero_shot_protocol_scores_every_dual_encoder_at_k0(store, tiny_encoders
     summary = (ref.dir / "summary.md").read_text()
     assert "| k=0 | k=1 |" in summary  # the frozen table starts at the zero-shot point
     assert "upper bound" in summary and "zero_shot_entity" in summary
+    assert "`nuner serve --model nuner=pretrain:zspretrain`" in summary
     assert (ref.dir / "f1_vs_threshold.png").stat().st_size > 1000
     curve = pl.read_parquet(ref.dir / "zero_shot_thresholds.parquet")
     assert curve.height == 2 * len(curve["threshold"].unique())
