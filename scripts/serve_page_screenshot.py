@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("serve-page.png"))
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium", help="the browser binary")
     parser.add_argument("--width", type=int, default=1100)
-    parser.add_argument("--height", type=int, default=760)
+    parser.add_argument("--height", type=int, default=690)
     args = parser.parse_args(argv)
     try:
         browser = Browser(args.chromium, args.width, args.height, 60.0)
