@@ -104,3 +104,18 @@ def test_a_token_classifier_ignores_the_labels_field_and_answers_as_v1_predict(s
     _same(marks, answer["results"][0]["entities"])
     fill(page, model="nuner")
     assert not page.js("document.getElementById('labels').disabled")
+
+
+@chromium
+def test_the_threshold_slider_is_what_the_page_sends(server, page):
+    from serve_page_screenshot import fill, submit
+
+    fill(page, model="nuner", text=TEXT, labels="person, food, city")
+    page.js("(() => { const s = document.getElementById('threshold'); s.value = '0.95'; s.dispatchEvent(new Event('input')); })()")
+    assert page.js("document.getElementById('threshold-value').textContent") == "0.95"
+    marks, error = submit(page)  # planted words score 0.92: none passes 0.95
+    answer = httpx.post(f"{server}/v1/tag", json={"model": "nuner", "texts": [TEXT], "labels": ["person", "food", "city"], "threshold": 0.95})
+    assert error is None and marks == [] == answer.json()["results"][0]["entities"]
+    page.js("(() => { const s = document.getElementById('threshold'); s.value = '0.9'; s.dispatchEvent(new Event('input')); })()")
+    marks, error = submit(page)
+    assert error is None and len(marks) == 5
