@@ -21,6 +21,7 @@ from nuner_core.serving.batcher import Batcher, ZeroShotOptions
 from nuner_core.serving.limits import ClientError, Limits, PredictRequest, TagRequest, check_labels, check_texts, check_thresholds, validation_error
 from nuner_core.serving.metrics import CONTENT_TYPE, Metrics
 from nuner_core.serving.models import ServedModel
+from nuner_core.serving.page import mount_page
 
 WARM_LABELS = ("person", "organization", "location", "date")  # embedded at start-up: /readyz waits for them
 WARM_TEXT = "Marie Curie worked in Paris in 1903."
@@ -62,6 +63,7 @@ def create_app(
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(_Observe, metrics=metrics, routes=app.router)
     _errors(app)
+    mount_page(app)  # GET /: the page (serving/page.py)
 
     @app.post("/v1/tag", summary="zero-shot NER: tag texts with any label names")
     async def tag(request: TagRequest) -> dict[str, Any]:
