@@ -10,7 +10,7 @@
 4. A battery of bad requests (malformed JSON, caps, wrong types, lone surrogates, ...): each must
    get a 4xx, none a 5xx, and the server must still answer afterwards.
 
-    .venv/bin/python benchmarks/serve_bench.py [--seconds 10] [--rounds 3] [--sentences 2000] [--threads 1] [--max-wait-ms 5]
+    .venv/bin/python benchmarks/serve_bench.py [--seconds 10] [--rounds 3] [--sentences 2000] [--threads 1] [--max-wait-ms 5] [--smoke]
 
 Last line: ``served_per_s=X offline_per_s=Y batching_ratio=Z p50_ms=… p99_ms=… errors=N bad_inputs_rejected=N/M``
 (served_per_s, p50/p99 at 32 clients; errors: good requests not answered 200, at any concurrency).
@@ -33,7 +33,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tag_bench: the one builder of the benchmark tagger
-from tag_bench import COMMON_LABELS, build_dual_encoder, corpus_sentences  # noqa: E402
+from tag_bench import COMMON_LABELS, MINILM, build_dual_encoder, corpus_sentences  # noqa: E402
 
 from nuner_core.paths import assets_dir  # noqa: E402
 
@@ -154,7 +154,13 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=2000, help="corpus sentences the clients cycle through")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server and of the offline call")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's --max-wait-ms")
+    parser.add_argument("--smoke", action="store_true", help="seconds: 1 s phases, 1 round, 50 sentences, a tiny encoder")
     args = parser.parse_args()
+    encoder = MINILM
+    if args.smoke:
+        from _smoke import temporary_tiny_encoder
+
+        args.seconds, args.rounds, args.sentences, encoder = 1.0, 1, 50, temporary_tiny_encoder()
     import torch
 
     from nuner_core.tagging import ZeroShotTagger
@@ -163,7 +169,7 @@ def main() -> None:
 
     texts = corpus_sentences(assets_dir(), args.sentences)
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
-        model = build_dual_encoder(Path(tmp) / "model")
+        model = build_dual_encoder(Path(tmp) / "model", encoder)
         process, url = start_server(model, Path(tmp) / "server.log", args.threads, args.max_wait_ms)
         try:
             server = psutil.Process(process.pid)

@@ -36,6 +36,7 @@ SMOKES: dict[str, tuple[str, ...]] = {
     "peer_tag_bench.py": ("speedup_10", "speedup_100", "speedup_1000", "onnx_speedup", "int8_speedup", "int8_f1_drop"),
     "pretrain_bench.py": ("tokens_per_s", "overhead_ratio"),
     "scale.py": ("worst_exponent", "worst_rss_growth"),
+    "serve_bench.py": ("served_per_s", "offline_per_s", "batching_ratio", "p50_ms", "p99_ms", "errors", "bad_inputs_rejected"),
     "store_bench.py": ("publish_mb_s", "fetch_mb_s", "copy_mb_s"),
     "tag_bench.py": ("sentences_per_s", "overhead_ratio", "label_scaling"),
 }
