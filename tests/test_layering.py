@@ -44,6 +44,8 @@ CONTRACTS = {
     "nuner_core.evaluation.benchmarks": "the benchmark registry and loader",
     "nuner_core.evaluation.sampling": "k~2k support sets",
     "nuner_core.evaluation.frozen": "word labels of a benchmark (word_labels)",
+    "nuner_core.evaluation.zero_shot": "the zero-shot protocol (evaluate_zero_shot): adaptation measures retention with it",
+    "nuner_core.pretraining.objective": "the two-encoder objective's pieces that adaptation continues: data layout, targets, loss, optimiser, freezing",
     "nuner_core.tagging": "the zero-shot tagger's public API (ZeroShotTagger, calibration, model card)",
     "nuner_core.tagging.documents": "the documents in and JSON lines out of tagging (shared with nuner predict)",
     "nuner_core.annotation.config": "how an LLM is reached: endpoint, key variable, limits, budget, prices (the evaluation's LLMs)",

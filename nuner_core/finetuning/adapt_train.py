@@ -32,19 +32,15 @@ from nuner_core.dual_encoder.model import DualEncoder, load_encoder
 from nuner_core.finetuning.adapt_data import AdaptData, dev_batches, prepare, step_batch, step_plan
 from nuner_core.finetuning.config import FinetuneConfig
 from nuner_core.models import resolve_model
-from nuner_core.pretraining.build import freeze, freeze_unused_pooler
-from nuner_core.pretraining.config import PretrainConfig
-from nuner_core.pretraining.loss import concept_bce
-from nuner_core.pretraining.targets import Batch
-from nuner_core.pretraining.train import make_optimizer
+from nuner_core.pretraining.objective import Batch, PretrainConfig, concept_bce, freeze, freeze_unused_pooler, make_optimizer
 from nuner_core.schedule import linear_schedule
 from nuner_core.stage_api import LogProgress, Progress, StageError
-from nuner_core.tagging.settings import DualEncoderSettings
+from nuner_core.tagging import DualEncoderSettings
 from nuner_core.token_classifier.train import BEST_DIR, METRICS, SUMMARY, _prune_best, _write_json_atomic
 from nuner_core.tokenizer import load_tokenizer
 
 if TYPE_CHECKING:
-    from nuner_core.tagging.tagger import ZeroShotTagger
+    from nuner_core.tagging import ZeroShotTagger
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +66,7 @@ class Pair:
 def load_pair(spec: PairSpec, like: DualEncoderSettings | None = None) -> Pair:
     """The starting pair: a tagger directory as saved, or a base encoder as both encoders with ``like``'s similarity and tau."""
     if spec.kind == "tagger":
-        from nuner_core.tagging.tagger import ZeroShotTagger
+        from nuner_core.tagging import ZeroShotTagger
 
         tagger = ZeroShotTagger.from_pretrained(spec.source, device="cpu")
         return Pair(tagger.model, tagger.tokenizer, tagger.concept_tokenizer, tagger.settings)
@@ -85,7 +81,7 @@ def load_pair(spec: PairSpec, like: DualEncoderSettings | None = None) -> Pair:
 
 def as_tagger(pair: Pair, threshold: float | None, device: torch.device) -> ZeroShotTagger:
     """The pair's current weights as a tagger (in memory), with ``threshold`` and the learned bias."""
-    from nuner_core.tagging.tagger import ZeroShotTagger
+    from nuner_core.tagging import ZeroShotTagger
 
     settings = replace(pair.settings, logit_bias=float(pair.model.logit_bias.item()), threshold=threshold)
     return ZeroShotTagger(pair.model, pair.tokenizer, pair.concept_tokenizer, settings, device=device)

@@ -22,7 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "calibrate": ("Calibration", "CurvePoint", "calibrate_threshold"),
+    "calibrate": ("Calibration", "CurvePoint", "calibrate_examples", "calibrate_threshold"),
     "decode": ("DECODINGS", "DEFAULT_DECODING", "THRESHOLDS", "Decoding", "Entity", "assign", "check_decoding", "check_threshold", "iob2", "iob2_runs",
                "runs", "span_runs"),
     "documents": ("Document", "DocumentError", "TagSummary", "iter_documents", "parse_labels", "read_documents",
@@ -31,17 +31,19 @@ _EXPORTS = {
     "labels": ("normalise_label",),
     "plan": ("TagStats",),
     "tagger": ("ZeroShotTagger",),
-    "settings": ("DEFAULT_THRESHOLD", "DualEncoderSettings", "LabelError", "ModelDirectoryError", "check_model_dir",
+    "settings": ("DEFAULT_THRESHOLD", "SETTINGS_FILE", "DualEncoderSettings", "LabelError", "ModelDirectoryError", "check_model_dir",
                  "model_identity", "write_threshold"),
 }  # fmt: skip
 _MODULE_OF = {name: f"{__name__}.{module}" for module, names in _EXPORTS.items() for name in names}
 _MODULE_OF |= {"join_words": "nuner_core.text.words", "segment_words": "nuner_core.text.words"}  # the one word segmentation
 # A literal list, for type checkers; tests/tagging checks it against the table above.
 __all__ = [
-    "CARD_FILE", "DECODINGS", "DEFAULT_DECODING", "DEFAULT_THRESHOLD", "THRESHOLDS", "Calibration", "CurvePoint", "Decoding", "Document", "DocumentError",
+    "CARD_FILE", "DECODINGS", "DEFAULT_DECODING", "DEFAULT_THRESHOLD", "SETTINGS_FILE",
+    "THRESHOLDS", "Calibration", "CurvePoint", "Decoding", "Document", "DocumentError",
     "DualEncoderSettings",
     "Entity", "LabelError", "ModelCard", "ModelDirectoryError", "TagStats", "TagSummary", "ZeroShotTagger", "assign",
-    "calibrate_threshold", "check_decoding", "check_model_dir", "check_threshold", "export_model", "iob2", "iob2_runs", "iter_documents", "iter_files",
+    "calibrate_examples", "calibrate_threshold",
+    "check_decoding", "check_model_dir", "check_threshold", "export_model", "iob2", "iob2_runs", "iter_documents", "iter_files",
     "join_words", "model_identity", "normalise_label", "onnx_exporter_version", "parse_labels", "read_documents", "read_label_file",
     "render_model_card", "runs",
     "segment_words", "span_runs", "tag_documents", "write_threshold",
@@ -62,7 +64,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
-    from nuner_core.tagging.calibrate import Calibration, CurvePoint, calibrate_threshold  # noqa: F401
+    from nuner_core.tagging.calibrate import Calibration, CurvePoint, calibrate_examples, calibrate_threshold  # noqa: F401
     from nuner_core.tagging.decode import (  # noqa: F401
         DECODINGS,
         DEFAULT_DECODING,
@@ -93,6 +95,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs (never executed)
     from nuner_core.tagging.plan import TagStats  # noqa: F401
     from nuner_core.tagging.settings import (  # noqa: F401
         DEFAULT_THRESHOLD,
+        SETTINGS_FILE,
         DualEncoderSettings,
         LabelError,
         ModelDirectoryError,
