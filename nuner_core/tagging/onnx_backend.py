@@ -59,6 +59,11 @@ ONNX_FILES: dict[str, dict[str, str]] = {  # backend -> encoder -> file, as expo
 }
 OUTPUT = "last_hidden_state"
 MAX_LOGITS = 1 << 24  # (words x labels) entries scored at once, as the PyTorch tagger's scoring
+# Padded tokens per encoder batch (at least one full window). Smaller than the PyTorch tagger's 8192:
+# onnxruntime's CPU kernels run a 512-token batch's activations from cache, and measured
+# (MiniLM-L6, 1 thread, 200 sentences) its encoder time falls 30% (int8) and 15% (fp32) from 8192
+# to 512, while PyTorch's does not change; benchmarks/onnx_bench.py times both.
+ONNX_BATCH_TOKENS = 512
 
 
 def onnx_files(root: Path, backend: str) -> dict[str, Path]:
@@ -103,7 +108,7 @@ class OnnxZeroShotTagger:
 
     def __init__(
         self, root: Path, backend: str, settings: DualEncoderSettings, *, device: str = "auto", threads: int | None = None,
-        max_length: int | None = None, stride: int | None = None, batch_tokens: int = 8192, label_batch_size: int = 256,
+        max_length: int | None = None, stride: int | None = None, batch_tokens: int | None = None, label_batch_size: int = 256,
         chunk_texts: int = 4096,
     ) -> None:  # fmt: skip
         files = onnx_files(root, backend)
@@ -115,6 +120,7 @@ class OnnxZeroShotTagger:
         self.settings, self.path, self.backend, self.device = settings, root, backend, providers[0]
         config = json.loads((root / "text_encoder" / "config.json").read_text(encoding="utf-8"))  # what position_limit reads
         limit = position_limit(SimpleNamespace(**{"pad_token_id": None, "model_type": "", **config}), self.tokenizer)
+        batch_tokens = batch_tokens or max(ONNX_BATCH_TOKENS, max_length or limit)  # None: ONNX_BATCH_TOKENS, or one full window
         self.max_length, self.framing = frame_windows(self.tokenizer, limit, max_length, stride, batch_tokens)
         self.window, self.stride = self.framing.window, self.framing.stride
         self.batch_tokens, self.label_batch_size, self.chunk_texts = batch_tokens, label_batch_size, chunk_texts
