@@ -58,6 +58,7 @@ ONNX_FILES: dict[str, dict[str, str]] = {  # backend -> encoder -> file, as expo
     "onnx-int8": {"text_encoder": "text_encoder.int8.onnx", "concept_encoder": "concept_encoder.onnx"},
 }
 OUTPUT = "last_hidden_state"
+SCORER = "scorer.onnx"  # (words, labels) -> logits = words . labels^T, run on onnxruntime's threads (onnx_export.write_scorer)
 MAX_LOGITS = 1 << 24  # (words x labels) entries scored at once, as the PyTorch tagger's scoring
 # Padded tokens per encoder batch (at least one full window). Smaller than the PyTorch tagger's 8192:
 # onnxruntime's CPU kernels run a 512-token batch's activations from cache, and measured
@@ -115,6 +116,7 @@ class OnnxZeroShotTagger:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
         self.text_session = _session(files["text_encoder"], providers, threads)
         self.concept_session = _session(files["concept_encoder"], providers, threads)
+        self.scorer = _session(root / SCORER, providers, threads) if (root / SCORER).is_file() else None  # older exports: numpy
         self.tokenizer = load_tokenizer(str(root / "text_encoder"))
         self.concept_tokenizer = load_tokenizer(str(root / "concept_encoder"))
         self.settings, self.path, self.backend, self.device = settings, root, backend, providers[0]
@@ -222,6 +224,14 @@ class OnnxZeroShotTagger:
         matrix = self.label_vectors(labels)  # (C, D)
         return _normalize(matrix) if self.settings.similarity == "cosine" else matrix
 
+    def _logits(self, words: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """(M, C) words . labels^T, on the scorer graph when the export has one (see SCORER)."""
+        if self.scorer is None:
+            out: np.ndarray = words @ matrix.T
+            return out
+        logits: np.ndarray = self.scorer.run(["logits"], {"words": np.ascontiguousarray(words), "labels": matrix})[0]
+        return logits
+
     def _run(self, texts: list[str], spans: Sequence[np.ndarray], labels: list[str], progress: Progress | None) -> list[np.ndarray]:
         """Per text an (n_words, n_labels) probability array (a word without a token: 0 everywhere)."""
         started = time.perf_counter()
@@ -239,7 +249,7 @@ class OnnxZeroShotTagger:
                 if self.settings.similarity == "cosine":
                     vectors = _normalize(vectors)
                 step = max(1, MAX_LOGITS // max(1, len(labels)))
-                probs = np.concatenate([_sigmoid(scale * (vectors[r : r + step] @ matrix.T) + self.settings.logit_bias)
+                probs = np.concatenate([_sigmoid(scale * self._logits(vectors[r : r + step], matrix) + self.settings.logit_bias)
                                         for r in range(0, len(vectors), step)]) if len(vectors) else np.zeros((0, len(labels)))  # fmt: skip
                 for text, words, r0, r1 in segments:
                     chunk[text][words] = probs[r0:r1]
