@@ -4,7 +4,8 @@
 and ``concept_encoder.onnx`` (``input_ids``, ``attention_mask`` -> ``last_hidden_state``, dynamic
 batch and sequence axes) and, with ``--int8``, ``text_encoder.int8.onnx`` (onnxruntime's dynamic
 quantisation: int8 weights; the concept encoder runs once per label set and stays fp32), and
-lists them in ``onnx.json`` ({backend: {encoder: file}}). Tokenizers stay in the encoder directories.
+lists them in ``onnx.json`` ({backend: {encoder: file}}), with ``scorer.onnx`` (SCORER). Tokenizers stay in the
+encoder directories.
 
 The scoring is the PyTorch tagger's, term for term (plan, first sub-tokens, windows, mean-pooled
 label vectors, tau * cos + b or h . c / tau + b), so fp32 ONNX gives the same entities; a test checks.
