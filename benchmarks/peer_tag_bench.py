@@ -117,12 +117,12 @@ def time_tagger(tagger: ZeroShotTagger, texts: list[str], labels: list[str]) -> 
     return time.perf_counter() - started
 
 
-def onnx_taggers(model_dir: Path) -> tuple[dict[str, ZeroShotTagger], str]:
-    """The ONNX backends when the installed tagger has them (another item adds them), else why not."""
+def onnx_taggers(model_dir: Path, threads: int) -> tuple[dict[str, ZeroShotTagger], str]:
+    """The ONNX backends when the installed tagger has them, on ``threads`` threads as torch (onnxruntime's default is every core), else why not."""
     taggers: dict[str, ZeroShotTagger] = {}
     for backend in ("onnx", "onnx-int8"):
         try:
-            taggers[backend] = ZeroShotTagger.from_pretrained(model_dir, device="cpu", backend=backend)
+            taggers[backend] = ZeroShotTagger.from_pretrained(model_dir, device="cpu", backend=backend, threads=threads)
         except Exception as error:  # no such backend, onnxruntime missing, or no exported ONNX files
             return {}, f"{backend}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     return taggers, ""
@@ -195,7 +195,7 @@ def main() -> None:
         gliner = None if python is None else Gliner(python, job)
         model_dir = build_dual_encoder(Path(tmp) / "model", model)
         tagger = ZeroShotTagger.from_pretrained(model_dir, device="cpu")
-        onnx, why_not = onnx_taggers(export_onnx(model_dir, Path(tmp) / "onnx"))
+        onnx, why_not = onnx_taggers(export_onnx(model_dir, Path(tmp) / "onnx"), args.threads)
         peer = "GLiNER skipped" if gliner is None else f"GLiNER ({gliner.info['gliner_class']}) torch {gliner.info['torch']}"
         print(f"{len(texts):,} sentences; this tagger torch {torch.__version__}, {peer}, {args.threads} thread(s) each; "
               f"ONNX backends: {', '.join(onnx) or 'n/a (' + why_not + ')'}")  # fmt: skip

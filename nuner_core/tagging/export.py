@@ -24,11 +24,11 @@ from nuner_core.hashing import file_sha256
 from nuner_core.paths import expand_path
 from nuner_core.stage_api import StageError
 from nuner_core.tagging.decode import check_threshold
-from nuner_core.tagging.onnx_backend import ONNX_FILES, ONNX_SETTINGS
+from nuner_core.tagging.onnx_backend import ONNX_FILES, ONNX_SETTINGS, SCORER
 from nuner_core.tagging.settings import ENCODERS, SETTINGS_FILE, DualEncoderSettings, check_model_dir
 
 CARD_FILE = "README.md"
-ONNX_NAMES = frozenset({ONNX_SETTINGS, *(f for files in ONNX_FILES.values() for f in files.values())})  # with onnx=True
+ONNX_NAMES = frozenset({ONNX_SETTINGS, SCORER, *(f for files in ONNX_FILES.values() for f in files.values())})  # with onnx=True
 EXPORTED_NAMES = frozenset({*ENCODERS, SETTINGS_FILE, CARD_FILE, *ONNX_NAMES})  # everything export_model writes
 
 

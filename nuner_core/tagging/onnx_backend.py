@@ -4,7 +4,8 @@
 and ``concept_encoder.onnx`` (``input_ids``, ``attention_mask`` -> ``last_hidden_state``, dynamic
 batch and sequence axes) and, with ``--int8``, ``text_encoder.int8.onnx`` (onnxruntime's dynamic
 quantisation: int8 weights; the concept encoder runs once per label set and stays fp32), and
-lists them in ``onnx.json`` ({backend: {encoder: file}}). Tokenizers stay in the encoder directories.
+lists them in ``onnx.json`` ({backend: {encoder: file}}), with ``scorer.onnx`` (SCORER). Tokenizers stay in the
+encoder directories.
 
 The scoring is the PyTorch tagger's, term for term (plan, first sub-tokens, windows, mean-pooled
 label vectors, tau * cos + b or h . c / tau + b), so fp32 ONNX gives the same entities; a test checks.
@@ -59,7 +60,13 @@ ONNX_FILES: dict[str, dict[str, str]] = {  # backend -> encoder -> file, as expo
     "onnx-int8": {"text_encoder": "text_encoder.int8.onnx", "concept_encoder": "concept_encoder.onnx"},
 }
 OUTPUT = "last_hidden_state"
+SCORER = "scorer.onnx"  # (words, labels) -> logits = words . labels^T, run on onnxruntime's threads (onnx_export.write_scorer)
 MAX_LOGITS = 1 << 24  # (words x labels) entries scored at once, as the PyTorch tagger's scoring
+# Padded tokens per encoder batch (at least one full window). Smaller than the PyTorch tagger's 8192:
+# onnxruntime's CPU kernels run a 512-token batch's activations from cache, and measured
+# (MiniLM-L6, 1 thread, 200 sentences) its encoder time falls 30% (int8) and 15% (fp32) from 8192
+# to 512, while PyTorch's does not change; benchmarks/onnx_bench.py times both.
+ONNX_BATCH_TOKENS = 512
 
 
 def onnx_files(root: Path, backend: str) -> dict[str, Path]:
@@ -104,18 +111,20 @@ class OnnxZeroShotTagger:
 
     def __init__(
         self, root: Path, backend: str, settings: DualEncoderSettings, *, device: str = "auto", threads: int | None = None,
-        max_length: int | None = None, stride: int | None = None, batch_tokens: int = 8192, label_batch_size: int = 256,
+        max_length: int | None = None, stride: int | None = None, batch_tokens: int | None = None, label_batch_size: int = 256,
         chunk_texts: int = 4096, max_labels: int = DEFAULT_MAX_LABELS,
     ) -> None:  # fmt: skip
         files = onnx_files(root, backend)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
         self.text_session = _session(files["text_encoder"], providers, threads)
         self.concept_session = _session(files["concept_encoder"], providers, threads)
+        self.scorer = _session(root / SCORER, providers, threads) if (root / SCORER).is_file() else None  # older exports: numpy
         self.tokenizer = load_tokenizer(str(root / "text_encoder"))
         self.concept_tokenizer = load_tokenizer(str(root / "concept_encoder"))
         self.settings, self.path, self.backend, self.device = settings, root, backend, providers[0]
         config = json.loads((root / "text_encoder" / "config.json").read_text(encoding="utf-8"))  # what position_limit reads
         limit = position_limit(SimpleNamespace(**{"pad_token_id": None, "model_type": "", **config}), self.tokenizer)
+        batch_tokens = batch_tokens or max(ONNX_BATCH_TOKENS, max_length or limit)  # None: ONNX_BATCH_TOKENS, or one full window
         self.max_length, self.framing = frame_windows(self.tokenizer, limit, max_length, stride, batch_tokens)
         self.window, self.stride = self.framing.window, self.framing.stride
         self.batch_tokens, self.label_batch_size, self.chunk_texts = batch_tokens, label_batch_size, chunk_texts
@@ -214,6 +223,14 @@ class OnnxZeroShotTagger:
         matrix = self.label_vectors(labels)  # (C, D)
         return _normalize(matrix) if self.settings.similarity == "cosine" else matrix
 
+    def _logits(self, words: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """(M, C) words . labels^T, on the scorer graph when the export has one (see SCORER)."""
+        if self.scorer is None:
+            out: np.ndarray = words @ matrix.T
+            return out
+        logits: np.ndarray = self.scorer.run(["logits"], {"words": np.ascontiguousarray(words), "labels": matrix})[0]
+        return logits
+
     def _run(self, texts: list[str], spans: Sequence[np.ndarray], labels: list[str], progress: Progress | None) -> list[np.ndarray]:
         """Per text an (n_words, n_labels) probability array (a word without a token: 0 everywhere)."""
         started = time.perf_counter()
@@ -231,7 +248,7 @@ class OnnxZeroShotTagger:
                 if self.settings.similarity == "cosine":
                     vectors = _normalize(vectors)
                 step = max(1, MAX_LOGITS // max(1, len(labels)))
-                probs = np.concatenate([_sigmoid(scale * (vectors[r : r + step] @ matrix.T) + self.settings.logit_bias)
+                probs = np.concatenate([_sigmoid(scale * self._logits(vectors[r : r + step], matrix) + self.settings.logit_bias)
                                         for r in range(0, len(vectors), step)]) if len(vectors) else np.zeros((0, len(labels)))  # fmt: skip
                 for text, words, r0, r1 in segments:
                     chunk[text][words] = probs[r0:r1]

@@ -4,6 +4,13 @@ Each encoder is traced (the TorchScript exporter, opset 17, as ``finetuning.expo
 wrapper returning ``last_hidden_state`` only, with dynamic batch and sequence axes; eager
 attention, whose graph has no SDPA-specific ops. ``int8``: onnxruntime's dynamic quantisation of
 the text encoder (int8 weights, activations quantised on the fly), where tagging spends its time.
+
+The int8 choices, measured on the demo's trained MiniLM-L6 (zero-shot entity micro-F1 on the four
+shared benchmarks, and benchmarks/onnx_bench.py): QInt8 weights (QUInt8 runs 2x slower: no
+u8 x u8 fast path), one scale per output channel (per-tensor scales lost 0.65 F1 on average and
+1.9 on mit_movie; per channel 0.13, at the same speed), the graph as traced: onnxruntime's own
+session-time fusions already merge layer norm and GELU, and the transformers optimizer's fused
+attention (QAttention) was 1.5x slower on one thread; quant_pre_process changed nothing here.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import torch
 from nuner_core.devices import pad_id
 from nuner_core.dual_encoder.model import load_encoder
 from nuner_core.stage_api import StageError
-from nuner_core.tagging.onnx_backend import ONNX_FILES, ONNX_SETTINGS, OUTPUT
+from nuner_core.tagging.onnx_backend import ONNX_FILES, ONNX_SETTINGS, OUTPUT, SCORER
 from nuner_core.tagging.settings import ENCODERS
 from nuner_core.tokenizer import load_tokenizer
 
@@ -56,6 +63,24 @@ def export_encoder(encoder_dir: Path, out: Path) -> None:
         )  # fmt: skip
 
 
+def write_scorer(out: Path) -> None:
+    """The (words (M, D), labels (C, D)) -> logits (M, C) product as a graph of its own (no weights).
+
+    The tagger runs it on onnxruntime rather than numpy: numpy's OpenBLAS wakes its own pool of
+    threads for this product and leaves them spinning, which took a core from the encoder and cost
+    the int8 backend 40% of its speed on 1 thread (benchmarks/onnx_bench.py, OPENBLAS_NUM_THREADS=1
+    against unset).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    words = helper.make_tensor_value_info("words", TensorProto.FLOAT, ["words", "dim"])
+    labels = helper.make_tensor_value_info("labels", TensorProto.FLOAT, ["labels", "dim"])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["words", "labels"])
+    graph = helper.make_graph([helper.make_node("Gemm", ["words", "labels"], ["logits"], transB=1)], "scorer", [words, labels], [logits])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)]), str(out))
+
+
 def write_onnx(model_dir: Path, int8: bool) -> list[str]:
     """Both encoders of ``model_dir`` as ONNX (and the int8 text encoder), listed in ``onnx.json``; the file names."""
     try:
@@ -66,10 +91,11 @@ def write_onnx(model_dir: Path, int8: bool) -> list[str]:
     files = ONNX_FILES["onnx"]
     for name in ENCODERS:
         export_encoder(model_dir / name, model_dir / files[name])
+    write_scorer(model_dir / SCORER)
     backends = {"onnx": files}
     if int8:
         int8_files = ONNX_FILES["onnx-int8"]
-        quantize_dynamic(model_dir / files["text_encoder"], model_dir / int8_files["text_encoder"], weight_type=QuantType.QInt8)
+        quantize_dynamic(model_dir / files["text_encoder"], model_dir / int8_files["text_encoder"], weight_type=QuantType.QInt8, per_channel=True)
         backends["onnx-int8"] = int8_files
-    (model_dir / ONNX_SETTINGS).write_text(json.dumps({"opset": ONNX_OPSET, "backends": backends}, indent=2) + "\n", encoding="utf-8")
-    return sorted({ONNX_SETTINGS, *(f for b in backends.values() for f in b.values())})
+    (model_dir / ONNX_SETTINGS).write_text(json.dumps({"opset": ONNX_OPSET, "backends": backends, "scorer": SCORER}, indent=2) + "\n", encoding="utf-8")
+    return sorted({ONNX_SETTINGS, SCORER, *(f for b in backends.values() for f in b.values())})

@@ -38,7 +38,8 @@ def test_export_writes_both_encoders_and_lists_them(exported):
     assert listed["opset"] == 17
     assert listed["backends"]["onnx"] == {"text_encoder": "text_encoder.onnx", "concept_encoder": "concept_encoder.onnx"}
     assert listed["backends"]["onnx-int8"]["concept_encoder"] == "concept_encoder.onnx"  # the concept encoder stays fp32
-    for name in ("text_encoder.onnx", "concept_encoder.onnx", "text_encoder.int8.onnx"):
+    assert listed["scorer"] == "scorer.onnx"
+    for name in ("text_encoder.onnx", "concept_encoder.onnx", "text_encoder.int8.onnx", "scorer.onnx"):
         assert (exported["planted"] / name).is_file()
     # the int8 text encoder is the smaller file (weights stored as int8)
     assert (exported["planted"] / "text_encoder.int8.onnx").stat().st_size < (exported["planted"] / "text_encoder.onnx").stat().st_size
@@ -76,6 +77,17 @@ def test_onnx_decodes_as_torch_with_thresholds_per_label_and_other_spellings(exp
     have = onnx_tagger.predict(TEXTS, labels, 0.5, thresholds=thresholds, decoding=decoding)
     assert [[(e.start, e.end, e.label) for e in doc] for doc in have] == [[(e.start, e.end, e.label) for e in doc] for doc in want]
     assert sum(map(len, want)) > 0 and {e.label for doc in want for e in doc} <= set(labels)
+
+def test_the_scorer_graph_gives_numpys_probabilities_and_batches_are_small(exported):
+    tagger = OnnxZeroShotTagger.from_pretrained(exported["random"], "onnx", threads=1)
+    assert tagger.scorer is not None and tagger.batch_tokens == 512  # the default: one 64-token window fits many times
+    spans = [segment_words(t) for t in TEXTS]
+    on_graph = tagger.score_spans(TEXTS, spans, LABELS)
+    tagger.scorer = None  # an export without scorer.onnx: the product in numpy
+    in_numpy = tagger.score_spans(TEXTS, spans, LABELS)
+    assert max(float(np.abs(a - b).max(initial=0.0)) for a, b in zip(on_graph, in_numpy)) < 1e-6
+    assert sum(float(a.sum()) for a in on_graph) > 0
+
 
 def test_int8_runs_and_stays_close(exported):
     fp32 = ZeroShotTagger.from_pretrained(exported["planted"], backend="onnx")
