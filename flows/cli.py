@@ -29,7 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     try:  # fail fast, before Prefect starts (its start-up takes seconds)
         overrides = parse_overrides(args.set)
-        load_config(args.profile, overrides)
+        if load_config(args.profile, overrides).tag.shards < 2 and args.deployment:
+            raise ConfigError("--deployment runs the shards of a sharded tag stage on a pool's workers: set tag.shards > 1 too")
         for name in stages or ():
             spec(name)
         overrides = _hide_url_credentials(overrides)

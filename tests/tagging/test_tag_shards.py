@@ -121,3 +121,12 @@ def test_sharded_flow_fails_one_shard_reruns_it_alone_then_is_cached(prefect_har
 
     third = nuner(profile="demo", overrides=overrides, stages=["tag"])
     assert third["tag"]["state"] == "Cached" and "tag shard 1 of 2" not in third and calls == [0, 1, 1]
+
+
+def test_nuner_run_deployment_without_shards_is_one_clear_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--stages", "tag", "--deployment", "nuner/tag"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "set tag.shards > 1" in out.stderr and "Traceback" not in out.stderr
