@@ -42,13 +42,7 @@ def fingerprint(config: TagConfig) -> object:
     """The input files by content and, for a model given by path, its weights. Never raises (run reports)."""
     from nuner_core.tagging.settings import model_identity
 
-    files: object = []
-    if config.shard is not None:
-        files = _shard_fingerprint(config)
-    else:
-        for item in config.inputs:
-            path = Path(expand_path(item))
-            files.append([path.name, file_sha256(path)] if path.is_file() else f"missing:{item}")  # type: ignore[attr-defined]
+    files = _shard_fingerprint(config) if config.shard is not None else [_file_fingerprint(item) for item in config.inputs]
     model = None
     if config.model and not config.model.startswith("control-"):
         try:
@@ -56,6 +50,11 @@ def fingerprint(config: TagConfig) -> object:
         except StageError:
             model = f"unresolved:{config.model}"
     return {"inputs": files, "model": model}
+
+
+def _file_fingerprint(item: str) -> object:
+    path = Path(expand_path(item))
+    return [path.name, file_sha256(path)] if path.is_file() else f"missing:{item}"
 
 
 def _shard_fingerprint(config: TagConfig) -> object:
