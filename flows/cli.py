@@ -29,7 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     try:  # fail fast, before Prefect starts (its start-up takes seconds)
         overrides = parse_overrides(args.set)
-        load_config(args.profile, overrides)
+        if load_config(args.profile, overrides).tag.shards < 2 and args.deployment:
+            raise ConfigError("--deployment runs the shards of a sharded tag stage on a pool's workers: set tag.shards > 1 too")
         for name in stages or ():
             spec(name)
         overrides = _hide_url_credentials(overrides)
@@ -44,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     from nuner_core.store import ArtifactError
 
     try:
-        summary = nuner(profile=args.profile, overrides=overrides, stages=stages)
+        summary = nuner(profile=args.profile, overrides=overrides, stages=stages, deployment=args.deployment)
     except (StageError, ConfigError, ArtifactError, FailedRun) as exc:
         _error("nuner", exc)
         return 1
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="demo", help="a shipped profile (demo, paper) or a YAML file")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. pretrain.lr=1e-4")
     run.add_argument("--stages", help="comma-separated subset, e.g. evaluate or dataset,pretrain")
+    run.add_argument("--deployment", help="with tag.shards > 1: each shard a run of this deployment (e.g. nuner/tag) on its workers")
     run.add_argument("--json", action="store_true", help="also print the summary as JSON")
     run.add_argument("--debug", action="store_true", help="tracebacks for expected errors too (bad input, budget stops)")
     run.set_defaults(func=_run)

@@ -10,6 +10,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
+from flows.shards import run_shards, sharded
 from nuner_core.config import ConfigError, load_config
 from nuner_core.pipeline import plan
 from nuner_core.stage_api import StageError
@@ -44,8 +45,12 @@ def nuner(
     profile: str = "demo",
     overrides: dict[str, Any] | None = None,
     stages: list[str] | None = None,
+    deployment: str | None = None,
 ) -> dict[str, dict[str, str]] | State:
     """Run the NuNER pipeline (or the listed stages) on a profile plus dotted overrides.
+
+    With ``tag.shards`` > 1 each shard of the tag stage is a run of its own (``flows/shards.py``):
+    in turn in this process, or as runs of ``deployment`` (``nuner/tag``) on its pool's workers.
 
     Returns, per stage, the artifact key and path and whether it was ``Cached``. A stage that
     fails with a ``StageError`` ends the run in a Failed state carrying its message.
@@ -68,6 +73,13 @@ def nuner(
         except ArtifactError as exc:  # the store cannot be reached: one message
             logger.error("%s", exc)
             return Failed(message=str(exc))
+        if not final and sharded(step):  # its shards first (each a run, Cached when done), then the merge
+            shards = run_shards(step, store, profile, overrides or {}, deployment)
+            summary.update(shards.summary)
+            if shards.failure:
+                logger.error("%s", shards.failure)
+                return Failed(message=shards.failure)
+            step = shards.step
         task = STAGE_TASKS[step.stage].with_options(result_storage=result_storage(store), refresh_cache=not final)
         state = task(step, built, store.location, return_state=True)
         if state.is_failed():  # a StageError, already logged by the task: the run ends here, with its message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from nuner_core.basemodel import Float, Int, StrictModel, added, run_only
 from nuner_core.tagging.decode import DEFAULT_DECODING, Decoding
@@ -22,6 +22,11 @@ class TagConfig(StrictModel):
     decoding: Decoding = added(DEFAULT_DECODING, legacy="words")
     batch_size: Int = run_only(1024, ge=1)  # documents per tagging batch
     device: str = run_only("auto")  # auto: cuda when available, else cpu
+    # Split the documents into this many shards (contiguous, content-keyed: nuner_core.tagging.shards), each tagged
+    # as its own run (in turn, or on a pool's workers with nuner run --deployment nuner/tag), merged in input order.
+    # Added later: 1 is the single run from before, and keeps its key.
+    shards: Int = added(1, legacy=1, ge=1)
+    shard: Int | None = added(None, legacy=None, ge=0)  # set by a sharded run for its shard runs: tag only this one (0-based)
 
     @field_validator("labels")
     @classmethod
@@ -30,3 +35,10 @@ class TagConfig(StrictModel):
         if value and not cleaned:
             raise ValueError("labels are all empty")
         return cleaned
+
+    @model_validator(mode="after")
+    def _shard(self) -> TagConfig:
+        if self.shard is not None and (self.shards < 2 or self.shard >= self.shards):
+            raise ValueError(f"shard {self.shard} is not one of the {self.shards} shards (it needs shards > 1 and is 0 to "
+                             "shards - 1); a sharded run sets it for its shard runs")
+        return self
