@@ -41,8 +41,15 @@ def pairs(items: list[str]) -> dict[str, str]:
 
 
 def setting(spec: str) -> dict[str, object]:
-    """``lr=2e-5,layer_decay=0.8`` -> {"lr": 2e-05, "layer_decay": 0.8} (values read as YAML)."""
-    return {k: yaml.safe_load(v) for k, v in (part.split("=", 1) for part in spec.split(",") if part)}
+    """``lr=2e-5,layer_decay=0.8`` -> {"lr": 2e-05, "layer_decay": 0.8} (numbers as numbers, YAML's ``2e-5`` too)."""
+    return {k: _number(yaml.safe_load(v)) for k, v in (part.split("=", 1) for part in spec.split(",") if part)}
+
+
+def _number(value: object) -> object:
+    try:
+        return float(value) if isinstance(value, str) else value  # YAML 1.1 reads 2e-5 (no dot) as a string
+    except ValueError:
+        return value
 
 
 def main() -> None:
