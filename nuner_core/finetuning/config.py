@@ -47,7 +47,7 @@ class FinetuneConfig(StrictModel):
     # --- optimisation
     seeds: tuple[Int, ...] = (0, 1, 2)  # one run per seed and encoder: head initialisation, dropout, batch order
     epochs: Int = Field(default=20, ge=1)  # passes over the training set (fewer when early stopping ends a run)
-    lr: Float = Field(default=5e-5, gt=0)  # AdamW peak learning rate of the encoder
+    lr: Float = Field(default=1e-4, gt=0)  # AdamW peak learning rate of the encoder (5e-5 until issue 23: NuNER fell behind its base at it)
     head_lr: Float = Field(default=1e-3, gt=0)  # AdamW peak learning rate of the freshly initialised classifier head
     weight_decay: Float = Field(default=0.01, ge=0)  # AdamW decoupled weight decay (matrices only)
     warmup_ratio: Float = Field(default=0.1, ge=0, lt=1)  # linear warm-up share of all steps, then linear decay to 0
