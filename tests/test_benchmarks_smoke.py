@@ -31,6 +31,7 @@ SMOKES: dict[str, tuple[str, ...]] = {
     "corpus_bench.py": ("sentences_per_s", "peak_rss_mb"),
     "dataset_bench.py": ("sentences_per_s", "peak_rss_mb"),
     "evaluate_bench.py": ("grid_s", "encode_s", "probe_share", "naive_ratio"),
+    "finetune_recipe_bench.py": ("runs", "groups", "best_mean_f1"),
     "evaluate_llm_bench.py": ("llm_entity_f1", "parse_loss", "cost_ratio", "rerun_requests"),
     "outside_writes.py": ("outside_writes",),
     "peer_tag_bench.py": ("speedup_10", "speedup_100", "speedup_1000", "onnx_speedup", "int8_speedup", "int8_f1_drop"),

@@ -65,10 +65,12 @@ class FinetuneConfig(StrictModel):
     # --- optimisation
     seeds: tuple[Int, ...] = (0, 1, 2)  # one run per seed and encoder: head initialisation, dropout, batch order
     epochs: Int = Field(default=20, ge=1)  # passes over the training set (fewer when early stopping ends a run)
-    lr: Float = Field(default=5e-5, gt=0)  # AdamW peak learning rate of the encoder
+    lr: Float = Field(default=1e-4, gt=0)  # AdamW peak learning rate of the encoder (5e-5 until issue 23: NuNER fell behind its base at it)
     head_lr: Float = Field(default=1e-3, gt=0)  # AdamW peak learning rate of the freshly initialised classifier head
     weight_decay: Float = Field(default=0.01, ge=0)  # AdamW decoupled weight decay (matrices only)
     warmup_ratio: Float = Field(default=0.1, ge=0, lt=1)  # linear warm-up share of all steps, then linear decay to 0
+    layer_decay: Float = added(1.0, legacy=1.0, gt=0, le=1)  # encoder layer i of L (embeddings 0) learns at lr * layer_decay ** (L - i); 1: one rate
+    reinit_top_layers: Int = added(0, legacy=0, ge=0)  # the encoder's top this many transformer layers drawn afresh before training
     batch_size: Int = Field(default=8, ge=1)  # windows (sentences, or parts of long ones) per optimiser step
     grad_clip: Float | None = Field(default=1.0, gt=0)  # clip the global gradient norm; None: no clipping
     dropout: Float | None = Field(default=None, ge=0, lt=1)  # classifier dropout; None: the encoder config's

@@ -322,8 +322,10 @@ def _training_facts(cfg: FinetuneConfig, run: dict[str, Any]) -> dict[str, Any]:
         "seed": run["seed"],
         "steps": f"{run['steps']} of {run['total_steps']} ({run['epochs_run']:.1f} epochs" + (", stopped early)" if run["stopped_early"] else ")"),
         "selected weights": f"step {run['selected_step']}" + (" (best dev entity F1)" if run["dev_f1"] is not None else " (last; no dev set)"),
-        "optimiser": f"AdamW, lr {cfg.lr} (encoder) / {cfg.head_lr} (head), weight decay {cfg.weight_decay}, "
-                     f"linear warm-up {cfg.warmup_ratio:.0%} then linear decay, batch {cfg.batch_size}",
+        "optimiser": f"AdamW, lr {cfg.lr} (encoder" + (f", x{cfg.layer_decay} per layer down" if cfg.layer_decay != 1 else "")
+                     + f") / {cfg.head_lr} (head), weight decay {cfg.weight_decay}, "
+                     f"linear warm-up {cfg.warmup_ratio:.0%} then linear decay, batch {cfg.batch_size}"
+                     + (f", top {cfg.reinit_top_layers} encoder layer(s) re-initialised" if cfg.reinit_top_layers else ""),
         "windows": f"{cfg.max_length} sub-tokens, {cfg.stride} shared between consecutive windows",
     }  # fmt: skip
 

@@ -18,6 +18,8 @@ class TrainingConfig(StrictModel):
     head_lr: Float = Field(default=1e-3, gt=0)  # AdamW peak learning rate of the freshly initialised head
     weight_decay: Float = Field(default=0.01, ge=0)  # AdamW decoupled weight decay (encoder matrices and the head)
     warmup_ratio: Float = Field(default=0.1, ge=0, lt=1)  # linear warm-up share of all steps, then linear decay to 0
+    layer_decay: Float = Field(default=1.0, gt=0, le=1)  # encoder layer i of L (embeddings 0) learns at lr * layer_decay ** (L - i); 1: one rate
+    reinit_top_layers: Int = Field(default=0, ge=0)  # the encoder's top this many transformer layers drawn afresh before training
     batch_size: Int = Field(default=8, ge=1)  # windows per optimiser step
     grad_clip: Float | None = Field(default=1.0, gt=0)  # clip the global gradient norm; None: no clipping
     patience: Int | None = Field(default=5, ge=1)  # stop after this many epochs without a better dev F1; None: never

@@ -48,6 +48,7 @@ from nuner_core.token_classifier.model import (
     predict_words,
     token_loss,
 )  # fmt: skip
+from nuner_core.token_classifier.recipe import param_groups, reinit_top_blocks
 from nuner_core.token_classifier.splits import LabelledSplits
 from nuner_core.tokenizer import load_tokenizer
 
@@ -88,21 +89,6 @@ def _type_row(s: TypeScore) -> dict[str, Any]:
     return {"type": s.type, "precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support, "predicted": s.predicted}
 
 
-def param_groups(model: Any, cfg: TrainingConfig) -> list[dict[str, Any]]:
-    """Encoder: ``lr``, weight decay on matrices only; the fresh head: ``head_lr``."""
-    encoder_ids = {id(p) for p in model.base_model.parameters()}
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    head: list[torch.nn.Parameter] = []
-    for p in model.parameters():
-        (head if id(p) not in encoder_ids else decay if p.ndim >= 2 else no_decay).append(p)
-    return [
-        {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
-        {"params": head, "lr": cfg.head_lr, "weight_decay": cfg.weight_decay},
-    ]
-
-
 def train_run(
     cfg: TrainingConfig, spec: RunSpec, data: LabelledSplits, work_dir: Path, progress: Progress | None = None
 ) -> dict[str, Any]:
@@ -138,6 +124,7 @@ def train_run(
 
     # ---- model, optimiser, schedule
     model = build_model(spec.location, labels, spec.seed, cfg.dropout, cfg.head_hidden, spec.init_seed).to(device)
+    reinit_top_blocks(model.base_model, cfg.reinit_top_layers)  # drawn after the head, from the same seeded RNG stream
     optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.999), eps=1e-8, fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(int(cfg.warmup_ratio * total_steps), total_steps))
     state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "bad_epochs": 0, "stopped_early": False,
