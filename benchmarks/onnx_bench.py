@@ -7,7 +7,7 @@ so that a slow phase of shared cores hits all of them; medians over the rounds. 
 on ``--threads`` threads (torch.set_num_threads, onnxruntime's intra_op_num_threads), each with its
 own default batching (ONNX: onnx_backend.ONNX_BATCH_TOKENS; ``--batch-tokens`` sets both).
 
-    .venv/bin/python benchmarks/onnx_bench.py [--sentences 200] [--rounds 5] [--labels 10] [--threads 1]
+    .venv/bin/python benchmarks/onnx_bench.py [--sentences 200] [--rounds 5] [--labels 10] [--threads 1] [--smoke]
 
 Last line: ``torch_per_s=… onnx_per_s=… int8_per_s=… onnx_speedup=… int8_speedup=…`` (sentences/s;
 the ONNX backends ÷ PyTorch).
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tag_bench import annotation_labels, build_dual_encoder, corpus_sentences
+from tag_bench import MINILM, annotation_labels, build_dual_encoder, corpus_sentences
 
 from nuner_core.paths import assets_dir
 from nuner_core.tagging import ZeroShotTagger, export_model
@@ -38,13 +38,19 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per encoder batch, every backend (default: each its own)")
+    parser.add_argument("--smoke", action="store_true", help="seconds: 20 sentences, 1 round, a tiny encoder")
     args = parser.parse_args()
+    encoder = MINILM
+    if args.smoke:
+        from _smoke import temporary_tiny_encoder
+
+        args.sentences, args.rounds, encoder = 20, 1, temporary_tiny_encoder()
     torch.set_num_threads(args.threads)
     texts = corpus_sentences(assets_dir(), args.sentences)
     labels = annotation_labels(assets_dir(), args.labels)
     options: dict[str, Any] = {"batch_tokens": args.batch_tokens} if args.batch_tokens else {}
     with tempfile.TemporaryDirectory(prefix="onnx-bench-") as tmp:
-        model = export_model(build_dual_encoder(Path(tmp) / "src"), Path(tmp) / "model", onnx=True, int8=True, threshold=0.5)
+        model = export_model(build_dual_encoder(Path(tmp) / "src", encoder), Path(tmp) / "model", onnx=True, int8=True, threshold=0.5)
         taggers = {b: ZeroShotTagger.from_pretrained(model, device="cpu", backend=b, **options, **({} if b == "torch" else {"threads": args.threads}))
                    for b in BACKENDS}  # fmt: skip
         for tagger in taggers.values():

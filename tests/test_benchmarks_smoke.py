@@ -33,6 +33,7 @@ SMOKES: dict[str, tuple[str, ...]] = {
     "evaluate_bench.py": ("grid_s", "encode_s", "probe_share", "naive_ratio"),
     "finetune_recipe_bench.py": ("runs", "groups", "best_mean_f1"),
     "evaluate_llm_bench.py": ("llm_entity_f1", "parse_loss", "cost_ratio", "rerun_requests"),
+    "onnx_bench.py": ("torch_per_s", "onnx_per_s", "int8_per_s", "onnx_speedup", "int8_speedup"),
     "outside_writes.py": ("outside_writes",),
     "peer_tag_bench.py": ("speedup_10", "speedup_100", "speedup_1000", "onnx_speedup", "int8_speedup", "int8_f1_drop"),
     "pretrain_bench.py": ("tokens_per_s", "overhead_ratio"),
