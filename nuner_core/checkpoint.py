@@ -87,3 +87,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume(path: Path, layout: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any, work_dir: Path) -> dict[str, Any]:
+    """Load the checkpoint at ``path`` into ``model``, ``optimizer``, ``scheduler`` and the RNGs; its loop state.
+
+    A checkpoint written for another ``layout`` (data, batch size, steps) is refused: continuing it
+    would silently train on a different plan.
+    """
+    saved = load(path)
+    if saved["layout"] != layout:
+        raise StageError(f"{path}: written for {saved['layout']}, now {layout}; delete {work_dir} to start over")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"])
+    state: dict[str, Any] = saved["state"]
+    return state

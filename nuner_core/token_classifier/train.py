@@ -136,14 +136,7 @@ def train_run(
     latest = ckpt.latest_checkpoint(ckpt_dir)
     resumed_at: int | None = None
     if latest is not None and cfg.checkpoints:
-        saved = ckpt.load(latest)
-        if saved["layout"] != layout:
-            raise StageError(f"{latest}: written for {saved['layout']}, now {layout}; delete {work_dir} to start over")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        ckpt.set_rng_state(saved["rng"])
-        state = saved["state"]
+        state = ckpt.resume(latest, layout, model, optimizer, scheduler, work_dir)
         resumed_at = state["step"]
         log.info("resuming %s seed %d from %s (step %d of %d)", spec.name, spec.seed, latest, resumed_at, total_steps)
     _prune_best(best_dir, state["best_step"])  # best weights a killed run wrote after its last checkpoint
