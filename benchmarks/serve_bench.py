@@ -142,6 +142,17 @@ def bad_battery(url: str) -> tuple[int, int, list[str]]:
     return rejected, len(BAD), problems
 
 
+def waited_s(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a core (Linux schedstat; 0 elsewhere)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            pass
+    return total / 1e9
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -180,14 +191,16 @@ def main() -> None:
             errors, rows, ratios, offline_rates, served_rates, latencies, cpu_ratios = 0, [], [], [], [], [], []
             for clients in (*LEVELS, args.clients):
                 for r in range(args.rounds if clients == args.clients else 1):
-                    before, cpu = batch_counts(url), (time.process_time(), server.cpu_times())
+                    before, cpu, waited = batch_counts(url), (time.process_time(), server.cpu_times()), waited_s(process.pid)
                     result = asyncio.run(load(url, texts, clients, args.seconds))
                     after = batch_counts(url)
                     client_cpu, server_cpu = time.process_time() - cpu[0], sum(server.cpu_times()[:2]) - sum(cpu[1][:2])
+                    waited = waited_s(process.pid) - waited
                     errors += result["errors"]
                     per_call = (after[0] - before[0]) / max(after[1] - before[1], 1)
                     line = (f"{clients:>2} clients: {result['per_s']:.1f} texts/s, p50 {1000 * statistics.median(result['latencies']):.0f} ms, "
-                            f"{per_call:.1f} texts per tagger call, CPU s: server {server_cpu:.1f}, clients {client_cpu:.1f}")  # fmt: skip
+                            f"{per_call:.1f} texts per tagger call, CPU s: server {server_cpu:.1f} (its threads waited for a core {waited:.1f}), "
+                            f"clients {client_cpu:.1f}")  # fmt: skip
                     if clients == args.clients:
                         started, cpu_started = time.perf_counter(), time.process_time()
                         tagger.predict(result["served"], COMMON_LABELS)
