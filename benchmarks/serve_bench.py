@@ -6,7 +6,9 @@
    each client its next corpus sentence as soon as its last answer came back.
 3. The ``--clients`` phase runs ``--rounds`` times; after each, the texts it served go through the
    library in one batched ``tagger.predict`` call in this process (the server idle meanwhile):
-   ``offline_per_s``. batching_ratio = served/offline per round; medians over the rounds.
+   ``offline_per_s``. batching_ratio = served/offline per round; medians over the rounds. The same
+   texts also go through the library in calls of the served calls' size: what batching can reach
+   at that size, the server's own overhead aside.
 4. A battery of bad requests (malformed JSON, caps, wrong types, lone surrogates, ...): each must
    get a 4xx, none a 5xx, and the server must still answer afterwards.
 
@@ -153,6 +155,14 @@ def waited_s(pid: int) -> float:
     return total / 1e9
 
 
+def offline(tagger, texts: list[str], call: int) -> tuple[float, float]:
+    """(texts/s, CPU s) of the library tagging ``texts`` in calls of ``call`` texts (all of them: one call)."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for lo in range(0, len(texts), call):
+        tagger.predict(texts[lo : lo + call], COMMON_LABELS)
+    return len(texts) / (time.perf_counter() - started), time.process_time() - cpu_started
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -188,7 +198,7 @@ def main() -> None:
             tagger = ZeroShotTagger.from_pretrained(model, device="cpu")
             tagger.predict(texts[:64], COMMON_LABELS)  # warm-up: lazy initialisation, the label cache
             asyncio.run(load(url, texts, 8, 2.0))  # the server's warm-up
-            errors, rows, ratios, offline_rates, served_rates, latencies, cpu_ratios = 0, [], [], [], [], [], []
+            errors, rows, ratios, offline_rates, served_rates, latencies, cpu_ratios, small_ratios = 0, [], [], [], [], [], [], []
             for clients in (*LEVELS, args.clients):
                 for r in range(args.rounds if clients == args.clients else 1):
                     before, cpu, waited = batch_counts(url), (time.process_time(), server.cpu_times()), waited_s(process.pid)
@@ -202,17 +212,16 @@ def main() -> None:
                             f"{per_call:.1f} texts per tagger call, CPU s: server {server_cpu:.1f} (its threads waited for a core {waited:.1f}), "
                             f"clients {client_cpu:.1f}")  # fmt: skip
                     if clients == args.clients:
-                        started, cpu_started = time.perf_counter(), time.process_time()
-                        tagger.predict(result["served"], COMMON_LABELS)
-                        offline = len(result["served"]) / (time.perf_counter() - started)
-                        offline_cpu = time.process_time() - cpu_started
+                        offline_rate, offline_cpu = offline(tagger, result["served"], len(result["served"]))
+                        small_rate = offline(tagger, result["served"], max(1, round(per_call)))[0]  # the served calls' size
+                        small_ratios.append(small_rate / offline_rate)
                         cpu_ratios.append((offline_cpu / len(result["served"])) / (server_cpu / len(result["served"])))
                         served_rates.append(result["per_s"])
-                        offline_rates.append(offline)
-                        ratios.append(result["per_s"] / offline)
+                        offline_rates.append(offline_rate)
+                        ratios.append(result["per_s"] / offline_rate)
                         latencies += result["latencies"]
-                        line += (f"; the same {len(result['served']):,} texts offline: {offline:.1f} texts/s, CPU s {offline_cpu:.1f} "
-                                 f"(round {r + 1})")  # fmt: skip
+                        line += (f"; the same {len(result['served']):,} texts offline: {offline_rate:.1f} texts/s, CPU s {offline_cpu:.1f}, "
+                                 f"in calls of {max(1, round(per_call))}: {small_rate:.1f} texts/s (round {r + 1})")  # fmt: skip
                     rows.append(line)
                     print(line, flush=True)
             rejected, total, problems = bad_battery(url)
@@ -225,7 +234,8 @@ def main() -> None:
             process.wait(timeout=60)
     print(f"torch threads {args.threads} (server and offline), {len(texts):,} sentences, {args.seconds:g} s per phase, "
           f"{args.rounds} rounds at {args.clients} clients; CPU time per text, offline / served (the server's whole process): "
-          f"{statistics.median(cpu_ratios):.2f}")  # fmt: skip
+          f"{statistics.median(cpu_ratios):.2f}; the library in calls of the served size / in one call (the bound of batching at "
+          f"that size): {statistics.median(small_ratios):.2f}")  # fmt: skip
     print(f"served_per_s={statistics.median(served_rates):.1f} offline_per_s={statistics.median(offline_rates):.1f} "
           f"batching_ratio={statistics.median(ratios):.2f} p50_ms={1000 * percentile(latencies, 0.5):.0f} "
           f"p99_ms={1000 * percentile(latencies, 0.99):.0f} errors={errors} bad_inputs_rejected={rejected}/{total}")
