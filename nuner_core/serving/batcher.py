@@ -3,8 +3,10 @@
 A request becomes a ``Job`` (its model, its texts, its options). The loop takes the oldest job,
 waits at most ``max_wait_s`` for more (or until the queued texts reach ``max_batch_tokens``,
 estimated at 4 characters a token), then runs the jobs it took. The wait counts from the later
-of the oldest job's arrival and the end of the previous call: clients answered by that call are
-back within it, so a busy server's batches do not split into two alternating halves. Then: jobs of the same model and the
+of the oldest job's arrival and the end of the previous call, so that clients answered by that
+call join if they are back within it (closed-loop clients slower than that settle into two
+alternating halves; waiting for them would idle the worker about as long as one merged call
+saves: README, "Under load"). Then: jobs of the same model and the
 same options (labels, thresholds, decoding) go through **one** ``predict`` call, the very call
 ``nuner tag`` makes, their texts concatenated; the tagger batches those texts by its own token
 budget. Answers are cut back per job by position, so one request's texts never reach

@@ -33,6 +33,7 @@ from nuner_core.tagging.plan import (
     check_texts,
     concept_batches,
     concept_token_ids,
+    forward_tokens,
     frame_windows,
     pad_rows,
     plan_texts,
@@ -202,7 +203,8 @@ class OnnxZeroShotTagger:
         self.cache.clear()
 
     def prepare(self, texts: Sequence[str], spans: Sequence[np.ndarray]) -> Plan:
-        return plan_texts(self.tokenizer, texts, spans, self.framing, self.batch_tokens, self.pad_id)
+        device_type = "cpu" if self.device == "CPUExecutionProvider" else "cuda"
+        return plan_texts(self.tokenizer, texts, spans, self.framing, self.batch_tokens, self.pad_id, forward_tokens(device_type))
 
     # ------------------------------------------------------------------ the loop
 

@@ -32,7 +32,7 @@ from nuner_core.tagging.label_cache import DEFAULT_MAX_LABELS
 from nuner_core.tagging.label_vectors import LabelVectors
 from nuner_core.tagging.labels import normalise_label
 from nuner_core.tagging.onnx_backend import BACKENDS, OnnxZeroShotTagger
-from nuner_core.tagging.plan import Plan, TagStats, check_texts, frame_windows, plan_texts, position_limit
+from nuner_core.tagging.plan import Plan, TagStats, check_texts, forward_tokens, frame_windows, plan_texts, position_limit
 from nuner_core.tagging.predicting import predict_entities
 from nuner_core.tagging.scoring import Best, logits, score_all, score_best, word_vectors
 from nuner_core.tagging.settings import (
@@ -222,7 +222,7 @@ class ZeroShotTagger:
 
     def prepare(self, texts: Sequence[str], spans: Sequence[np.ndarray]) -> Plan:
         """Tokenise raw texts (no truncation), map words to first sub-tokens, cut windows, batch them."""
-        return plan_texts(self.tokenizer, texts, spans, self.framing, self.batch_tokens, self.pad_id)
+        return plan_texts(self.tokenizer, texts, spans, self.framing, self.batch_tokens, self.pad_id, forward_tokens(self.device.type))
 
     # ------------------------------------------------------------------ the loop
 

@@ -143,19 +143,41 @@ def test_owners_take_the_most_context_and_the_text_edges_cut_nothing():
     assert owners([1] * 8, [(0, 6), (2, 8)])[3] == 0
 
 
-def test_length_batches_bound_tokens_and_padding():
+def _split_cost(lengths, batches, pass_tokens):
+    return sum(pass_tokens + len(b) * max(lengths[j] for j in b) for b in batches)
+
+
+def _cheapest_split(widths, batch_tokens, pass_tokens):
+    """Brute force over every split of the sorted widths into runs within the budget."""
+    if not widths:
+        return 0
+    return min(pass_tokens + k * widths[k - 1] + _cheapest_split(widths[k:], batch_tokens, pass_tokens)
+               for k in range(1, len(widths) + 1) if k == 1 or k * widths[k - 1] <= batch_tokens)  # fmt: skip
+
+
+def test_length_batches_bound_tokens_and_find_the_cheapest_split():
+    import random
+
     from nuner_core.tagging.plan import length_batches
 
     lengths = [60, 8, 9, 10, 12, 30, 31, 8, 9, 10, 11, 59, 58, 8]
-    batches = length_batches(lengths, batch_tokens=200, min_batch=2)
+    batches = length_batches(lengths, batch_tokens=200, pass_tokens=20)
     assert sorted(j for b in batches for j in b) == list(range(len(lengths)))
-    for b in batches:
-        width = max(lengths[j] for j in b)
-        assert len(b) * width <= 200
-        assert width <= min(lengths[j] for j in b) * 1.25 + 4 or len(b) <= 2
+    assert all(len(b) * max(lengths[j] for j in b) <= 200 for b in batches)
     assert [[lengths[j] for j in b] for b in batches] == [[8, 8, 8, 9, 9, 10, 10, 11, 12], [30, 31], [58, 59, 60]]
+    # a served request's few texts of spread lengths: not one batch padded to the longest, nor one per text
+    served = [22, 9, 71, 11, 25, 10]
+    assert [[served[j] for j in b] for b in length_batches(served, 8192, 40)] == [[9, 10, 11], [22, 25], [71]]
+    rng = random.Random(0)
+    for _ in range(40):
+        widths = [rng.choice([rng.randint(3, 20), rng.randint(20, 120)]) for _ in range(rng.randint(1, 9))]
+        budget, price = rng.choice([120, 300, 8192]), rng.choice([0, 10, 40, 500])
+        got = length_batches(widths, budget, price)
+        assert all(len(b) == 1 or len(b) * max(widths[j] for j in b) <= budget for b in got)
+        assert _split_cost(widths, got, price) == _cheapest_split(sorted(widths), budget, price)
     assert length_batches([], 100) == []
     assert length_batches([300], 100) == [[0]]  # a window longer than the budget still gets its batch
+    assert length_batches([300, 5, 400], 100, 0) == [[1], [0], [2]]
 
 
 def test_the_public_api_lists_what_it_exports():
