@@ -40,6 +40,8 @@ MAX_MATCHES_PER_LINE = 1_000  # an ordinary sentence holds an entity a few times
 # matches follow the length); the reference's str.find walks a line once.
 VECTOR_PASSES = 8
 _EXACT, _CASEFOLD, _INSIDE, _ABSENT = range(4)
+# What ``str.find`` counts: polars up to 2.1 returns a byte offset, 2.2 a character offset ("é b" -> 3 or 2).
+_FIND_IN_CHARS = pl.Series(["\u00e9 b"]).str.find("b", literal=True).item() == 2
 
 # ASCII bytes that are word characters: letters, digits, underscore (what str.isalnum() says for ASCII).
 _WORD_BYTE = np.zeros(256, dtype=bool)
@@ -142,6 +144,7 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
     # continuation[i]: UTF-8 continuation bytes in t_data[:i]; char offset = byte offset - continuations before it.
     continuation = np.zeros(len(t_data) + 1, dtype=np.int64)
     np.cumsum((t_data >= 0x80) & (t_data < 0xC0), out=continuation[1:])
+    char_starts = np.flatnonzero((t_data < 0x80) | (t_data >= 0xC0))  # byte offset of every character, in order
     e_bytes = e_off[1:] - e_off[:-1]  # (P,)
     e_chars = entity.str.len_chars().to_numpy().astype(np.int64)  # (P,)
     e_first = e_data[np.minimum(e_off[:-1], len(e_data) - 1)]
@@ -177,12 +180,17 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
             )
         hit = found_at.is_not_null().to_numpy()
         if not hit.all():
-            rows, from_byte, frame = rows[hit], from_byte[hit], frame.filter(pl.Series(hit))
+            rows, from_byte, from_char, frame = rows[hit], from_byte[hit], from_char[hit], frame.filter(pl.Series(hit))
             found_at = found_at.filter(pl.Series(hit))
         if not rows.size:
             break
         base = t_off[sid[rows]]
-        start_b = from_byte + found_at.to_numpy().astype(np.int64)  # absolute byte offsets in the sentence
+        found = found_at.to_numpy().astype(np.int64)
+        if _FIND_IN_CHARS:  # the character offset in the sentence -> its byte offset (the k-th character from base)
+            first_char = (from_char if passes else 0) + found
+            start_b = char_starts[base - continuation[base] + first_char] - base
+        else:
+            start_b = from_byte + found  # byte offsets in the sentence
         end_b = start_b + e_bytes[rows]
         start = start_b - (continuation[base + start_b] - continuation[base])  # character offsets
         end = start + e_chars[rows]
