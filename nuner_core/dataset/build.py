@@ -264,6 +264,7 @@ def _scan(
     finally:
         entities_writer.close()
         rejected_writer.close()
+        spill.close()
     return _Scanned(
         spill=spill,
         ids=pa.chunked_array(ids_parts, type=pa.string()),
@@ -365,7 +366,7 @@ def _filter(scanned: _Scanned, cfg: DatasetConfig, counts: Counter[str]) -> _Kep
 def _top_concepts(spill: Spill, alive: np.ndarray, top: int, counts: Counter[str]) -> pl.Series:
     """The ``top`` concepts with the most spans in the sentences still ``alive`` (ties: by name)."""
     parts = []
-    for spans in spill.spans(["sid", "concept"]):
+    for spans in spill.spans():
         parts.append(spans.filter(pl.Series(alive[spans["sid"].to_numpy()])).group_by("concept").len())
     per_concept = pl.concat(parts).group_by("concept").agg(pl.col("len").sum())
     counts["concepts.before_top_filter"] = per_concept.height
@@ -382,7 +383,7 @@ def _rare(spans: pl.DataFrame, kept_concepts: pl.Series | None) -> np.ndarray:
 def _common_per_sentence(spill: Spill, kept_concepts: pl.Series, sentences: int) -> np.ndarray:
     """(S,) the spans of the top concepts per sentence."""
     n_common = np.zeros(sentences, dtype=np.int64)
-    for spans in spill.spans(["sid", "concept"]):
+    for spans in spill.spans():
         n_common += np.bincount(spans["sid"].to_numpy()[~_rare(spans, kept_concepts)], minlength=sentences)
     return n_common
 
