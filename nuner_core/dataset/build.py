@@ -1,5 +1,9 @@
 """The dataset stage's core: parse, align, filter, split, write.
 
+Memory follows the batch size: the scan spills each batch's sentences and spans (``spill``),
+the filters run on what is kept per sentence (id, drop reason, span counts), and the rows are
+read back batch by batch into ``annotated.parquet`` (a row group per batch).
+
 Input: batches of ``id``, ``text``, ``lines`` (see ``sources``). Output files in ``out_dir``:
 
     annotated.parquet       id, text, split, spans: list<struct<start: int32, end: int32, concept: string>>
