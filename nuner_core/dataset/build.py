@@ -1,5 +1,9 @@
 """The dataset stage's core: parse, align, filter, split, write.
 
+Memory follows the batch size: the scan spills each batch's sentences and spans (``spill``),
+the filters run on what is kept per sentence (id, drop reason, span counts), and the rows are
+read back batch by batch into ``annotated.parquet`` (a row group per batch).
+
 Input: batches of ``id``, ``text``, ``lines`` (see ``sources``). Output files in ``out_dir``:
 
     annotated.parquet       id, text, split, spans: list<struct<start: int32, end: int32, concept: string>>
@@ -24,6 +28,7 @@ for exactly one reason each, tried in this order:
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -33,6 +38,7 @@ from typing import Iterable
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from polars import CompatLevel
 
@@ -46,6 +52,7 @@ from nuner_core.dataset.parse import (
     parse_lines,
 )
 from nuner_core.dataset.sources import SourceLog
+from nuner_core.dataset.spill import Spill
 from nuner_core.dataset.split import subsample_mask, validation_mask
 from nuner_core.stage_api import Progress, StageError
 
@@ -115,9 +122,23 @@ def build_dataset(
     total: int | None = None,
 ) -> BuildResult:
     """Build the training set from source batches into ``out_dir``: scan, filter, write."""
+    # The scanned batches wait on disk beside the outputs (removed before the stage ends).
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".spill-") as spill_dir:
+        return _build(batches, cfg, out_dir, log, Spill(Path(spill_dir)), progress, total)
+
+
+def _build(
+    batches: Iterable[pl.DataFrame],
+    cfg: DatasetConfig,
+    out_dir: Path,
+    log: SourceLog,
+    spill: Spill,
+    progress: Progress | None,
+    total: int | None,
+) -> BuildResult:
     counts: Counter[str] = Counter({f"lines.dropped.{r}": 0 for r in DROP_REASONS})
     clock = _Clock()
-    scanned = _scan(batches, cfg, out_dir, counts, clock, progress, total)
+    scanned = _scan(batches, cfg, out_dir, spill, counts, clock, progress, total)
     clock("read")
     malformed = log.counts.get("sentences.dropped.malformed_record", 0)
     counts.update(log.counts)
@@ -142,14 +163,16 @@ def build_dataset(
 
 @dataclass
 class _Scanned:
-    """Every sentence read, with its drop reason so far, and every aligned span."""
+    """Every sentence read, with what the filters need of it; texts and spans wait in ``spill``."""
 
+    spill: Spill  # per batch: sentences (id, text), spans (sid u32, start i32, end i32, concept str, casefold bool, order u32)
     ids: pa.ChunkedArray  # (S,)
-    texts: pa.ChunkedArray  # (S,)
     reason: np.ndarray  # (S,) int8: 0 kept so far, else a _CODE
     n_parsed: np.ndarray  # (S,) parsed entity lines per sentence
     drop_hit: np.ndarray  # (S,) bool: an annotation of a dropped concept
-    spans: pl.DataFrame  # sid u32, start i32, end i32, concept str, casefold bool, order u32
+    n_aligned: np.ndarray  # (S,) aligned spans per sentence
+    mentions: int  # aligned spans
+    casefold: int  # of them, found by the case-insensitive fallback
     concepts_parsed: int  # distinct concepts among the parsed lines
 
     @property
@@ -159,30 +182,31 @@ class _Scanned:
 
 @dataclass
 class _Kept:
-    """The outcome of the filters: which sentences and which of their spans are kept."""
+    """The outcome of the filters: which sentences and which concepts' spans are kept."""
 
-    rows: np.ndarray  # (K,) indices of the kept sentences
     final: np.ndarray  # (S,) bool
-    keep_span: np.ndarray  # (M,) bool
+    concepts: pl.Series | None  # the top concepts kept; None: all
 
 
 def _scan(
     batches: Iterable[pl.DataFrame],
     cfg: DatasetConfig,
     out_dir: Path,
+    spill: Spill,
     counts: Counter[str],
     clock: _Clock,
     progress: Progress | None,
     total: int | None,
 ) -> _Scanned:
-    """Parse and align every batch; write the side files (entities, rejected lines) as it goes."""
+    """Parse and align every batch; write the side files (entities, rejected lines) and spill the
+    sentences and spans as it goes."""
     drop_set = sorted({normalise_concept_str(c) for c in cfg.drop_concepts} - {""})
     ids_parts: list[pa.Array] = []
-    text_parts: list[pa.Array] = []
+    n_aligned_parts: list[np.ndarray] = []  # (S,) aligned spans per sentence
+    mentions = casefold = 0
     reason_parts: list[np.ndarray] = []  # (S,) int8 per batch
     n_parsed_parts: list[np.ndarray] = []  # (S,) parsed lines per sentence
     drop_hit_parts: list[np.ndarray] = []  # (S,) bool: an annotation of a dropped concept
-    span_parts: list[pl.DataFrame] = []  # sid u32 (global), start i32, end i32, concept str, casefold bool, order u32
     offset = 0
     concept_parts: list[pl.Series] = []  # distinct parsed concepts per batch
     # Side files for analysis: dictionary-encode the repetitive columns only, no statistics (faster).
@@ -219,22 +243,24 @@ def _scan(
                 hit[psid[parsed["concept"].is_in(drop_set).to_numpy()]] = True
             drop_hit_parts.append(hit)
             rows = al.spans["row"].to_numpy().astype(np.int64)
-            span_parts.append(
-                al.spans.select(
+            spans = al.spans.select(
                     sid=pl.Series((psid[rows] + offset).astype(np.uint32)),
                     start=pl.col("start"),
                     end=pl.col("end"),
                     concept=parsed["concept"].gather(rows),
                     casefold=pl.Series(al.status[rows] == STATUSES.index("casefold")),
                     order=pl.Series(rows.astype(np.uint32)),  # parsed line order within the batch
-                )
             )
+            n_aligned_parts.append(np.bincount(psid[rows], minlength=n))
+            mentions += spans.height
+            casefold += int(spans["casefold"].sum())
             ids = frame["id"].fill_null("")
             clock("collect")
             _write_side_files(entities_writer, rejected_writer, ids, result, al)
             clock("write_side_files")
-            ids_parts.append(ids.to_arrow(compat_level=CompatLevel.oldest()).cast(pa.string()))
-            text_parts.append(texts.to_arrow(compat_level=CompatLevel.oldest()).cast(pa.string()))
+            ids_parts.append(_string_column(ids))
+            spill.add(pl.DataFrame({"id": ids, "text": texts}), spans)
+            clock("spill")
             reason_parts.append(reason)
             offset += n
             if progress is not None:
@@ -242,13 +268,16 @@ def _scan(
     finally:
         entities_writer.close()
         rejected_writer.close()
+        spill.close()
     return _Scanned(
+        spill=spill,
         ids=pa.chunked_array(ids_parts, type=pa.string()),
-        texts=pa.chunked_array(text_parts, type=pa.string()),
         reason=np.concatenate(reason_parts) if reason_parts else np.zeros(0, dtype=np.int8),
         n_parsed=np.concatenate(n_parsed_parts) if n_parsed_parts else np.zeros(0, dtype=np.int64),
         drop_hit=np.concatenate(drop_hit_parts) if drop_hit_parts else np.zeros(0, dtype=bool),
-        spans=pl.concat(span_parts) if span_parts else pl.DataFrame(),
+        n_aligned=np.concatenate(n_aligned_parts) if n_aligned_parts else np.zeros(0, dtype=np.int64),
+        mentions=mentions,
+        casefold=casefold,
         concepts_parsed=int(pl.concat(concept_parts).n_unique()) if concept_parts else 0,
     )
 
@@ -300,35 +329,23 @@ def _write_side_files(
 
 
 def _filter(scanned: _Scanned, cfg: DatasetConfig, counts: Counter[str]) -> _Kept:
-    """The sentence-level filters, in the order of SENTENCE_REASONS, then the mention counts."""
+    """The sentence-level filters, in the order of SENTENCE_REASONS; the mentions are counted as they are written."""
     ids_all = scanned.ids
     reason = scanned.reason.copy()
-    n_parsed, drop_hit, spans = scanned.n_parsed, scanned.drop_hit, scanned.spans
-    ids_series = pl.Series("id", ids_all)
-
-    first = ids_series.is_first_distinct().to_numpy()
+    first = pl.Series("id", ids_all).is_first_distinct().to_numpy()
     reason[(reason == 0) & ~first] = _CODE["duplicate_id"]
-    reason[(reason == 0) & drop_hit] = _CODE["concept_filter"]
+    reason[(reason == 0) & scanned.drop_hit] = _CODE["concept_filter"]
 
-    sid = spans["sid"].to_numpy().astype(np.int64)  # (M,)
-    alive = reason[sid] == 0
-    rare = np.zeros(len(sid), dtype=bool)
+    kept_concepts = None
+    n_common = scanned.n_aligned  # (S,) spans of the concepts kept per sentence
     if cfg.top_concepts is not None:
-        kept_concepts = (
-            spans.filter(pl.Series(alive))
-            .group_by("concept")
-            .len()
-            .sort(["len", "concept"], descending=[True, False])
-            .head(cfg.top_concepts)["concept"]
-        )
-        rare = ~spans["concept"].is_in(kept_concepts.implode()).to_numpy()
-        counts["concepts.before_top_filter"] = int(spans.filter(pl.Series(alive))["concept"].n_unique())
-    n_aligned = np.bincount(sid, minlength=len(reason))
-    n_common = np.bincount(sid[~rare], minlength=len(reason))
+        kept_concepts = _top_concepts(scanned.spill, reason == 0, cfg.top_concepts, counts)
+        if not cfg.keep_empty:
+            n_common = _common_per_sentence(scanned.spill, kept_concepts, len(reason))
     if not cfg.keep_empty:
         open_ = reason == 0
-        reason[open_ & (n_parsed == 0)] = _CODE["no_entities"]
-        reason[(reason == 0) & (n_aligned == 0)] = _CODE["none_found"]
+        reason[open_ & (scanned.n_parsed == 0)] = _CODE["no_entities"]
+        reason[(reason == 0) & (scanned.n_aligned == 0)] = _CODE["none_found"]
         reason[(reason == 0) & (n_common == 0)] = _CODE["rare_concepts_only"]
     if cfg.num_sentences is not None:
         candidates = np.flatnonzero(reason == 0)
@@ -338,30 +355,93 @@ def _filter(scanned: _Scanned, cfg: DatasetConfig, counts: Counter[str]) -> _Kep
     for name, code in _CODE.items():
         counts[f"sentences.dropped.{name}"] = int((reason == code).sum())
     final = reason == 0  # (S,)
-    kept_rows = np.flatnonzero(final)
-    counts["sentences.kept"] = int(kept_rows.size)
-    if kept_rows.size == 0:
+    counts["sentences.kept"] = int(final.sum())
+    if not final.any():
         dropped = {k: v for k, v in counts.items() if k.startswith("sentences.dropped.") and v}
         raise StageError(f"no sentence is left to train on: of {counts['answers']:,} answers, dropped {dropped}")
-
     # ---- mentions: aligned = kept + dropped with their sentence + dropped as rare concepts
-    span_final = final[sid]
-    keep_span = span_final & ~rare
-    counts["mentions.aligned"] = int(len(sid))
-    counts["mentions.casefold"] = int(spans["casefold"].sum()) if len(sid) else 0
-    counts["mentions.kept"] = int(keep_span.sum())
-    counts["mentions.dropped.rare_concept"] = int((span_final & rare).sum())
-    counts["mentions.dropped.sentence_dropped"] = int((~span_final).sum())
-    return _Kept(rows=kept_rows, final=final, keep_span=keep_span)
+    counts["mentions.aligned"] = scanned.mentions
+    counts["mentions.casefold"] = scanned.casefold
+    for key in ("mentions.kept", "mentions.dropped.rare_concept", "mentions.dropped.sentence_dropped"):
+        counts[key] = 0  # counted batch by batch in _write
+    return _Kept(final=final, concepts=kept_concepts)
+
+
+def _top_concepts(spill: Spill, alive: np.ndarray, top: int, counts: Counter[str]) -> pl.Series:
+    """The ``top`` concepts with the most spans in the sentences still ``alive`` (ties: by name)."""
+    parts = []
+    for spans in spill.spans():
+        parts.append(spans.filter(pl.Series(alive[spans["sid"].to_numpy()])).group_by("concept").len())
+    per_concept = pl.concat(parts).group_by("concept").agg(pl.col("len").sum())
+    counts["concepts.before_top_filter"] = per_concept.height
+    return per_concept.sort(["len", "concept"], descending=[True, False]).head(top)["concept"]
+
+
+def _rare(spans: pl.DataFrame, kept_concepts: pl.Series | None) -> np.ndarray:
+    """(M,) bool: the spans of a concept outside the top concepts kept."""
+    if kept_concepts is None:
+        return np.zeros(spans.height, dtype=bool)
+    return ~spans["concept"].is_in(kept_concepts.implode()).to_numpy()
+
+
+def _common_per_sentence(spill: Spill, kept_concepts: pl.Series, sentences: int) -> np.ndarray:
+    """(S,) the spans of the top concepts per sentence."""
+    n_common = np.zeros(sentences, dtype=np.int64)
+    for spans in spill.spans():
+        n_common += np.bincount(spans["sid"].to_numpy()[~_rare(spans, kept_concepts)], minlength=sentences)
+    return n_common
 
 
 def _write(scanned: _Scanned, kept: _Kept, cfg: DatasetConfig, out_dir: Path, counts: Counter[str], clock: _Clock) -> pl.DataFrame:
-    """Write ``annotated.parquet`` and ``concepts.parquet``; return the concept table."""
-    ids_all, texts_all, spans = scanned.ids, scanned.texts, scanned.spans
-    final, keep_span, kept_rows = kept.final, kept.keep_span, kept.rows
-    sid = spans["sid"].to_numpy().astype(np.int64)  # (M,)
-    # ---- annotated.parquet: one row per kept sentence, spans sorted by (start, end), then answer line order
-    new_index = np.cumsum(final) - 1  # old sentence index -> row in the output
+    """Write ``annotated.parquet`` batch by batch, then ``concepts.parquet``; return the concept table."""
+    final = kept.final
+    per_batch: list[pl.DataFrame] = []  # concept, mentions, sentences of each batch's kept rows
+    validation = 0
+    with pq.ParquetWriter(out_dir / "annotated.parquet", ANNOTATED_SCHEMA) as writer:
+        for offset, sentences, spans in scanned.spill.batches():
+            sid = spans["sid"].to_numpy().astype(np.int64)  # (M,) global sentence index
+            rare = _rare(spans, kept.concepts)
+            span_final = final[sid]
+            keep_span = span_final & ~rare
+            counts["mentions.kept"] += int(keep_span.sum())
+            counts["mentions.dropped.rare_concept"] += int((span_final & rare).sum())
+            counts["mentions.dropped.sentence_dropped"] += int((~span_final).sum())
+            batch_final = final[offset : offset + sentences.height]
+            if not batch_final.any():
+                continue
+            table, kept_spans = _annotated_rows(sentences, spans, keep_span, sid - offset, batch_final, cfg)
+            writer.write_table(table)
+            validation += pc.sum(pc.equal(table["split"], "validation")).as_py() or 0
+            per_batch.append(
+                kept_spans.group_by("concept").agg(mentions=pl.len().cast(pl.Int64), sentences=pl.col("row").n_unique().cast(pl.Int64))
+            )
+    clock("write_annotated")
+    kept_rows = int(final.sum())
+    counts["sentences.validation"] = validation
+    counts["sentences.train"] = kept_rows - validation
+
+    # ---- concepts.parquet (a batch's rows are its own: the sentence counts add up across batches)
+    concepts = (
+        pl.concat(per_batch)
+        .group_by("concept")
+        .agg(pl.col("mentions").sum(), pl.col("sentences").sum())
+        .sort(["mentions", "concept"], descending=[True, False])
+    )
+    pq.write_table(_arrow(concepts, CONCEPTS_SCHEMA), out_dir / "concepts.parquet")
+    counts["concepts"] = concepts.height
+    counts["concepts.seen_once"] = int((concepts["mentions"] == 1).sum())
+    counts["concepts.parsed"] = scanned.concepts_parsed
+    clock("concepts")
+    return concepts
+
+
+def _annotated_rows(
+    sentences: pl.DataFrame, spans: pl.DataFrame, keep_span: np.ndarray, sid: np.ndarray, final: np.ndarray, cfg: DatasetConfig
+) -> tuple[pa.Table, pl.DataFrame]:
+    """One batch's rows of annotated.parquet (one per kept sentence, spans sorted by (start, end), then answer
+    line order) and its kept spans with their ``row``; ``sid`` and ``final`` index the batch's sentences."""
+    kept_rows = np.flatnonzero(final)
+    new_index = np.cumsum(final) - 1  # sentence index in the batch -> row in the batch's output
     kept_spans = (
         spans.filter(pl.Series(keep_span))
         .with_columns(row=pl.Series(new_index[sid[keep_span]].astype(np.uint32)))
@@ -378,34 +458,23 @@ def _write(scanned: _Scanned, kept: _Kept, cfg: DatasetConfig, out_dir: Path, co
         ],
         fields=list(SPAN_TYPE),
     )
-    kept_ids = ids_all.take(pa.array(kept_rows))
+    take = pa.array(kept_rows)
+    kept_ids = _string_column(sentences["id"]).take(take)
     is_validation = validation_mask(kept_ids, cfg.validation_fraction, cfg.seed)
     table = pa.table(
         {
             "id": kept_ids,
-            "text": texts_all.take(pa.array(kept_rows)),
+            "text": _string_column(sentences["text"]).take(take),
             "split": pa.array(np.where(is_validation, "validation", "train").tolist(), type=pa.string()),
             "spans": pa.ListArray.from_arrays(pa.array(offsets), span_struct),
         },
         schema=ANNOTATED_SCHEMA,
     )
-    pq.write_table(table, out_dir / "annotated.parquet")
-    clock("write_annotated")
-    counts["sentences.validation"] = int(is_validation.sum())
-    counts["sentences.train"] = int(kept_rows.size - is_validation.sum())
+    return table, kept_spans
 
-    # ---- concepts.parquet
-    concepts = (
-        kept_spans.group_by("concept")
-        .agg(mentions=pl.len().cast(pl.Int64), sentences=pl.col("row").n_unique().cast(pl.Int64))
-        .sort(["mentions", "concept"], descending=[True, False])
-    )
-    pq.write_table(_arrow(concepts, CONCEPTS_SCHEMA), out_dir / "concepts.parquet")
-    counts["concepts"] = concepts.height
-    counts["concepts.seen_once"] = int((concepts["mentions"] == 1).sum())
-    counts["concepts.parsed"] = scanned.concepts_parsed
-    clock("concepts")
-    return concepts
+
+def _string_column(series: pl.Series) -> pa.Array:
+    return series.to_arrow(compat_level=CompatLevel.oldest()).cast(pa.string())
 
 
 def check_accounting(counts: dict[str, int]) -> list[str]:

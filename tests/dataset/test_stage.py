@@ -174,3 +174,27 @@ def test_profiles_have_a_dataset_section():
         assert cfg.source == "responses" and cfg.drop_concepts == ("concept",) and cfg.validation_fraction == 0.1
     with pytest.raises(ValueError, match="dataset.path"):
         load_config("demo", ["dataset.source=nuner_csv"])
+
+
+@pytest.mark.parametrize("options", [{}, {"top_concepts": 40, "num_sentences": 900, "case_insensitive_fallback": True}])
+def test_batch_size_does_not_change_the_outputs(tmp_path, demo_responses, options):
+    """The stage spills each batch and writes annotated.parquet batch by batch: small batches (many, some
+    with no kept row) give the same files, counts and spill-free output directory as one batch."""
+    whole, whole_out = run_dataset(tmp_path, path=str(demo_responses), **options)
+    small, small_out = run_dataset(tmp_path, path=str(demo_responses), batch_size=7, **options)
+    assert list(small.extra["counts"].items()) == list(whole.extra["counts"].items())
+    for name in ("annotated.parquet", "concepts.parquet", "entities.parquet", "rejected_lines.parquet"):
+        assert pq.read_table(small_out / name).equals(pq.read_table(whole_out / name)), name
+    assert sorted(p.name for p in small_out.iterdir()) == sorted(p.name for p in whole_out.iterdir())
+    assert not [p for p in small_out.iterdir() if p.name.startswith(".")]  # the spill is gone
+
+
+def test_small_batches_keep_the_filters(tmp_path):
+    """Duplicates across batches, the top-concept cut and batches with nothing kept, one sentence a batch."""
+    path = _responses(tmp_path)
+    for options in ({}, {"top_concepts": 1}, {"drop_concepts": [], "keep_empty": True}, {"num_sentences": 2}):
+        whole, whole_out = run_dataset(tmp_path, path=str(path), **options)
+        small, small_out = run_dataset(tmp_path, path=str(path), batch_size=1, **options)
+        assert small.extra["counts"] == whole.extra["counts"], options
+        for name in ("annotated.parquet", "concepts.parquet"):
+            assert pq.read_table(small_out / name).equals(pq.read_table(whole_out / name)), (options, name)
