@@ -170,14 +170,7 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
         if passes == VECTOR_PASSES:  # the lines with more matches than that, whole, to the reference
             deferred[rows] = True
             break
-        if passes == 0:
-            found_at = frame.select(pl.col("t").str.find(pl.col("e"), literal=True)).to_series()
-        else:
-            found_at = (
-                frame.with_columns(o=pl.Series(from_char))
-                .select(pl.col("t").str.slice(pl.col("o")).str.find(pl.col("e"), literal=True))
-                .to_series()
-            )
+        found_at = _next_occurrence(frame, from_char if passes else None)
         hit = found_at.is_not_null().to_numpy()
         if not hit.all():
             rows, from_byte, from_char, frame = rows[hit], from_byte[hit], from_char[hit], frame.filter(pl.Series(hit))
@@ -229,6 +222,13 @@ def align(sid: np.ndarray, entity: pl.Series, texts: pl.Series, case_insensitive
         sid, entity, texts, deferred, case_insensitive_fallback, status, occurrences, capped, span_rows, span_starts, span_ends
     )
     return Alignment(_spans_frame(span_rows, span_starts, span_ends), status, occurrences, capped)
+
+
+def _next_occurrence(frame: pl.DataFrame, from_char: np.ndarray | None) -> pl.Series:
+    """Per row, the offset of the entity ``e`` in the sentence ``t`` from character ``from_char`` on (None: from the start), or null."""
+    if from_char is None:
+        return frame.select(pl.col("t").str.find(pl.col("e"), literal=True)).to_series()
+    return frame.with_columns(o=pl.Series(from_char)).select(pl.col("t").str.slice(pl.col("o")).str.find(pl.col("e"), literal=True)).to_series()
 
 
 def _reference_passes(
