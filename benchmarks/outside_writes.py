@@ -22,16 +22,13 @@ import contextlib
 import json
 import logging
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test credentials for the local S3 server
-from s3_env import S3_ENV  # noqa: E402
+from s3_env import S3_ENV, start_moto  # noqa: E402
 
 from nuner_core.store import MANIFEST, RemoteStore, content_id, file_checksum, open_store  # noqa: E402
 
@@ -42,22 +39,10 @@ PRETRAIN_KEY = "0123456789abcdef"
 @contextlib.contextmanager
 def s3_server() -> Iterator[None]:
     """moto's S3 server on a free port, the AWS_* variables pointing at it while inside (restored after)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, endpoint = start_moto()
     saved = {name: os.environ.get(name) for name in [*S3_ENV, "AWS_ENDPOINT_URL"]}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("moto's S3 server did not start")
-            time.sleep(0.1)
-        os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
+        os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": endpoint})
         yield
     finally:
         for name, value in saved.items():

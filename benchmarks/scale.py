@@ -36,7 +36,6 @@ import math
 import os
 import random
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -269,22 +268,10 @@ def slope(sizes: list[int], seconds: list[float]) -> float:
 
 def moto_bucket() -> subprocess.Popen:
     """moto's S3 server on a free port, a bucket on it; the AWS_* variables (inherited by the children) point at it."""
-    from s3_env import S3_ENV
+    from s3_env import S3_ENV, start_moto
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "SCALE_BUCKET": f"scale-{os.getpid()}"})
-    deadline = time.monotonic() + 60
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("moto's S3 server did not start")
-        time.sleep(0.1)
+    proc, endpoint = start_moto()
+    os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "SCALE_BUCKET": f"scale-{os.getpid()}"})
     import fsspec
 
     fsspec.filesystem("s3", use_listings_cache=False).mkdir(os.environ["SCALE_BUCKET"])

@@ -76,26 +76,14 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 server on a free 127.0.0.1 port, one per session (a subprocess: a real HTTP S3 API)."""
-    import socket
-    import subprocess
-    import sys
-    import time
+    from s3_env import start_moto
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     log = open(_SESSION_TMP / "moto.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"moto's S3 server did not start; see {_SESSION_TMP / 'moto.log'}")
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
+    try:
+        proc, endpoint = start_moto(log)
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}; see {_SESSION_TMP / 'moto.log'}")
+    yield endpoint
     proc.terminate()
     proc.wait(timeout=30)
     log.close()
