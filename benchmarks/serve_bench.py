@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tag_bench: the one builder of the benchmark tagger
 from tag_bench import COMMON_LABELS, MINILM, build_dual_encoder, corpus_sentences  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "serving"))  # starting `nuner serve` is test support
+from server_process import start_server  # noqa: E402
 
 from nuner_core.paths import assets_dir  # noqa: E402
 
@@ -65,30 +67,9 @@ BAD = [  # (body, content type): every one must get a 4xx
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(model: Path, log: Path, threads: int, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [sys.executable, "-m", "flows.cli", "serve", "--model", f"nuner={model}", "--port", str(port), "--log-level", "warning",
-               "--warm-labels", ",".join(COMMON_LABELS), "--threads", str(threads),
-               "--max-wait-ms", str(max_wait_ms)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        if process.poll() is not None:
-            raise SystemExit(f"nuner serve exited {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("nuner serve was not ready within 2 minutes")
+def start_bench_server(model: Path, log: Path, threads: int, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
+    return start_server("--model", f"nuner={model}", "--log-level", "warning", "--warm-labels", ",".join(COMMON_LABELS),
+                        "--threads", str(threads), "--max-wait-ms", str(max_wait_ms), log=log)  # fmt: skip
 
 
 async def load(url: str, texts: list[str], clients: int, seconds: float) -> dict:
@@ -192,7 +173,7 @@ def main() -> None:
     texts = corpus_sentences(assets_dir(), args.sentences)
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         model = build_dual_encoder(Path(tmp) / "model", encoder)
-        process, url = start_server(model, Path(tmp) / "server.log", args.threads, args.max_wait_ms)
+        process, url = start_bench_server(model, Path(tmp) / "server.log", args.threads, args.max_wait_ms)
         try:
             server = psutil.Process(process.pid)
             tagger = ZeroShotTagger.from_pretrained(model, device="cpu")

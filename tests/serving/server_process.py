@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -16,16 +17,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(*args: str, cwd=None, ready_within: float = 120.0) -> tuple[subprocess.Popen, str]:
-    """Start `nuner serve ARGS --port <free>`; wait for /readyz. Returns the process and its base URL."""
+def start_server(*args: str, cwd=None, ready_within: float = 120.0, log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """Start `nuner serve ARGS --port <free>`; wait for /readyz. Returns the process and its base URL.
+
+    Its output is piped (read it with ``stop_server``), or written to ``log`` (a long-running benchmark's server).
+    """
     port = free_port()
+    output = subprocess.PIPE if log is None else log.open("w")
     process = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", *args, "--port", str(port)], cwd=cwd,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                               stdout=output, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + ready_within
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"nuner serve exited {process.returncode}: {process.stdout.read() if process.stdout else ''}")
+            said = log.read_text()[-2000:] if log is not None else process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"nuner serve exited {process.returncode}: {said}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return process, url
