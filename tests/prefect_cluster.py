@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Sequence
 from uuid import UUID
@@ -126,6 +127,22 @@ class Cluster:
     def flow_run(self, run_id: str) -> FlowRun:
         with self.client() as client:
             return client.read_flow_run(UUID(run_id))
+
+    def held(self, runs: Sequence[FlowRun]) -> list[tuple[datetime, datetime]]:
+        """When a worker took each run (its accepted Pending) and when the run ended.
+
+        Two runs held at once by two workers of limit 1 ran at the same time as far as the workers
+        go; the Running start is not the measure, since a flow-run process on two busy cores can
+        take longer to start than a tiny run takes to finish.
+        """
+        with self.client() as client:
+            spans = []
+            for r in runs:
+                states = sorted(client.read_flow_run_states(r.id), key=lambda s: s.timestamp)
+                taken = next(s.timestamp for s in states if s.type.value == "PENDING")
+                assert r.end_time is not None, f"{r.name} has not ended"
+                spans.append((taken, r.end_time))
+            return spans
 
     def pool_runs(self) -> list[tuple[FlowRun, list[State]]]:
         """Every flow run of the pool, with its state history (oldest first)."""
