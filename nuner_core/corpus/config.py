@@ -19,7 +19,8 @@ class CorpusSource(StrictModel):
 
 
 class CorpusConfig(StrictModel):
-    sources: tuple[CorpusSource, ...] = (CorpusSource(path="${assets}/annotations.jsonl", presplit=True),)  # where the text comes from (hub data sets, local files); default: the demo assets' sentences
+    # where the text comes from (hub data sets, local files); the default: the demo assets' sentences
+    sources: tuple[CorpusSource, ...] = (CorpusSource(path="${assets}/annotations.jsonl", presplit=True),)
     language: str = "en"  # sentence splitter language (sentencex)
     num_sentences: Int | None = Field(default=None, ge=1)  # sample this many sentences; None keeps all
     seed: Int = 0  # sampling seed: same seed and source, same sample
