@@ -1,4 +1,4 @@
-"""Write the docs site's reference pages from the code: docs/reference/config.md, cli.md and artifacts.md.
+"""Write the docs site's reference pages from the code: docs/reference/config.md, cli.md, artifacts.md, benchmarks.md.
 
     .venv/bin/python scripts/gen_docs.py           # rewrite the pages
     .venv/bin/python scripts/gen_docs.py --check   # exit 1, naming each stale page, when a page differs
@@ -10,6 +10,8 @@
 - cli.md: every ``nuner`` command, nested ones too, from the parser ``flows.cli.build_parser`` builds.
 - artifacts.md: the store's layout and each stage's artifact, from the docstrings and constants that
   declare them (the store's modules, ``pipeline.run_stage``'s manifest, each stage module).
+- benchmarks.md: every script of ``benchmarks/``, from its docstring (what it measures, how to run it,
+  its last line), read without importing it.
 
 tests/docs/test_reference_pages.py fails when a committed page differs from what this writes.
 """
@@ -419,9 +421,31 @@ def artifacts_page() -> str:
     return "".join(parts)
 
 
+# ------------------------------------------------------------------ benchmarks
+
+
+def benchmarks_page() -> str:
+    """Each benchmark script's docstring (helpers, named ``_*.py``, and scripts without one left out)."""
+    parts = [
+        "# Benchmarks\n\nThe speed and memory checks, one script each in `benchmarks/`, each printing its figures "
+        "and ending with one `key=value` line. Every script has `--smoke` (seconds: the same code path at tiny "
+        "sizes), run by `tests/test_benchmarks_smoke.py`; the measured figures are on the [results](../results.md) "
+        "page and the pages it links to.\n"
+    ]
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        if path.name.startswith("_") or not doc:
+            continue
+        body = "\n".join(_prose(line) for line in doc.splitlines())
+        # An indented block after a blank line is a command to run; an indented line after text continues that text.
+        body = re.sub(r"\n\n((?:    .*\n?)+)", lambda m: "\n\n```bash\n" + textwrap.dedent(m.group(1)).rstrip() + "\n```\n", body)
+        parts.append(f"## `{path.name}`\n\n{body.strip()}\n")
+    return "\n".join(parts)
+
+
 # ------------------------------------------------------------------ main
 
-PAGES = {"config.md": config_page, "cli.md": cli_page, "artifacts.md": artifacts_page}
+PAGES = {"config.md": config_page, "cli.md": cli_page, "artifacts.md": artifacts_page, "benchmarks.md": benchmarks_page}
 
 
 def render() -> dict[Path, str]:
