@@ -6,7 +6,9 @@ control run under ``controls/<name>/``; each run directory is a complete two-enc
     text_encoder/  concept_encoder/  dual_encoder.json
 
 The manifest records ``base_model`` and ``encoders`` (run name -> text encoder directory,
-relative to the artifact); ``read_outputs`` is the one reader of those fields.
+relative to the artifact); ``read_outputs`` is the one reader of those fields. A manifest may come
+from a bucket whoever can write it chose, so each directory must be a plain relative name inside the
+artifact (the store's own rule for names it reads, ``store.local_path``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nuner_core.stage_api import StageError
-from nuner_core.store import MANIFEST
+from nuner_core.store import MANIFEST, CorruptArtifact, local_path
 
 MAIN_RUN = "nuner"
 TEXT_ENCODER = "text_encoder"
@@ -63,7 +65,10 @@ def read_outputs(artifact: Path) -> PretrainOutputs:
     text: dict[str, Path] = {}
     dual: dict[str, Path] = {}
     for name, rel in encoders.items():
-        path = artifact / rel
+        try:
+            path = local_path(artifact, rel)
+        except CorruptArtifact as exc:
+            raise StageError(f"{manifest_path}: encoder {name!r}: {exc}") from None
         if not (path / "config.json").is_file():
             raise StageError(f"{manifest_path}: encoder {name!r} points at {path}, which holds no config.json")
         text[name] = path

@@ -23,13 +23,14 @@ from nuner_core.store.keys import ArtifactRef, artifact_key
 from nuner_core.store.local import LocalStore
 from nuner_core.store.location import data_root, local_directory, local_root, object_store_url, store_location
 from nuner_core.store.manifest import CHECKSUM, INCOMPLETE, MANIFEST, content_id, file_checksum
+from nuner_core.store.names import local_path
 from nuner_core.store.protocol import ArtifactStore, Clock
 from nuner_core.store.remote import RemoteStore
 
 __all__ = [
     "CHECKSUM", "INCOMPLETE", "MANIFEST", "ArtifactError", "ArtifactRef", "ArtifactStore", "Clock", "CorruptArtifact",
-    "LocalStore", "RemoteStore", "StoreError", "artifact_key", "content_id", "data_root", "file_checksum", "local_root",
-    "open_store", "store_location",
+    "LocalStore", "RemoteStore", "StoreError", "artifact_key", "content_id", "data_root", "file_checksum", "local_path",
+    "local_root", "open_store", "store_location",
 ]  # fmt: skip
 
 
