@@ -1,5 +1,8 @@
 """Collation: every point's evaluate results into one table, and the reported scores drawn from it.
 
+(With ``report.stage: finetune`` the rows come from each point's finetune artifact instead:
+``finetune_report``; the reported scores below are the evaluate stage's.)
+
 ``results.parquet`` has one row per point × encoder × benchmark × k × sampling (all
 protocols and ks the points evaluated, not only the reported ones), with the point's
 swept values as columns named by their dotted keys. The summary and the figure use the
@@ -34,9 +37,9 @@ class PointOutcome:
     """What became of one point in this run."""
 
     point: Point
-    status: Status  # built: its pipeline ran here; reused: its evaluate artifact existed; failed
+    status: Status  # built: its pipeline ran here; reused: its reported stage's artifact existed; failed
     keys: dict[str, str] = field(default_factory=dict)  # stage -> planned artifact key
-    evaluate_dir: str | None = None  # the evaluate artifact (None when failed)
+    artifact_dir: str | None = None  # the reported stage's artifact (report.stage: evaluate or finetune; None when failed)
     message: str = ""  # why it failed
     seconds: float = 0.0  # wall time of its pipeline run here
     flow_run: str | None = None  # the Prefect flow run (or deployment run) of the point, when it ran
@@ -45,7 +48,7 @@ class PointOutcome:
         return {
             "point": self.point.index, "label": self.point.label, "values": self.point.values,
             "overrides": self.point.overrides, "status": self.status, "keys": self.keys,
-            "evaluate_dir": self.evaluate_dir, "message": self.message, "seconds": round(self.seconds, 1),
+            "artifact_dir": self.artifact_dir, "message": self.message, "seconds": round(self.seconds, 1),
             "flow_run": self.flow_run,
         }  # fmt: skip
 
@@ -54,15 +57,21 @@ class PointOutcome:
 
 
 def collate(experiment: Experiment, outcomes: Sequence[PointOutcome]) -> pl.DataFrame:
-    """The rows of every point with an evaluate artifact, tagged with the point and its swept values."""
+    """The rows of every point with a result artifact, tagged with the point and its swept values."""
+    from nuner_core.experiment.finetune_report import finetune_rows
+
+    stage = experiment.spec.report.stage
     frames = []
     for outcome in outcomes:
-        if outcome.evaluate_dir is None:
+        if outcome.artifact_dir is None:
             continue
-        rows = pl.read_parquet(Path(outcome.evaluate_dir) / "results.parquet").select(KEPT_COLUMNS)
+        if stage == "finetune":
+            rows = finetune_rows(Path(outcome.artifact_dir)).select(KEPT_COLUMNS)
+        else:
+            rows = pl.read_parquet(Path(outcome.artifact_dir) / "results.parquet").select(KEPT_COLUMNS)
         tags: list[pl.Expr] = [pl.lit(outcome.point.index, pl.Int64).alias("point"), pl.lit(outcome.point.label).alias("label")]
         tags.append(pl.lit(json.dumps(outcome.point.values, sort_keys=True)).alias("values"))
-        tags += [pl.lit(outcome.keys.get(s)).cast(pl.String).alias(f"{s}_key") for s in ("pretrain", "evaluate")]
+        tags += [pl.lit(outcome.keys.get(s)).cast(pl.String).alias(f"{s}_key") for s in ("pretrain", stage)]
         frames.append(rows.with_columns(tags))
     if not frames:
         return pl.DataFrame(schema={"point": pl.Int64, "label": pl.String, **{c: pl.String for c in KEPT_COLUMNS}})

@@ -3,13 +3,14 @@
 The Prefect flow (``flows/experiment.py``) runs the points; everything it decides is here:
 
 - ``point_keys``: the artifact key of every stage of a point (the planner's, from its config);
-- ``done_points``: points whose evaluate artifact is already in the store (a rerun skips them);
+- ``done_points``: points whose reported stage's artifact (``report.stage``: evaluate, or finetune)
+  is already in the store (a rerun skips them);
 - ``shared_stages``: stages that two or more points to run need and that are not built yet,
   grouped by the first point that needs them, so that concurrent points do not build the
   same artifact twice (a concept sweep annotates once, then pre-trains per point);
 - ``publish``: the ``experiment`` artifact (results.parquet, summary.md, the figure, the
   experiment file and the points), keyed on the experiment's content and its points'
-  evaluate keys; published *incomplete* when a point failed, so a rerun finishes it.
+  reported-stage keys; published *incomplete* when a point failed, so a rerun finishes it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Sequence
 from nuner_core.config import load_config
 from nuner_core.experiment.collate import PointOutcome, collate, reported_scores
 from nuner_core.experiment.figure import plot
+from nuner_core.experiment.finetune_report import write_finetune_summary
 from nuner_core.experiment.spec import Experiment, Point
 from nuner_core.experiment.summary import write_summary
 from nuner_core.pipeline import plan
@@ -41,9 +43,9 @@ def point_keys(experiment: Experiment, point: Point, store: ArtifactStore) -> di
     return {step.stage: step.key for step in plan(config, None, store)}
 
 
-def done_points(keys: dict[int, dict[str, str]], store: ArtifactStore) -> set[int]:
-    """Points whose evaluate artifact is in the store and final: nothing of theirs needs running."""
-    return {i for i, k in keys.items() if "evaluate" in k and store.is_final("evaluate", k["evaluate"])}
+def done_points(keys: dict[int, dict[str, str]], store: ArtifactStore, stage: str = "evaluate") -> set[int]:
+    """Points whose ``stage`` artifact (the reported one) is in the store and final: nothing of theirs needs running."""
+    return {i for i, k in keys.items() if stage in k and store.is_final(stage, k[stage])}
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,14 @@ def shared_stages(points: Sequence[Point], keys: dict[int, dict[str, str]], stor
     return builds
 
 
+def reported_keys(experiment: Experiment, keys: dict[int, dict[str, str]]) -> dict[str, str]:
+    """``point-<i>`` -> the artifact key of the point's reported stage (what the experiment collates)."""
+    stage = experiment.spec.report.stage
+    return {f"point-{i}": k.get(stage, "") for i, k in sorted(keys.items())}
+
+
 def experiment_key(experiment: Experiment, keys: dict[int, dict[str, str]]) -> str:
-    upstream = {f"point-{i}": k.get("evaluate", "") for i, k in sorted(keys.items())}
-    return artifact_key(STAGE, CODE_VERSION, {"experiment": experiment.content_hash}, upstream)
+    return artifact_key(STAGE, CODE_VERSION, {"experiment": experiment.content_hash}, reported_keys(experiment, keys))
 
 
 def existing(experiment: Experiment, keys: dict[int, dict[str, str]], store: ArtifactStore) -> ArtifactRef | None:
@@ -114,16 +121,23 @@ def publish(
         "profile": spec.profile,
         "config": spec.model_dump(mode="json"),
         "source": experiment.source,
-        "upstream": {f"point-{i}": k.get("evaluate", "") for i, k in sorted(keys.items())},
+        "upstream": reported_keys(experiment, keys),
         "code_version": CODE_VERSION,
     }
+    stage = spec.report.stage
     with store.publish(STAGE, key, manifest) as out:
         table = collate(experiment, outcomes)
         table.write_parquet(out / RESULTS)
-        scores = reported_scores(experiment, table)
-        drawn = f"f1_vs_{spec.x_key.rsplit('.', 1)[-1]}.png"
-        figure = drawn if plot(out / drawn, experiment, scores) else None
-        summary = write_summary(out / SUMMARY, experiment, outcomes, scores, figure)
+        figure: str | None = None
+        if stage == "finetune":  # a table of test F1 per point (no figure: the points differ in data set, not along an axis)
+            summary, headline = write_finetune_summary(out / SUMMARY, experiment, outcomes, table)
+        else:
+            scores = reported_scores(experiment, table)
+            drawn = f"f1_vs_{spec.x_key.rsplit('.', 1)[-1]}.png"
+            figure = drawn if plot(out / drawn, experiment, scores) else None
+            summary = write_summary(out / SUMMARY, experiment, outcomes, scores, figure)
+            headline = {f"{o.point.label} average F1": round(cell.mean, 2) for o in outcomes
+                        if (cell := scores.cells.get((o.point.index, "average"))) is not None}  # fmt: skip
         (out / "experiment.yaml").write_text(_yaml(spec.model_dump(mode="json")))
         (out / "points.json").write_text(json.dumps([o.as_dict() for o in outcomes], indent=2, default=str))
         reports = [Report("markdown", f"experiment-{_slug(spec.name)}", f"Experiment {spec.name}: table, spread, failed points", summary)]
@@ -131,13 +145,8 @@ def publish(
             reports.append(Report("image", f"experiment-{_slug(spec.name)}-figure", f"Experiment {spec.name}: F1 vs {spec.x_key}", figure))
         reports.append(Report("table", f"experiment-{_slug(spec.name)}-points", f"Experiment {spec.name}: points", [
             {"point": o.point.index, "values": o.point.label, "status": o.status, "seconds": round(o.seconds, 1),
-             "evaluate": o.keys.get("evaluate"), "message": o.message[:200]} for o in outcomes
+             stage: o.keys.get(stage), "message": o.message[:200]} for o in outcomes
         ]))  # fmt: skip
-        headline: dict[str, Any] = {}
-        for o in outcomes:
-            cell = scores.cells.get((o.point.index, "average"))
-            if cell is not None:
-                headline[f"{o.point.label} average F1"] = round(cell.mean, 2)
         manifest.update(
             rows={"results": table.height, "points": len(outcomes), "points_failed": len(failed)},
             headline=headline,

@@ -59,7 +59,7 @@ class ExperimentPlan:
 
     experiment: Experiment
     keys: dict[int, dict[str, str]]  # point -> stage -> artifact key
-    done: frozenset[int]  # points whose evaluate artifact is in the store: a rerun skips them
+    done: frozenset[int]  # points whose reported stage's artifact is in the store: a rerun skips them
 
     @property
     def todo(self) -> list[Point]:
@@ -74,11 +74,11 @@ def plan_experiment(file: str | Path, store: ArtifactStore, max_points: int | No
     """Load and validate the file, plan every point (ExperimentError, ConfigError, StageError when it cannot)."""
     experiment = load_experiment(file, max_points)
     keys = {p.index: point_keys(experiment, p, store) for p in experiment.points}
-    return ExperimentPlan(experiment, keys, frozenset(done_points(keys, store)))
+    return ExperimentPlan(experiment, keys, frozenset(done_points(keys, store, experiment.spec.report.stage)))
 
 
 def run_points(plan: ExperimentPlan, store: ArtifactStore, parallel: int, launcher: Launcher[Handle], log: Callable[[str], None]) -> list[PointOutcome]:
-    """Every point's outcome, in the experiment's order: reused (its evaluate artifact was there), built, or failed.
+    """Every point's outcome, in the experiment's order: reused (its reported stage's artifact was there), built, or failed.
 
     With ``parallel`` > 1 and several points to run, the stages two of them share are built
     first, once each, so that the points running side by side find them cached; a failed
@@ -86,7 +86,8 @@ def run_points(plan: ExperimentPlan, store: ArtifactStore, parallel: int, launch
     the others.
     """
     exp, keys = plan.experiment, plan.keys
-    outcomes = {i: _reused(exp.points[i], keys[i], store) for i in plan.done}
+    stage = exp.spec.report.stage
+    outcomes = {i: _reused(exp.points[i], keys[i], store, stage) for i in plan.done}
     todo = plan.todo
     if parallel > 1 and len(todo) > 1:
         for build in shared_stages(todo, keys, store):
@@ -96,7 +97,7 @@ def run_points(plan: ExperimentPlan, store: ArtifactStore, parallel: int, launch
                 for i in build.shared_by:
                     outcomes.setdefault(i, PointOutcome(exp.points[i], "failed", keys[i], message=why))
     for p, result in _at_most(parallel, [p for p in todo if p.index not in outcomes], launcher):
-        outcome = outcomes[p.index] = _ran(p, keys[p.index], result, store)
+        outcome = outcomes[p.index] = _ran(p, keys[p.index], result, store, stage)
         log(f"point {p.index} ({p.label}): {outcome.status}" + (f": {outcome.message}" if outcome.message else ""))
     return [outcomes[p.index] for p in exp.points]
 
@@ -121,19 +122,19 @@ def _at_most(parallel: int, points: Sequence[Point], launcher: Launcher[Handle])
         yield running.pop(handle), result
 
 
-def _reused(p: Point, keys: dict[str, str], store: ArtifactStore) -> PointOutcome:
-    found = store.lookup("evaluate", keys["evaluate"])
+def _reused(p: Point, keys: dict[str, str], store: ArtifactStore, stage: str) -> PointOutcome:
+    found = store.lookup(stage, keys[stage])
     return PointOutcome(p, "reused", keys, found.path if found else None)
 
 
-def _ran(p: Point, keys: dict[str, str], result: PointResult, store: ArtifactStore) -> PointOutcome:
-    """A point whose pipeline ran here: built when it completed and its evaluate artifact is in the store."""
+def _ran(p: Point, keys: dict[str, str], result: PointResult, store: ArtifactStore, stage: str) -> PointOutcome:
+    """A point whose pipeline ran here: built when it completed and its reported stage's artifact is in the store."""
     if not result.ok:
         return PointOutcome(p, "failed", keys, None, result.message, result.seconds, result.flow_run)
-    found = store.lookup("evaluate", keys["evaluate"])
+    found = store.lookup(stage, keys[stage])
     if found is None:
         why = (
-            f"its pipeline completed but its evaluate artifact {keys['evaluate']} is not in {store.root}: "
+            f"its pipeline completed but its {stage} artifact {keys[stage]} is not in {store.root}: "
             "do the workers write to another artifact store (NUNER_DATA_DIR)?"
         )
         return PointOutcome(p, "failed", keys, None, why, result.seconds, result.flow_run)

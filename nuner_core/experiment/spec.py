@@ -10,7 +10,7 @@ An experiment file is YAML::
     sweep:                                  # swept keys, each with its list of values
       dataset.top_concepts: [4, 16, 64, 256, null]
     mode: grid                              # grid: the product of the swept keys; zip: the i-th values together
-    report: {protocol: frozen, k: 8, benchmarks: null, encoder: nuner}
+    report: {protocol: frozen, k: 8, benchmarks: null, encoder: nuner}   # or {stage: finetune}: the finetune stage's test F1
     figure: {x: dataset.top_concepts, y: f1, log_x: true}
     max_parallel: null                      # points at once; null: 1 without a GPU, else the GPU count
 
@@ -55,6 +55,9 @@ class ExperimentError(ValueError):
 
 
 class ReportSpec(StrictModel):
+    # the stage a point is done at and collated from: evaluate (protocol, k, benchmarks, encoder below), or
+    # finetune (each point's entity F1 per seed from its finetune artifact, base beside it; the fields below unused)
+    stage: Literal["evaluate", "finetune"] = "evaluate"
     protocol: Literal["frozen", "finetune"] = "frozen"  # which evaluation protocol's scores to collate
     k: Int = Field(default=8, ge=1)  # the few-shot k of the figure and table (the paper's ablations: 8)
     benchmarks: tuple[str, ...] | None = None  # benchmark names to report; None: every evaluated one
@@ -223,7 +226,8 @@ def validate(spec: ExperimentSpec, source: str = "<inline>", base_dir: Path | No
             problems.append(f"sweep.{key}: not a key of the pipeline config ({_near(key)})")
         elif key in spec.overrides:
             problems.append(f"sweep.{key}: also a fixed override; set it in one place")
-        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
+        # zip: a value recurs across points (the same data set with two methods); what must not recur is a point
+        if spec.mode == "grid" and len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
             problems.append(f"sweep.{key}: a value is listed twice")
     for key in spec.overrides:
         if not is_config_key(key):
@@ -231,6 +235,12 @@ def validate(spec: ExperimentSpec, source: str = "<inline>", base_dir: Path | No
     if spec.mode == "zip" and len({len(v) for v in spec.sweep.values()}) > 1:
         lengths = ", ".join(f"{k}: {len(v)}" for k, v in spec.sweep.items())
         problems.append(f"mode: zip needs value lists of one length ({lengths})")
+    elif spec.mode == "zip":
+        seen: dict[str, int] = {}
+        for i, combo in enumerate(zip(*spec.sweep.values())):
+            first = seen.setdefault(json.dumps(combo, sort_keys=True, default=str), i)
+            if first != i:
+                problems.append(f"sweep: point {i} has the same values as point {first}")
     n_points = len(next(iter(spec.sweep.values()))) if spec.mode == "zip" else _product(len(v) for v in spec.sweep.values())
     if spec.labels is not None and len(spec.labels) != n_points:
         problems.append(f"labels: {len(spec.labels)} labels for {n_points} points")
@@ -268,6 +278,10 @@ def _check_size(spec: ExperimentSpec, where: str, max_points: int) -> None:
 
 
 def _check_report(spec: ExperimentSpec, config: Any, point: Point) -> list[str]:
+    if spec.report.stage == "finetune":  # a full run fine-tunes only with labelled data
+        if config.finetune.data is None:
+            return [f"report.stage: finetune, but finetune.data is not set for point {point.index} ({point.label})"]
+        return []
     evaluate = config.evaluate
     protocol = getattr(evaluate, spec.report.protocol)
     where = f"point {point.index} ({point.label})"

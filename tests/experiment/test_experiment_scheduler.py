@@ -94,7 +94,7 @@ def test_shared_stages_first_once_then_the_points_two_at_a_time(experiment):
     assert launcher.most == 2  # never more than the limit, and the limit was used
     assert [o.status for o in outcomes] == ["built"] * 4
     assert [o.flow_run for o in outcomes] == [f"run-{i}" for i in range(4)]
-    assert [o.evaluate_dir for o in outcomes] == [f"/store/evaluate/evaluate-{i}" for i in range(4)]
+    assert [o.artifact_dir for o in outcomes] == [f"/store/evaluate/evaluate-{i}" for i in range(4)]
     assert sorted(lines) == [f"point {i} (seed={i}): built" for i in range(4)]
     assert ending(outcomes, SimpleNamespace(path="/x", key="k")).failure is None
 

@@ -26,7 +26,7 @@ BASE = {"name": "t", "profile": "demo", "sweep": {"dataset.top_concepts": [4, 16
     "change, expected",
     [
         ({"colour": "red"}, "colour: unknown key; known keys: name, description, profile"),
-        ({"report": {"k": 4, "kk": 8}}, "report.kk: unknown key; known keys: protocol, k, benchmarks, encoder"),
+        ({"report": {"k": 4, "kk": 8}}, "report.kk: unknown key; known keys: stage, protocol, k, benchmarks, encoder"),
         ({"figure": {"logx": True}}, "figure.logx: unknown key"),
         ({"sweep": {"dataset.top_conceps": [4]}}, "sweep.dataset.top_conceps: not a key of the pipeline config (dataset has: source,"),
         ({"sweep": {"pretraining.lr": [1e-4]}}, "sweep.pretraining.lr: not a key of the pipeline config (the config has: corpus,"),
@@ -39,6 +39,9 @@ BASE = {"name": "t", "profile": "demo", "sweep": {"dataset.top_concepts": [4, 16
         ({"overrides": {"pretrain.lrr": 3}}, "overrides.pretrain.lrr: not a key of the pipeline config"),
         ({"sweep": {"dataset.top_concepts": [4, 16], "pretrain.lr": [1e-4]}, "mode": "zip"},
          "mode: zip needs value lists of one length (dataset.top_concepts: 2, pretrain.lr: 1)"),
+        ({"sweep": {"dataset.top_concepts": [4, 4, 16], "pretrain.lr": [1e-4, 1e-4, 1e-4]}, "mode": "zip"},
+         "sweep: point 1 has the same values as point 0"),
+        ({"report": {"stage": "finetune"}}, "report.stage: finetune, but finetune.data is not set for point 0 (top_concepts=4)"),
         ({"figure": {"x": "pretrain.lr"}}, "figure.x: 'pretrain.lr' is not a swept key (swept: dataset.top_concepts)"),
         ({"labels": ["a"]}, "labels: 1 labels for 2 points"),
         ({"report": {"k": 8}}, "report.k: 8 is not among evaluate.frozen.ks [1, 4, 16] of point 0 (top_concepts=4)"),
@@ -85,6 +88,14 @@ def test_points_grid_zip_and_labels(tmp_path):
         ("large", {"pretrain.epochs": 1, "pretrain.base_model": "b", "pretrain.freeze_layers": 2}),
     ]
     assert zipped.spec.x_key == "pretrain.base_model"
+    # zip: a value may recur across points (one data set, two methods), as long as no point does
+    linked = load_experiment(_write(tmp_path, BASE | {
+        "sweep": {"dataset.top_concepts": [4, 4, 16], "pretrain.lr": [1e-4, 5e-5, 1e-4]}, "mode": "zip",
+    }))  # fmt: skip
+    assert [p.values for p in linked.points] == [
+        {"dataset.top_concepts": 4, "pretrain.lr": 1e-4}, {"dataset.top_concepts": 4, "pretrain.lr": 5e-5},
+        {"dataset.top_concepts": 16, "pretrain.lr": 1e-4},
+    ]  # fmt: skip
 
 
 def test_content_hash_ignores_max_parallel_but_not_the_sweep(tmp_path):
