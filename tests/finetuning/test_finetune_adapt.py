@@ -156,6 +156,7 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path, toy_files, tagger_
 
 
 def test_stage_adapts_calibrates_on_dev_only_and_the_tagger_loads(tmp_path, toy_files, tagger_dir, monkeypatch):
+    import nuner_core.tagging as tagging
     from nuner_core.tagging import ZeroShotTagger
     from nuner_core.tagging import calibrate as calibrate_module
 
@@ -166,7 +167,8 @@ def test_stage_adapts_calibrates_on_dev_only_and_the_tagger_loads(tmp_path, toy_
         seen.append([ex.text for ex in examples])
         return real(tagger, examples, source, **kw)
 
-    monkeypatch.setattr(calibrate_module, "calibrate_examples", spy)
+    # Where the stage looks it up: the tagger's public API (which caches the name once anything has used it).
+    monkeypatch.setattr(tagging, "calibrate_examples", spy)
     dataset = tmp_path / "dataset"
     annotated(dataset / "annotated.parquet")
     cfg = adapt_config(toy_files, encoder=str(tagger_dir), compare_base=True, base=str(tagger_dir / "text_encoder"), epochs=2)
